@@ -1,0 +1,94 @@
+//! Time on the decision path.
+//!
+//! Every wait and timestamp that ratelayer decides with comes from [`tokio::time`], so a
+//! test under `#[tokio::test(start_paused = true)]` checks a 21-minute backoff schedule in
+//! milliseconds. Wall-clock time ([`SystemTime`](std::time::SystemTime)) is used only to
+//! read headers that carry an absolute date, and is passed in as a value.
+//!
+//! [`TokioClock`] lets [governor] run on the same clock: governor's own clock and its
+//! `until_ready` ignore paused time.
+
+use std::ops::Add;
+use std::time::Duration;
+
+use governor::clock::{Clock, Reference};
+use governor::nanos::Nanos;
+
+pub use tokio::time::Instant;
+
+/// The current instant on tokio's clock (paused and advanced by tests).
+#[inline]
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// A [governor] clock that reads `tokio::time::Instant`, so governor's limiters obey
+/// `tokio::time::pause` and `tokio::time::advance`.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use governor::{Quota, RateLimiter};
+/// use ratelayer_core::clock::TokioClock;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let limiter = RateLimiter::direct_with_clock(
+///     Quota::per_minute(NonZeroU32::new(3).unwrap()).allow_burst(NonZeroU32::new(1).unwrap()),
+///     TokioClock::default(),
+/// );
+/// assert!(limiter.check().is_ok());
+/// assert!(limiter.check().is_err());
+/// tokio::time::advance(std::time::Duration::from_secs(20)).await;
+/// assert!(limiter.check().is_ok());
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+/// An instant of [`TokioClock`]: a `tokio::time::Instant` that governor can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokioInstant(pub Instant);
+
+impl Add<Nanos> for TokioInstant {
+    type Output = TokioInstant;
+
+    fn add(self, rhs: Nanos) -> TokioInstant {
+        let d: Duration = rhs.into();
+        TokioInstant(self.0.checked_add(d).unwrap_or(self.0))
+    }
+}
+
+impl Reference for TokioInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        self.0.saturating_duration_since(earlier.0).into()
+    }
+
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        let d: Duration = duration.into();
+        TokioInstant(self.0.checked_sub(d).unwrap_or(self.0))
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = TokioInstant;
+
+    fn now(&self) -> TokioInstant {
+        TokioInstant(Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn tokio_clock_follows_paused_time() {
+        let c = TokioClock;
+        let a = c.now();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let b = c.now();
+        assert_eq!(Duration::from(b.duration_since(a)), Duration::from_millis(1500));
+        assert_eq!(Duration::from(a.duration_since(b)), Duration::ZERO);
+        assert_eq!(b.saturating_sub(Nanos::from(Duration::from_millis(1500))), a);
+    }
+}

@@ -1,0 +1,94 @@
+//! Scopes: the key under which limits, tiers and cooldowns are kept.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The key of everything ratelayer learns and enforces: a provider, a credential and a
+/// model.
+///
+/// A provider's limits are per account (credential) and usually per model. A layer can
+/// widen a scope by dropping parts of it (for example, concurrency is usually counted per
+/// provider and credential across models): see [`Scope::without_model`].
+///
+/// The credential part is a short fingerprint of the API key (see
+/// [`meta`](crate::meta)), never the key itself, so a scope can be logged safely.
+///
+/// ```
+/// use ratelayer_core::Scope;
+/// let scope = Scope::new("openai").with_model("gpt-4o-mini");
+/// assert_eq!(scope.to_string(), "openai/gpt-4o-mini");
+/// assert_eq!(scope.without_model().to_string(), "openai");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope {
+    provider: Arc<str>,
+    credential: Option<Arc<str>>,
+    model: Option<Arc<str>>,
+}
+
+impl Scope {
+    /// A scope for a whole provider (no credential, no model).
+    pub fn new(provider: impl Into<Arc<str>>) -> Self {
+        Scope {
+            provider: provider.into(),
+            credential: None,
+            model: None,
+        }
+    }
+
+    /// This scope, narrowed to a credential fingerprint.
+    pub fn with_credential(mut self, credential: impl Into<Arc<str>>) -> Self {
+        self.credential = Some(credential.into());
+        self
+    }
+
+    /// This scope, narrowed to a model.
+    pub fn with_model(mut self, model: impl Into<Arc<str>>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// This scope without its model: the provider and credential only.
+    pub fn without_model(&self) -> Self {
+        Scope {
+            provider: self.provider.clone(),
+            credential: self.credential.clone(),
+            model: None,
+        }
+    }
+
+    /// The provider's name, such as `openai`.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The credential fingerprint, if the scope is narrowed to one.
+    pub fn credential(&self) -> Option<&str> {
+        self.credential.as_deref()
+    }
+
+    /// The model, if the scope is narrowed to one.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+}
+
+impl fmt::Display for Scope {
+    /// `provider[@credential][/model]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.provider)?;
+        if let Some(c) = &self.credential {
+            write!(f, "@{c}")?;
+        }
+        if let Some(m) = &self.model {
+            write!(f, "/{m}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Scope({self})")
+    }
+}
