@@ -1,5 +1,201 @@
-//! The shared limit state through which the layers cooperate. Being built.
+//! The shared limit state through which the layers cooperate.
+//!
+//! Layers never know each other: the tier detector publishes what it learned (tier,
+//! limits, remaining, resets, a cooldown after a 429) here, keyed by [`Scope`]; the retry
+//! layer reads the tier's base delay and the cooldown; the TPM and concurrency layers
+//! tighten their budgets from it. A user can hold the same handle to read or override the
+//! state at run time.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ratelayer_core::{LimitState, Scope};
+//! use ratelayer_core::state::TierInfo;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let state = LimitState::new();
+//! let scope = Scope::new("openai").with_model("gpt-4o");
+//! state.set_tier(&scope, TierInfo::new("free", Duration::from_secs(20)));
+//! assert_eq!(state.tier(&scope).unwrap().base_delay, Duration::from_secs(20));
+//!
+//! let until = tokio::time::Instant::now() + Duration::from_secs(30);
+//! state.set_cooldown(&scope, until);
+//! assert_eq!(state.cooldown_remaining(&scope), Duration::from_secs(30));
+//! # }
+//! ```
 
-/// A shared handle to what ratelayer knows about every scope. Being built.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::headers::RateLimitSnapshot;
+use crate::scope::Scope;
+
+/// The tier of an account for a scope, as inferred by the tier detector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierInfo {
+    /// The tier's name, such as `free` or `tier-1`.
+    pub name: Arc<str>,
+    /// The base delay of backoff after a rate-limited response.
+    pub base_delay: Duration,
+    /// The recommended minimum interval between request starts.
+    pub pacing: Duration,
+    /// The requests-per-minute limit the tier was inferred from, if known.
+    pub rpm: Option<u64>,
+}
+
+impl TierInfo {
+    /// A tier with this name and base delay (no pacing, no known limit).
+    pub fn new(name: impl Into<Arc<str>>, base_delay: Duration) -> Self {
+        TierInfo {
+            name: name.into(),
+            base_delay,
+            pacing: Duration::ZERO,
+            rpm: None,
+        }
+    }
+}
+
+/// The last rate-limit snapshot seen for a scope, with the instant it was received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// What the response said.
+    pub snapshot: RateLimitSnapshot,
+    /// When the response was received (tokio time).
+    pub at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    tier: Option<TierInfo>,
+    cooldown_until: Option<Instant>,
+    observed: Option<Observed>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    scopes: Mutex<HashMap<Scope, Entry>>,
+}
+
+/// A shared handle to what ratelayer knows about every scope: tiers, cooldowns and the
+/// last rate-limit snapshot. Clones share the same state.
 #[derive(Debug, Clone, Default)]
-pub struct LimitState {}
+pub struct LimitState {
+    inner: Arc<Inner>,
+}
+
+impl LimitState {
+    /// An empty in-memory state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Scope, Entry>> {
+        // A panic while holding this lock cannot leave an entry half-written (every
+        // critical section is a single assignment), so a poisoned lock is still usable.
+        self.inner
+            .scopes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Publishes the tier of `scope`.
+    pub fn set_tier(&self, scope: &Scope, tier: TierInfo) {
+        self.lock().entry(scope.clone()).or_default().tier = Some(tier);
+    }
+
+    /// The tier of `scope`, if one was detected or set.
+    pub fn tier(&self, scope: &Scope) -> Option<TierInfo> {
+        self.lock().get(scope).and_then(|e| e.tier.clone())
+    }
+
+    /// Every request on `scope` (and on narrower scopes: a cooldown on a provider covers
+    /// its models) waits until `until`. A cooldown only ever extends: an earlier `until`
+    /// than the current one is ignored.
+    pub fn set_cooldown(&self, scope: &Scope, until: Instant) {
+        let mut map = self.lock();
+        let e = map.entry(scope.clone()).or_default();
+        if e.cooldown_until.is_none_or(|cur| cur < until) {
+            e.cooldown_until = Some(until);
+        }
+    }
+
+    /// Removes the cooldown of `scope` (an operator override).
+    pub fn clear_cooldown(&self, scope: &Scope) {
+        if let Some(e) = self.lock().get_mut(scope) {
+            e.cooldown_until = None;
+        }
+    }
+
+    /// The latest instant until which `scope` must wait, considering the scope itself,
+    /// the scope without its model, and the provider as a whole. `None` if no cooldown
+    /// is in force now.
+    pub fn cooldown_until(&self, scope: &Scope) -> Option<Instant> {
+        let now = Instant::now();
+        let map = self.lock();
+        let wide = scope.without_model();
+        let provider = Scope::new(scope.provider());
+        [scope, &wide, &provider]
+            .into_iter()
+            .filter_map(|s| map.get(s).and_then(|e| e.cooldown_until))
+            .filter(|until| *until > now)
+            .max()
+    }
+
+    /// How long `scope` must wait for its cooldown from now (zero if none).
+    pub fn cooldown_remaining(&self, scope: &Scope) -> Duration {
+        self.cooldown_until(scope)
+            .map(|u| u.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    /// Records the last rate-limit snapshot seen for `scope`.
+    pub fn observe(&self, scope: &Scope, snapshot: RateLimitSnapshot) {
+        let at = Instant::now();
+        self.lock().entry(scope.clone()).or_default().observed = Some(Observed { snapshot, at });
+    }
+
+    /// The last rate-limit snapshot seen for `scope`.
+    pub fn observed(&self, scope: &Scope) -> Option<Observed> {
+        self.lock().get(scope).and_then(|e| e.observed.clone())
+    }
+
+    /// The scopes this state knows about.
+    pub fn scopes(&self) -> Vec<Scope> {
+        self.lock().keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn cooldown_extends_only_and_covers_narrower_scopes() {
+        let st = LimitState::new();
+        let provider = Scope::new("openai");
+        let model = provider.clone().with_model("gpt-4o");
+        let now = Instant::now();
+        st.set_cooldown(&model, now + Duration::from_secs(10));
+        st.set_cooldown(&model, now + Duration::from_secs(5));
+        assert_eq!(st.cooldown_remaining(&model), Duration::from_secs(10));
+        st.set_cooldown(&provider, now + Duration::from_secs(20));
+        assert_eq!(st.cooldown_remaining(&model), Duration::from_secs(20));
+        let other = provider.clone().with_model("gpt-4o-mini");
+        assert_eq!(st.cooldown_remaining(&other), Duration::from_secs(20));
+        tokio::time::advance(Duration::from_secs(21)).await;
+        assert_eq!(st.cooldown_until(&model), None);
+        assert_eq!(st.cooldown_remaining(&model), Duration::ZERO);
+    }
+
+    #[test]
+    fn clones_share_state() {
+        let a = LimitState::new();
+        let b = a.clone();
+        let s = Scope::new("anthropic");
+        a.set_tier(&s, TierInfo::new("tier-1", Duration::from_millis(300)));
+        assert_eq!(b.tier(&s).map(|t| t.name.to_string()).as_deref(), Some("tier-1"));
+    }
+}
