@@ -87,8 +87,14 @@ mod tests {
         let a = c.now();
         tokio::time::advance(Duration::from_millis(1500)).await;
         let b = c.now();
-        assert_eq!(Duration::from(b.duration_since(a)), Duration::from_millis(1500));
+        assert_eq!(
+            Duration::from(b.duration_since(a)),
+            Duration::from_millis(1500)
+        );
         assert_eq!(Duration::from(a.duration_since(b)), Duration::ZERO);
-        assert_eq!(b.saturating_sub(Nanos::from(Duration::from_millis(1500))), a);
+        assert_eq!(
+            b.saturating_sub(Nanos::from(Duration::from_millis(1500))),
+            a
+        );
     }
 }

@@ -164,7 +164,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid ratelayer configuration: {}: {}", self.setting, self.problem)
+        write!(
+            f,
+            "invalid ratelayer configuration: {}: {}",
+            self.setting, self.problem
+        )
     }
 }
 
@@ -183,7 +187,10 @@ mod tests {
             capacity: 30_000,
         };
         let s = e.to_string();
-        assert!(s.contains("40666") && s.contains("30000") && s.contains("openai/gpt-4o"), "{s}");
+        assert!(
+            s.contains("40666") && s.contains("30000") && s.contains("openai/gpt-4o"),
+            "{s}"
+        );
         let all = AllProvidersFailed {
             attempts: vec![
                 ProviderAttempt {

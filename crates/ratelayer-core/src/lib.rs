@@ -1,14 +1,14 @@
 //! Shared vocabulary of [ratelayer]: everything the layers agree on.
 //!
 //! - [`headers`]: one parser for every provider's rate-limit header dialect, producing a
-//!   normalized [`RateLimitSnapshot`](headers::RateLimitSnapshot).
+//!   normalized [`RateLimitSnapshot`].
 //! - [`classify`]: what a response or error means for rate limiting (success, rate limited,
 //!   quota exhausted, overloaded, context overflow, transient, fatal).
 //! - [`meta`]: provider, model and token estimate of a request, computed once per logical
 //!   request and cached in its extensions.
 //! - [`body`]: a cloneable request body whose bytes the layers can read and replay.
 //! - [`engine`]: the limiter engine (buckets, reservations, leases, learned limits) behind a
-//!   [`Store`](engine::Store) trait.
+//!   store trait.
 //! - [`state`]: the shared limit state through which the layers cooperate.
 //! - [`clock`]: all decision-path time comes from `tokio::time`, so paused-time tests work.
 //! - [`error`]: the typed errors that ratelayer itself decides.

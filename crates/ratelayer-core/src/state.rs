@@ -196,6 +196,9 @@ mod tests {
         let b = a.clone();
         let s = Scope::new("anthropic");
         a.set_tier(&s, TierInfo::new("tier-1", Duration::from_millis(300)));
-        assert_eq!(b.tier(&s).map(|t| t.name.to_string()).as_deref(), Some("tier-1"));
+        assert_eq!(
+            b.tier(&s).map(|t| t.name.to_string()).as_deref(),
+            Some("tier-1")
+        );
     }
 }

@@ -190,8 +190,9 @@ mod tests {
     use std::convert::Infallible;
     use tower::ServiceExt;
 
-    fn echo() -> StrictService<tower::util::ServiceFn<fn(u8) -> std::future::Ready<Result<u8, Infallible>>>>
-    {
+    type Echo = tower::util::ServiceFn<fn(u8) -> std::future::Ready<Result<u8, Infallible>>>;
+
+    fn echo() -> StrictService<Echo> {
         StrictService::new(tower::service_fn(|x| std::future::ready(Ok(x))))
     }
 
@@ -199,7 +200,7 @@ mod tests {
     #[should_panic(expected = "without a successful poll_ready")]
     fn call_without_ready_panics() {
         let mut s = echo();
-        let _ = s.call(1);
+        drop(s.call(1));
     }
 
     #[tokio::test]
@@ -208,7 +209,7 @@ mod tests {
         let mut s = echo();
         s.ready().await.unwrap();
         let mut c = s.clone();
-        let _ = c.call(1);
+        drop(c.call(1));
     }
 
     #[tokio::test]
