@@ -540,48 +540,40 @@ fn retry_after_all_forms() {
 
 // ---------------------------------------------------------------- precedence
 
+/// retry-after-ms, then Retry-After, then the body; an unreadable value falls through.
 #[test]
-fn precedence_ms_then_retry_after_then_body() {
-    let body = br#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"9s"}]}}"#;
-    let now = may_first();
-    let both = map(&[("retry-after-ms", "250"), ("retry-after", "7")]);
-    let s = parse(S429, &both, Some(body), now, None);
-    assert_eq!(
-        (s.retry_after, s.retry_after_source),
-        (Some(ms(250)), Some(DelaySource::RetryAfterMs))
-    );
-    let only_ra = map(&[("retry-after", "7")]);
-    let s = parse(S429, &only_ra, Some(body), now, None);
-    assert_eq!(
-        (s.retry_after, s.retry_after_source),
-        (Some(secs(7)), Some(DelaySource::RetryAfter))
-    );
-    let s = parse(S429, &HeaderMap::new(), Some(body), now, None);
-    assert_eq!(
-        (s.retry_after, s.retry_after_source),
-        (Some(secs(9)), Some(DelaySource::Body))
-    );
-}
-
-#[test]
-fn an_invalid_value_falls_through() {
-    let body = br#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"9s"}]}}"#;
-    let now = may_first();
-    let h = map(&[("retry-after-ms", "soon"), ("retry-after", "7")]);
-    let s = parse(S429, &h, Some(body), now, None);
-    assert_eq!(
-        (s.retry_after, s.retry_after_source),
-        (Some(secs(7)), Some(DelaySource::RetryAfter))
-    );
-    let h = map(&[("retry-after-ms", "-1"), ("retry-after", "7s")]);
-    let s = parse(S429, &h, Some(body), now, None);
-    assert_eq!(
-        (s.retry_after, s.retry_after_source),
-        (Some(secs(9)), Some(DelaySource::Body))
-    );
-    let h = map(&[("retry-after-ms", "NaN"), ("retry-after", "inf")]);
-    let s = parse(S429, &h, Some(b"not json"), now, None);
-    assert_eq!((s.retry_after, s.retry_after_source), (None, None));
+fn delay_precedence_and_fall_through() {
+    let body: &[u8] = br#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"9s"}]}}"#;
+    use DelaySource::*;
+    let cases: [(&[(&str, &str)], &[u8], Option<(Duration, DelaySource)>); 6] = [
+        (
+            &[("retry-after-ms", "250"), ("retry-after", "7")],
+            body,
+            Some((ms(250), RetryAfterMs)),
+        ),
+        (&[("retry-after", "7")], body, Some((secs(7), RetryAfter))),
+        (&[], body, Some((secs(9), Body))),
+        (
+            &[("retry-after-ms", "soon"), ("retry-after", "7")],
+            body,
+            Some((secs(7), RetryAfter)),
+        ),
+        (
+            &[("retry-after-ms", "-1"), ("retry-after", "7s")],
+            body,
+            Some((secs(9), Body)),
+        ),
+        (
+            &[("retry-after-ms", "NaN"), ("retry-after", "inf")],
+            b"not json",
+            None,
+        ),
+    ];
+    for (headers, body, want) in cases {
+        let s = parse(S429, &map(headers), Some(body), may_first(), None);
+        let got = s.retry_after.zip(s.retry_after_source);
+        assert_eq!(got, want, "{headers:?}");
+    }
 }
 
 #[test]
