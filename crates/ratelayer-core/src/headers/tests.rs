@@ -545,7 +545,12 @@ fn retry_after_all_forms() {
 fn delay_precedence_and_fall_through() {
     let body: &[u8] = br#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"9s"}]}}"#;
     use DelaySource::*;
-    let cases: [(&[(&str, &str)], &[u8], Option<(Duration, DelaySource)>); 6] = [
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        &'a [u8],
+        Option<(Duration, DelaySource)>,
+    );
+    let cases: [Case<'_>; 6] = [
         (
             &[("retry-after-ms", "250"), ("retry-after", "7")],
             body,
