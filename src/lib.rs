@@ -7,11 +7,13 @@
 //! - [`workload`]: a seeded workload of chat requests of varied sizes;
 //! - [`run`]: concurrent callers, and the naive client (fixed 1-2-4-8 s backoff on 429);
 //! - [`report`]: progress bars and the results table;
-//! - [`chart`]: an SVG chart of tokens per second against the limit.
+//! - [`chart`]: an SVG chart of tokens per second against the limit;
+//! - [`goodput`]: binding-limit share, 429 rate and theoretical minimum of a run.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod chart;
+pub mod goodput;
 pub mod report;
 pub mod run;
 pub mod workload;

@@ -1,0 +1,267 @@
+//! Goodput figures: how much of a provider's binding limit a strategy used, how many 429s
+//! it collected, and how its completion time compares with the theoretical minimum.
+//!
+//! The judge (ratelayer-mock) enforces its limits with a sliding one-minute window: in
+//! any 60 s window it admits at most `rpm` requests and `tpm` tokens, and at most
+//! `concurrency` requests are in flight. So over a span of `d` seconds from the first
+//! admission to the last, it admits at most `tpm × (d / 60 + 1)` tokens (the first
+//! window is available at once). The minimum time to serve the workload is, for each
+//! limit, the span it needs plus one response latency; the largest is binding.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// The limits of the judged provider, as documented to the client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProviderLimits {
+    /// Requests per minute.
+    pub rpm: u64,
+    /// Tokens per minute.
+    pub tpm: u64,
+    /// Requests in flight at once.
+    pub concurrency: u64,
+    /// The latency of one response.
+    pub latency: Duration,
+}
+
+/// One admitted request, as the judge's journal records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// When it was admitted, from the start of the run.
+    pub at: Duration,
+    /// The tokens the judge charged for it in the end.
+    pub tokens: u64,
+}
+
+/// Which limit binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// Requests per minute.
+    Rpm,
+    /// Tokens per minute.
+    Tpm,
+    /// Concurrency.
+    Concurrency,
+}
+
+impl Binding {
+    /// `rpm`, `tpm` or `concurrency`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Binding::Rpm => "rpm",
+            Binding::Tpm => "tpm",
+            Binding::Concurrency => "concurrency",
+        }
+    }
+}
+
+/// The theoretical minimum time to serve `requests` requests costing `tokens` in total,
+/// and which limit makes it so (see the [module docs](self)).
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_suite::goodput::{theoretical_minimum, Binding, ProviderLimits};
+/// let limits = ProviderLimits { rpm: 1_000, tpm: 60_000, concurrency: 100,
+///                               latency: Duration::from_secs(1) };
+/// // 600,000 tokens at 60,000 per minute: the first 60,000 at once, 9 more minutes.
+/// let (min, binding) = theoretical_minimum(&limits, 500, 600_000);
+/// assert_eq!(binding, Binding::Tpm);
+/// assert_eq!(min, Duration::from_secs(9 * 60 + 1));
+/// ```
+pub fn theoretical_minimum(
+    limits: &ProviderLimits,
+    requests: u64,
+    tokens: u64,
+) -> (Duration, Binding) {
+    let span = |amount: u64, per_minute: u64| -> f64 {
+        if per_minute == 0 {
+            return 0.0;
+        }
+        ((amount as f64 / per_minute as f64) - 1.0).max(0.0) * 60.0
+    };
+    let lat = limits.latency.as_secs_f64();
+    let candidates = [
+        (span(requests, limits.rpm) + lat, Binding::Rpm),
+        (span(tokens, limits.tpm) + lat, Binding::Tpm),
+        (
+            (requests as f64 / limits.concurrency.max(1) as f64).ceil() * lat,
+            Binding::Concurrency,
+        ),
+    ];
+    let (secs, binding) = candidates
+        .into_iter()
+        .fold((0.0, Binding::Concurrency), |best, c| {
+            if c.0 > best.0 { c } else { best }
+        });
+    (Duration::from_secs_f64(secs), binding)
+}
+
+/// The share of the binding limit used by `admissions`: what was admitted from the first
+/// admission to the last, divided by what the judge could have admitted over that span
+/// (see the [module docs](self)). For concurrency: the mean number in flight over the run
+/// divided by the limit.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_suite::goodput::{binding_share, Admission, Binding, ProviderLimits};
+/// let limits = ProviderLimits { rpm: 60, tpm: 1_000, concurrency: 4,
+///                               latency: Duration::from_secs(1) };
+/// // 1,000 tokens at t=0 and 1,000 more at t=60 s: the whole budget of two windows.
+/// let a = [Admission { at: Duration::ZERO, tokens: 1_000 },
+///          Admission { at: Duration::from_secs(60), tokens: 1_000 }];
+/// let share = binding_share(&limits, Binding::Tpm, &a, Duration::from_secs(61));
+/// assert!((share - 1.0).abs() < 1e-9);
+/// ```
+pub fn binding_share(
+    limits: &ProviderLimits,
+    binding: Binding,
+    admissions: &[Admission],
+    wall: Duration,
+) -> f64 {
+    let (Some(first), Some(last)) = (
+        admissions.iter().map(|a| a.at).min(),
+        admissions.iter().map(|a| a.at).max(),
+    ) else {
+        return 0.0;
+    };
+    let windows = (last - first).as_secs_f64() / 60.0 + 1.0;
+    match binding {
+        Binding::Tpm => {
+            let used: u64 = admissions.iter().map(|a| a.tokens).sum();
+            used as f64 / (limits.tpm.max(1) as f64 * windows)
+        }
+        Binding::Rpm => admissions.len() as f64 / (limits.rpm.max(1) as f64 * windows),
+        Binding::Concurrency => {
+            let busy = admissions.len() as f64 * limits.latency.as_secs_f64();
+            busy / (limits.concurrency.max(1) as f64 * wall.as_secs_f64().max(1e-9))
+        }
+    }
+}
+
+/// The figures of one strategy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    /// The strategy's name.
+    pub strategy: String,
+    /// Requests completed with a 2xx response.
+    pub completed: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Requests the provider received (all attempts).
+    pub sent: u64,
+    /// 429s the provider sent.
+    pub rate_limited: u64,
+    /// 429s per 1,000 requests received, not counting those answered before the first
+    /// response reached the client (no client can know the limits before it).
+    pub rate_limited_per_1000: f64,
+    /// Share of the binding limit used, see [`binding_share`].
+    pub binding_share: f64,
+    /// Completion time.
+    pub wall: Duration,
+    /// Completion time divided by the theoretical minimum.
+    pub vs_minimum: f64,
+}
+
+impl Figures {
+    /// One human-readable line.
+    pub fn line(&self) -> String {
+        format!(
+            "{:<10} completed {:>4}  failed {:>4}  binding limit used {:>5.1}%  429s/1000 {:>7.1}  time {:>7.1} s = {:.3}x minimum",
+            self.strategy,
+            self.completed,
+            self.failed,
+            self.binding_share * 100.0,
+            self.rate_limited_per_1000,
+            self.wall.as_secs_f64(),
+            self.vs_minimum
+        )
+    }
+}
+
+/// One JSON object with every strategy's figures, keyed by strategy name.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_suite::goodput::{json_line, Figures};
+/// let f = Figures { strategy: "naive".into(), completed: 1, failed: 0, sent: 2,
+///     rate_limited: 1, rate_limited_per_1000: 500.0, binding_share: 0.5,
+///     wall: Duration::from_secs(2), vs_minimum: 2.0 };
+/// let v: serde_json::Value = serde_json::from_str(&json_line(&[f])).unwrap();
+/// assert_eq!(v["naive"]["vs_minimum"], 2.0);
+/// ```
+pub fn json_line(figures: &[Figures]) -> String {
+    let mut map = serde_json::Map::new();
+    for f in figures {
+        map.insert(
+            f.strategy.clone(),
+            serde_json::json!({
+                "completed": f.completed,
+                "failed": f.failed,
+                "requests_sent": f.sent,
+                "rate_limited": f.rate_limited,
+                "rate_limited_per_1000": round3(f.rate_limited_per_1000),
+                "binding_limit_share": round3(f.binding_share),
+                "wall_seconds": round3(f.wall.as_secs_f64()),
+                "vs_minimum": round3(f.vs_minimum),
+            }),
+        );
+    }
+    let mut s = String::new();
+    let _ = write!(s, "{}", serde_json::Value::Object(map));
+    s
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_minimum_binds() {
+        let limits = ProviderLimits {
+            rpm: 60,
+            tpm: 1_000_000,
+            concurrency: 2,
+            latency: Duration::from_secs(2),
+        };
+        // 120 requests at 60 rpm: 60 s span + 2 s; concurrency: 60 rounds of 2 s = 120 s.
+        let (min, binding) = theoretical_minimum(&limits, 120, 1_000);
+        assert_eq!(binding, Binding::Concurrency);
+        assert_eq!(min, Duration::from_secs(120));
+        let (min, binding) = theoretical_minimum(
+            &ProviderLimits {
+                concurrency: 100,
+                ..limits
+            },
+            120,
+            1_000,
+        );
+        assert_eq!(binding, Binding::Rpm);
+        assert_eq!(min, Duration::from_secs(62));
+    }
+
+    #[test]
+    fn half_the_budget_is_half_the_share() {
+        let limits = ProviderLimits {
+            rpm: 60,
+            tpm: 1_000,
+            concurrency: 4,
+            latency: Duration::from_secs(1),
+        };
+        let a: Vec<Admission> = (0..=60)
+            .map(|s| Admission {
+                at: Duration::from_secs(s * 2),
+                tokens: 500 / 30,
+            })
+            .collect();
+        let share = binding_share(&limits, Binding::Tpm, &a, Duration::from_secs(121));
+        assert!((share - 61.0 * 16.0 / 3_000.0).abs() < 1e-9, "{share}");
+        assert_eq!(
+            binding_share(&limits, Binding::Rpm, &[], Duration::ZERO),
+            0.0
+        );
+    }
+}
