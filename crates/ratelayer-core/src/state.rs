@@ -23,6 +23,12 @@
 //! assert_eq!(state.cooldown_remaining(&scope), Duration::from_secs(30));
 //! # }
 //! ```
+//!
+//! `LimitState` holds the limiter [`Store`] (the in-memory
+//! [`MemoryStore`] unless built [`with_store`](LimitState::with_store)): cooldowns live
+//! there (so a shared backend shares them), [`observe`](LimitState::observe) publishes
+//! learned limits into it, and [`handle`](LimitState::handle) gives the per-scope engine
+//! handle the TPM and concurrency layers reserve through (see [`engine`](crate::engine)).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,6 +36,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::engine::{MemoryStore, ScopeHandle, Store};
 use crate::headers::RateLimitSnapshot;
 use crate::scope::Scope;
 
@@ -70,13 +77,22 @@ pub struct Observed {
 #[derive(Debug, Default)]
 struct Entry {
     tier: Option<TierInfo>,
-    cooldown_until: Option<Instant>,
     observed: Option<Observed>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     scopes: Mutex<HashMap<Scope, Entry>>,
+    store: Arc<dyn Store>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            scopes: Mutex::new(HashMap::new()),
+            store: Arc::new(MemoryStore::new()),
+        }
+    }
 }
 
 /// A shared handle to what ratelayer knows about every scope: tiers, cooldowns and the
@@ -90,6 +106,34 @@ impl LimitState {
     /// An empty in-memory state.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A state whose limiter state (buckets, cooldowns, leases) lives in `store`.
+    ///
+    /// ```
+    /// use ratelayer_core::LimitState;
+    /// use ratelayer_core::engine::MemoryStore;
+    /// let state = LimitState::with_store(MemoryStore::new());
+    /// assert!(state.scopes().is_empty());
+    /// ```
+    pub fn with_store(store: impl Store) -> Self {
+        LimitState {
+            inner: Arc::new(Inner {
+                scopes: Mutex::new(HashMap::new()),
+                store: Arc::new(store),
+            }),
+        }
+    }
+
+    /// The limiter store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The engine handle of `scope`: quotas, reservations, leases, cooldown. Resolve it
+    /// once and keep it (the handle is the hot path). See [`engine`](crate::engine).
+    pub fn handle(&self, scope: &Scope) -> ScopeHandle {
+        ScopeHandle::new(self.inner.store.scope(scope))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Scope, Entry>> {
@@ -115,33 +159,19 @@ impl LimitState {
     /// its models) waits until `until`. A cooldown only ever extends: an earlier `until`
     /// than the current one is ignored.
     pub fn set_cooldown(&self, scope: &Scope, until: Instant) {
-        let mut map = self.lock();
-        let e = map.entry(scope.clone()).or_default();
-        if e.cooldown_until.is_none_or(|cur| cur < until) {
-            e.cooldown_until = Some(until);
-        }
+        self.inner.store.scope(scope).set_cooldown(until);
     }
 
     /// Removes the cooldown of `scope` (an operator override).
     pub fn clear_cooldown(&self, scope: &Scope) {
-        if let Some(e) = self.lock().get_mut(scope) {
-            e.cooldown_until = None;
-        }
+        self.inner.store.scope(scope).clear_cooldown();
     }
 
     /// The latest instant until which `scope` must wait, considering the scope itself,
     /// the scope without its model, and the provider as a whole. `None` if no cooldown
     /// is in force now.
     pub fn cooldown_until(&self, scope: &Scope) -> Option<Instant> {
-        let now = Instant::now();
-        let map = self.lock();
-        let wide = scope.without_model();
-        let provider = Scope::new(scope.provider());
-        [scope, &wide, &provider]
-            .into_iter()
-            .filter_map(|s| map.get(s).and_then(|e| e.cooldown_until))
-            .filter(|until| *until > now)
-            .max()
+        self.inner.store.scope(scope).cooldown_until()
     }
 
     /// How long `scope` must wait for its cooldown from now (zero if none).
@@ -151,8 +181,13 @@ impl LimitState {
             .unwrap_or_default()
     }
 
-    /// Records the last rate-limit snapshot seen for `scope`.
+    /// Records the last rate-limit snapshot seen for `scope`, and publishes what it says
+    /// about limits into the engine: learned limits tighten the buckets of `scope` (never
+    /// loosening beyond what the provider said; see [`ScopeHandle::learn`]).
     pub fn observe(&self, scope: &Scope, snapshot: RateLimitSnapshot) {
+        if !snapshot.is_empty() {
+            self.handle(scope).learn_snapshot(&snapshot);
+        }
         let at = Instant::now();
         self.lock().entry(scope.clone()).or_default().observed = Some(Observed { snapshot, at });
     }
@@ -162,9 +197,13 @@ impl LimitState {
         self.lock().get(scope).and_then(|e| e.observed.clone())
     }
 
-    /// The scopes this state knows about.
+    /// The scopes this state knows about (with a tier, a snapshot, or engine state).
     pub fn scopes(&self) -> Vec<Scope> {
-        self.lock().keys().cloned().collect()
+        let mut all: Vec<Scope> = self.lock().keys().cloned().collect();
+        all.extend(self.inner.store.scopes());
+        all.sort();
+        all.dedup();
+        all
     }
 }
 

@@ -1,0 +1,501 @@
+//! The state of one bucket and its two algorithms, on integer nanoseconds since the
+//! store's epoch. Constant memory: GCRA keeps one timestamp, the sliding window a ring of
+//! a fixed number of slots allocated when the quota is set.
+
+use super::quota::{Algorithm, BucketKey, Quota};
+use super::store::ReceiptItem;
+
+/// What a provider said remains until a reset: at most `remaining` more units may be
+/// booked before `until`.
+#[derive(Debug, Clone, Copy)]
+struct LearnedCap {
+    remaining: u64,
+    until: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    /// First admission time of the slot (also the slot's identity).
+    start: u64,
+    /// Latest admission time of the slot: its sum counts until `latest + window`.
+    latest: u64,
+    sum: u64,
+}
+
+#[derive(Debug)]
+struct Ring {
+    entries: Box<[Entry]>,
+    head: usize,
+    len: usize,
+    /// The latest booked admission time: bookings are in non-decreasing time order (FIFO).
+    last: u64,
+}
+
+impl Ring {
+    fn new(slots: u32) -> Self {
+        Ring {
+            entries: vec![Entry::default(); slots as usize].into_boxed_slice(),
+            head: 0,
+            len: 0,
+            last: 0,
+        }
+    }
+
+    fn cap(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn idx(&self, i: usize) -> usize {
+        (self.head + i) % self.cap()
+    }
+
+    fn get(&self, i: usize) -> &Entry {
+        &self.entries[self.idx(i)]
+    }
+
+    fn tail_mut(&mut self) -> Option<&mut Entry> {
+        if self.len == 0 {
+            return None;
+        }
+        let i = self.idx(self.len - 1);
+        Some(&mut self.entries[i])
+    }
+
+    /// Drops entries that no admission at or after `t` can see.
+    fn expire(&mut self, t: u64, window: u64) {
+        while self.len > 0 && self.entries[self.head].latest.saturating_add(window) <= t {
+            self.head = (self.head + 1) % self.cap();
+            self.len -= 1;
+        }
+    }
+
+    fn live_sum(&self, t: u64, window: u64) -> u64 {
+        (0..self.len)
+            .map(|i| self.get(i))
+            .filter(|e| e.latest.saturating_add(window) > t)
+            .fold(0u64, |a, e| a.saturating_add(e.sum))
+    }
+
+    /// Rebuilds the ring with `slots` entries, merging the oldest ones if it shrinks
+    /// (merging only makes sums count longer: conservative).
+    fn resize(&mut self, slots: u32) {
+        let mut next = Ring::new(slots);
+        next.last = self.last;
+        let keep = next.cap();
+        let skip = self.len.saturating_sub(keep);
+        if skip > 0 {
+            // Fold the oldest `skip + 1` entries into one.
+            let mut m = *self.get(0);
+            for i in 1..=skip {
+                let e = self.get(i);
+                m.latest = m.latest.max(e.latest);
+                m.sum = m.sum.saturating_add(e.sum);
+            }
+            next.entries[0] = m;
+            next.len = 1;
+        }
+        let from = if skip > 0 { skip + 1 } else { 0 };
+        for i in from..self.len {
+            let j = next.len;
+            next.entries[j] = *self.get(i);
+            next.len += 1;
+        }
+        *self = next;
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Theoretical arrival time, scaled: nanoseconds times the effective limit, so that
+    /// a cost of `c` advances it by exactly `c * window_nanos`.
+    Gcra {
+        tat: u128,
+    },
+    Sliding(Ring),
+}
+
+/// One bucket of a scope.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    pub(crate) key: BucketKey,
+    quota: Quota,
+    learned_limit: Option<u64>,
+    cap: Option<LearnedCap>,
+    /// Bumped on every change; a receipt whose `seq` equals it is the last change and
+    /// can be undone exactly.
+    seq: u64,
+    state: State,
+}
+
+fn window_ns(q: &Quota) -> u64 {
+    u64::try_from(q.window.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn div_ceil(a: u128, b: u128) -> u128 {
+    a.div_ceil(b.max(1))
+}
+
+fn sat64(v: u128) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+fn split(v: u128) -> [u64; 2] {
+    [v as u64, (v >> 64) as u64]
+}
+
+fn join(lo: u64, hi: u64) -> u128 {
+    u128::from(lo) | (u128::from(hi) << 64)
+}
+
+impl Bucket {
+    pub(crate) fn new(key: BucketKey, quota: Quota, now: u64) -> Self {
+        let state = match quota.algorithm {
+            Algorithm::Gcra { .. } => State::Gcra {
+                tat: u128::from(now) * u128::from(quota.limit),
+            },
+            Algorithm::SlidingWindow { slots } => State::Sliding(Ring::new(slots)),
+        };
+        Bucket {
+            key,
+            quota,
+            learned_limit: None,
+            cap: None,
+            seq: 0,
+            state,
+        }
+    }
+
+    pub(crate) fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// The configured limit, tightened by what the provider said.
+    pub(crate) fn limit(&self) -> u64 {
+        self.learned_limit
+            .map_or(self.quota.limit, |l| l.min(self.quota.limit))
+            .max(1)
+    }
+
+    fn window(&self) -> u64 {
+        window_ns(&self.quota)
+    }
+
+    /// The most one reservation can ever take.
+    pub(crate) fn capacity(&self) -> u64 {
+        match self.quota.algorithm {
+            Algorithm::Gcra { burst } => self.learned_limit.map_or(burst, |l| burst.min(l.max(1))),
+            Algorithm::SlidingWindow { .. } => self.limit(),
+        }
+    }
+
+    /// How many units of memory the state uses (for tests of constant memory).
+    pub(crate) fn approx_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + match &self.state {
+                State::Gcra { .. } => 0,
+                State::Sliding(r) => r.cap() * std::mem::size_of::<Entry>(),
+            }
+    }
+
+    /// The earliest time at or after `now` when `cost` fits (requires
+    /// `cost <= capacity()`). Side-effect free.
+    pub(crate) fn earliest(&self, now: u64, cost: u64) -> u64 {
+        let w = u128::from(self.window());
+        let l = u128::from(self.limit());
+        let mut t = match &self.state {
+            State::Gcra { tat } => {
+                let burst = u128::from(self.capacity());
+                let need = (*tat + u128::from(cost) * w).saturating_sub(burst * w);
+                sat64(div_ceil(need, l)).max(now)
+            }
+            State::Sliding(ring) => {
+                let t0 = now.max(ring.last);
+                let win = self.window();
+                let limit = self.limit();
+                let used = ring.live_sum(t0, win);
+                if used.saturating_add(cost) <= limit {
+                    t0
+                } else {
+                    let mut left = used;
+                    let mut at = t0;
+                    for i in 0..ring.len {
+                        let e = ring.get(i);
+                        let end = e.latest.saturating_add(win);
+                        if end <= t0 {
+                            continue;
+                        }
+                        left = left.saturating_sub(e.sum);
+                        at = end;
+                        if left.saturating_add(cost) <= limit {
+                            break;
+                        }
+                    }
+                    at.max(t0)
+                }
+            }
+        };
+        if let Some(cap) = self.cap
+            && t < cap.until
+            && cost > cap.remaining
+        {
+            t = cap.until;
+        }
+        t
+    }
+
+    /// Books `cost` for admission at `at` (`at >= now`, `at >= earliest(now, cost)`).
+    pub(crate) fn book(&mut self, at: u64, cost: u64, now: u64) -> ReceiptItem {
+        self.seq += 1;
+        let mut data = [0u64; 5];
+        let w = u128::from(self.window());
+        let l = u128::from(self.limit());
+        let win = self.window();
+        match &mut self.state {
+            State::Gcra { tat } => {
+                let prev = *tat;
+                *tat = prev.max(u128::from(at) * l) + u128::from(cost) * w;
+                let [a, b] = split(prev);
+                let [c, d] = split(*tat);
+                data[..4].copy_from_slice(&[a, b, c, d]);
+            }
+            State::Sliding(ring) => {
+                let width = (win / ring.cap() as u64).max(1);
+                ring.expire(now, win);
+                let prev_last = ring.last;
+                ring.last = ring.last.max(at);
+                let full = ring.len == ring.cap();
+                match ring.tail_mut() {
+                    Some(e) if at < e.start.saturating_add(width) || full => {
+                        data = [e.start, e.latest, prev_last, 0, 0];
+                        e.latest = e.latest.max(at);
+                        e.sum = e.sum.saturating_add(cost);
+                    }
+                    _ => {
+                        let j = ring.idx(ring.len);
+                        ring.entries[j] = Entry {
+                            start: at,
+                            latest: at,
+                            sum: cost,
+                        };
+                        ring.len += 1;
+                        data = [at, at, prev_last, 1, 0];
+                    }
+                }
+            }
+        }
+        if let Some(cap) = &mut self.cap
+            && at < cap.until
+        {
+            cap.remaining = cap.remaining.saturating_sub(cost);
+            data[4] = cap.until;
+        }
+        ReceiptItem {
+            key: self.key,
+            cost,
+            seq: self.seq,
+            data,
+        }
+    }
+
+    /// Gives back an unused booking. Exact (the bucket is as if the booking never
+    /// happened) when nothing else changed the bucket since; otherwise refunds only what
+    /// is still outstanding (never creating capacity beyond the limit).
+    pub(crate) fn cancel(&mut self, item: &ReceiptItem, now: u64) {
+        if item.seq == self.seq {
+            self.seq += 1;
+            match &mut self.state {
+                State::Gcra { tat } => *tat = join(item.data[0], item.data[1]),
+                State::Sliding(ring) => {
+                    let created = item.data[3] == 1;
+                    if let Some(e) = ring.tail_mut()
+                        && e.start == item.data[0]
+                    {
+                        if created {
+                            *e = Entry::default();
+                            ring.len -= 1;
+                        } else {
+                            e.sum = e.sum.saturating_sub(item.cost);
+                            e.latest = item.data[1];
+                        }
+                        ring.last = item.data[2];
+                    }
+                }
+            }
+            self.give_back_cap(item, item.cost);
+        } else {
+            self.refund(item, item.cost, now);
+        }
+    }
+
+    fn give_back_cap(&mut self, item: &ReceiptItem, amount: u64) {
+        if let Some(cap) = &mut self.cap
+            && item.data[4] != 0
+            && item.data[4] == cap.until
+        {
+            cap.remaining = cap.remaining.saturating_add(amount);
+        }
+    }
+
+    /// Refunds `amount` of a booking (after the fact): never below an empty bucket.
+    fn refund(&mut self, item: &ReceiptItem, amount: u64, now: u64) {
+        self.seq += 1;
+        let w = u128::from(self.window());
+        let l = u128::from(self.limit());
+        match &mut self.state {
+            State::Gcra { tat } => {
+                let floor = u128::from(now) * l;
+                let end = join(item.data[2], item.data[3]);
+                let outstanding = end.saturating_sub(floor);
+                let back = (u128::from(amount) * w).min(outstanding);
+                *tat = tat.saturating_sub(back).max(floor.min(*tat));
+            }
+            State::Sliding(ring) => {
+                for i in 0..ring.len {
+                    let j = ring.idx(i);
+                    if ring.entries[j].start == item.data[0] {
+                        let e = &mut ring.entries[j];
+                        e.sum = e.sum.saturating_sub(amount);
+                        break;
+                    }
+                }
+            }
+        }
+        self.give_back_cap(item, amount);
+    }
+
+    /// Debits `amount` more for a booking already admitted: counted from now (or the
+    /// latest booking, whichever is later).
+    fn debit(&mut self, amount: u64, now: u64) {
+        self.seq += 1;
+        let w = u128::from(self.window());
+        let l = u128::from(self.limit());
+        let win = self.window();
+        match &mut self.state {
+            State::Gcra { tat } => {
+                *tat = (*tat).max(u128::from(now) * l) + u128::from(amount) * w;
+            }
+            State::Sliding(ring) => {
+                let at = now.max(ring.last);
+                let width = (win / ring.cap() as u64).max(1);
+                ring.expire(now, win);
+                ring.last = at;
+                let full = ring.len == ring.cap();
+                match ring.tail_mut() {
+                    Some(e) if at < e.start.saturating_add(width) || full => {
+                        e.latest = e.latest.max(at);
+                        e.sum = e.sum.saturating_add(amount);
+                    }
+                    _ => {
+                        let j = ring.idx(ring.len);
+                        ring.entries[j] = Entry {
+                            start: at,
+                            latest: at,
+                            sum: amount,
+                        };
+                        ring.len += 1;
+                    }
+                }
+            }
+        }
+        if let Some(cap) = &mut self.cap
+            && now < cap.until
+        {
+            cap.remaining = cap.remaining.saturating_sub(amount);
+        }
+    }
+
+    /// Changes the booked cost of `item` to `actual`: debits the difference or refunds it.
+    pub(crate) fn adjust(&mut self, item: &mut ReceiptItem, actual: u64, now: u64) {
+        if actual > item.cost {
+            self.debit(actual - item.cost, now);
+        } else if actual < item.cost {
+            self.refund(item, item.cost - actual, now);
+        }
+        item.cost = actual;
+    }
+
+    /// Applies a new quota (hot reload) keeping the state: the outstanding load carries
+    /// over, and a larger burst is not granted at once (it refills at the new rate).
+    pub(crate) fn reconfigure(&mut self, quota: Quota, now: u64) {
+        let old_limit = u128::from(self.limit());
+        let old_w = u128::from(self.window());
+        let old_cap = u128::from(self.capacity());
+        let old = self.quota;
+        self.quota = quota;
+        self.retune(now, old_limit, old_w, old_cap, old);
+    }
+
+    /// Records what a provider said: a lower limit tightens the bucket (never above the
+    /// configured limit); `remaining` until `reset_at` caps what may be booked before the
+    /// reset.
+    pub(crate) fn learn(
+        &mut self,
+        limit: Option<u64>,
+        remaining: Option<u64>,
+        reset_at: Option<u64>,
+        now: u64,
+    ) {
+        if let Some(l) = limit.filter(|l| *l > 0) {
+            let old_limit = u128::from(self.limit());
+            let old_w = u128::from(self.window());
+            let old_cap = u128::from(self.capacity());
+            let old = self.quota;
+            if self.learned_limit != Some(l) {
+                self.learned_limit = Some(l);
+                self.retune(now, old_limit, old_w, old_cap, old);
+            }
+        }
+        if let Some(r) = remaining {
+            let until = reset_at.unwrap_or_else(|| now.saturating_add(self.window()));
+            if until > now {
+                self.seq += 1;
+                self.cap = Some(LearnedCap {
+                    remaining: r,
+                    until,
+                });
+            }
+        }
+    }
+
+    fn retune(&mut self, now: u64, old_limit: u128, old_w: u128, old_cap: u128, old: Quota) {
+        self.seq += 1;
+        let new_limit = u128::from(self.limit());
+        let new_w = u128::from(self.window());
+        let new_cap = u128::from(self.capacity());
+        let now128 = u128::from(now);
+        // Outstanding load in units (what is booked and not yet refilled / expired).
+        let load: u128 = match &self.state {
+            State::Gcra { tat } => div_ceil(tat.saturating_sub(now128 * old_limit), old_w),
+            State::Sliding(ring) => u128::from(ring.live_sum(now, sat64(old_w))),
+        };
+        match (&mut self.state, self.quota.algorithm) {
+            (State::Gcra { tat }, Algorithm::Gcra { .. }) => {
+                let extra = new_cap.saturating_sub(old_cap);
+                *tat = now128 * new_limit + (load + extra) * new_w;
+            }
+            (State::Sliding(ring), Algorithm::SlidingWindow { slots }) => {
+                if !matches!(old.algorithm, Algorithm::SlidingWindow { slots: s } if s == slots) {
+                    ring.resize(slots);
+                }
+            }
+            (State::Sliding(_), Algorithm::Gcra { .. }) => {
+                self.state = State::Gcra {
+                    tat: now128 * new_limit + load * new_w,
+                };
+            }
+            (State::Gcra { .. }, Algorithm::SlidingWindow { slots }) => {
+                let mut ring = Ring::new(slots);
+                if load > 0 {
+                    ring.entries[0] = Entry {
+                        start: now,
+                        latest: now,
+                        sum: sat64(load),
+                    };
+                    ring.len = 1;
+                    ring.last = now;
+                }
+                self.state = State::Sliding(ring);
+            }
+        }
+    }
+}

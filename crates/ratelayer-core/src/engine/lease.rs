@@ -1,0 +1,368 @@
+//! Concurrency leases: at most `limit` holders per scope, FIFO within a priority class,
+//! a bounded queue, runtime resize.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use super::store::StoreFuture;
+use crate::error::{ConfigError, QueueFull};
+use crate::scope::Scope;
+
+/// The priority class of a lease request. `High` is served first, but after
+/// [`ConcurrencyConfig::high_streak`] consecutive `High` grants while a `Normal` request
+/// waits, one `Normal` request is served (no starvation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    /// Served first.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+}
+
+/// What to do when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OnFull {
+    /// Fail at once with [`QueueFull`].
+    #[default]
+    Fail,
+    /// Wait for room in the queue.
+    Wait,
+}
+
+/// Configuration of a scope's concurrency leases.
+///
+/// ```
+/// use ratelayer_core::engine::{ConcurrencyConfig, OnFull};
+/// let cfg = ConcurrencyConfig::new(1).with_queue_bound(100).with_on_full(OnFull::Wait);
+/// assert!(cfg.validate().is_ok());
+/// assert!(ConcurrencyConfig::new(0).validate().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConcurrencyConfig {
+    /// The most leases held at once.
+    pub limit: usize,
+    /// The most requests waiting in the queue.
+    pub queue_bound: usize,
+    /// What to do when the queue is full.
+    pub on_full: OnFull,
+    /// How long a lease is valid before a shared backend may reclaim it from a crashed
+    /// holder. The in-memory store releases leases on drop (a crashed process takes its
+    /// memory with it) and only reports the deadline.
+    pub lease_ttl: Option<Duration>,
+    /// Consecutive `High` grants after which a waiting `Normal` request is served.
+    pub high_streak: u32,
+}
+
+impl ConcurrencyConfig {
+    /// `limit` concurrent leases, a queue of 1,024, failing when full, no TTL, a high
+    /// streak of 4.
+    pub fn new(limit: usize) -> Self {
+        ConcurrencyConfig {
+            limit,
+            queue_bound: 1024,
+            on_full: OnFull::Fail,
+            lease_ttl: None,
+            high_streak: 4,
+        }
+    }
+
+    /// Sets the queue bound.
+    pub fn with_queue_bound(mut self, bound: usize) -> Self {
+        self.queue_bound = bound;
+        self
+    }
+
+    /// Sets what to do when the queue is full.
+    pub fn with_on_full(mut self, on_full: OnFull) -> Self {
+        self.on_full = on_full;
+        self
+    }
+
+    /// Sets the lease TTL.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the high-priority streak.
+    pub fn with_high_streak(mut self, streak: u32) -> Self {
+        self.high_streak = streak;
+        self
+    }
+
+    /// Checks that `limit >= 1`, `high_streak >= 1` and a TTL (if any) is above zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.limit == 0 {
+            return Err(ConfigError::new(
+                "concurrency.limit",
+                "the concurrency limit must be at least 1",
+            ));
+        }
+        if self.high_streak == 0 {
+            return Err(ConfigError::new(
+                "concurrency.high_streak",
+                "the high-priority streak must be at least 1 (normal requests would starve)",
+            ));
+        }
+        if self.lease_ttl.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::new(
+                "concurrency.lease_ttl",
+                "the lease TTL must be longer than zero (or unset)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A granted lease, as the store knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseGrant {
+    /// The store's identifier of the lease.
+    pub id: u64,
+    /// When a shared backend may reclaim the lease, if it has a TTL.
+    pub expires_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<LeaseGrant>,
+}
+
+#[derive(Debug, Default)]
+struct LeaseState {
+    config: Option<ConcurrencyConfig>,
+    held: usize,
+    high: VecDeque<Waiter>,
+    normal: VecDeque<Waiter>,
+    streak: u32,
+    next_id: u64,
+}
+
+impl LeaseState {
+    fn limit(&self) -> usize {
+        self.config.map_or(usize::MAX, |c| c.limit)
+    }
+
+    fn queued(&self) -> usize {
+        self.high.len() + self.normal.len()
+    }
+
+    fn grant(&mut self) -> LeaseGrant {
+        self.held += 1;
+        self.next_id += 1;
+        LeaseGrant {
+            id: self.next_id,
+            expires_at: self
+                .config
+                .and_then(|c| c.lease_ttl)
+                .map(|t| Instant::now() + t),
+        }
+    }
+
+    fn pop_next(&mut self) -> Option<Waiter> {
+        let streak = self.config.map_or(4, |c| c.high_streak);
+        if !self.high.is_empty() && (self.normal.is_empty() || self.streak < streak) {
+            if !self.normal.is_empty() {
+                self.streak += 1;
+            }
+            self.high.pop_front()
+        } else {
+            self.streak = 0;
+            self.normal.pop_front()
+        }
+    }
+
+    /// Grants to queued waiters while there is room. Returns whether any left the queue.
+    fn drain(&mut self) -> bool {
+        let mut popped = false;
+        while self.held < self.limit() {
+            let Some(w) = self.pop_next() else { break };
+            popped = true;
+            let g = self.grant();
+            if w.tx.send(g).is_err() {
+                // The waiter went away: take the lease back.
+                self.held -= 1;
+            }
+        }
+        popped
+    }
+
+    fn remove(&mut self, id: u64) -> bool {
+        for q in [&mut self.high, &mut self.normal] {
+            if let Some(pos) = q.iter().position(|w| w.id == id) {
+                q.remove(pos);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// The in-memory lease queue of one scope.
+#[derive(Debug)]
+pub(crate) struct Leases {
+    scope: Scope,
+    state: Mutex<LeaseState>,
+    room: Notify,
+}
+
+impl Leases {
+    pub(crate) fn new(scope: Scope) -> Arc<Self> {
+        Arc::new(Leases {
+            scope,
+            state: Mutex::new(LeaseState::default()),
+            room: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LeaseState> {
+        // Every critical section leaves the state consistent before it can panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn configure(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let mut st = self.lock();
+        st.config = Some(config);
+        if st.drain() {
+            self.room.notify_waiters();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn config(&self) -> Option<ConcurrencyConfig> {
+        self.lock().config
+    }
+
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.held, st.queued())
+    }
+
+    pub(crate) fn release(&self) {
+        let mut st = self.lock();
+        st.held = st.held.saturating_sub(1);
+        if st.drain() {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Grants at once, enqueues, or fails / waits for room when the queue is full.
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        priority: Priority,
+    ) -> StoreFuture<Result<LeaseGrant, QueueFull>> {
+        let mut st = self.lock();
+        if st.held < st.limit() && st.queued() == 0 {
+            return StoreFuture::ready(Ok(st.grant()));
+        }
+        let bound = st.config.map_or(usize::MAX, |c| c.queue_bound);
+        if st.queued() >= bound {
+            match st.config.map(|c| c.on_full).unwrap_or_default() {
+                OnFull::Fail => {
+                    tracing::debug!(scope = %self.scope, queued = st.queued(), "lease queue full");
+                    return StoreFuture::ready(Err(QueueFull {
+                        scope: self.scope.clone(),
+                        capacity: bound,
+                    }));
+                }
+                OnFull::Wait => {
+                    drop(st);
+                    let me = Arc::clone(self);
+                    return StoreFuture::boxed(async move { me.wait_for_room(priority).await });
+                }
+            }
+        }
+        let waiting = self.enqueue(&mut st, priority);
+        drop(st);
+        StoreFuture::boxed(waiting.wait())
+    }
+
+    fn enqueue(self: &Arc<Self>, st: &mut LeaseState, priority: Priority) -> Waiting {
+        st.next_id += 1;
+        let id = st.next_id;
+        let (tx, rx) = oneshot::channel();
+        let w = Waiter { id, tx };
+        match priority {
+            Priority::High => st.high.push_back(w),
+            Priority::Normal => st.normal.push_back(w),
+        }
+        tracing::trace!(scope = %self.scope, queued = st.queued(), "lease request queued");
+        Waiting {
+            leases: Arc::clone(self),
+            id,
+            rx: Some(rx),
+        }
+    }
+
+    async fn wait_for_room(self: Arc<Self>, priority: Priority) -> Result<LeaseGrant, QueueFull> {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let waiting = {
+                let mut st = self.lock();
+                if st.held < st.limit() && st.queued() == 0 {
+                    return Ok(st.grant());
+                }
+                let bound = st.config.map_or(usize::MAX, |c| c.queue_bound);
+                if st.queued() < bound {
+                    Some(self.enqueue(&mut st, priority))
+                } else {
+                    None
+                }
+            };
+            match waiting {
+                Some(w) => return w.wait().await,
+                None => notified.await,
+            }
+        }
+    }
+}
+
+/// A queued lease request: removes itself from the queue, or gives back a lease granted
+/// in the meantime, when dropped.
+struct Waiting {
+    leases: Arc<Leases>,
+    id: u64,
+    rx: Option<oneshot::Receiver<LeaseGrant>>,
+}
+
+impl Waiting {
+    async fn wait(mut self) -> Result<LeaseGrant, QueueFull> {
+        let res = match self.rx.as_mut() {
+            Some(rx) => rx.await.ok(),
+            None => None,
+        };
+        self.rx = None;
+        // The sender is only dropped without sending if the store itself is gone.
+        res.ok_or_else(|| QueueFull {
+            scope: self.leases.scope.clone(),
+            capacity: 0,
+        })
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        let removed = self.leases.lock().remove(self.id);
+        if removed {
+            self.leases.room.notify_waiters();
+            return;
+        }
+        rx.close();
+        if rx.try_recv().is_ok() {
+            // Granted after we stopped waiting: give it back (to the next in line).
+            self.leases.release();
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The in-memory store: the default backend.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::bucket::Bucket;
+use super::lease::{ConcurrencyConfig, LeaseGrant, Leases, Priority};
+use super::quota::{BucketKey, MAX_BUCKETS, Quota};
+use super::store::{Booking, Receipt, ReceiptItem, ReserveError, ScopeStore, Store, StoreFuture};
+use crate::error::{ConfigError, NeverFits, QueueFull, WaitTooLong};
+use crate::headers::{Dimension, DimensionLimit};
+use crate::scope::Scope;
+
+/// The in-memory [`Store`]: per-scope state behind a per-scope lock; every operation
+/// completes at once (no allocation on the reserve path).
+///
+/// ```
+/// use std::sync::Arc;
+/// use ratelayer_core::engine::{MemoryStore, Store};
+/// use ratelayer_core::Scope;
+///
+/// let store = MemoryStore::new();
+/// let a = store.scope(&Scope::new("openai"));
+/// let b = store.scope(&Scope::new("openai"));
+/// assert!(Arc::ptr_eq(&a, &b));
+/// ```
+#[derive(Debug)]
+pub struct MemoryStore {
+    epoch: Instant,
+    scopes: Mutex<HashMap<Scope, Arc<MemoryScope>>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore {
+            epoch: Instant::now(),
+            scopes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get_or_create(
+        &self,
+        map: &mut HashMap<Scope, Arc<MemoryScope>>,
+        scope: &Scope,
+    ) -> Arc<MemoryScope> {
+        if let Some(s) = map.get(scope) {
+            return Arc::clone(s);
+        }
+        let mut wider: Vec<Arc<MemoryScope>> = Vec::new();
+        let no_model = scope.without_model();
+        if no_model != *scope {
+            wider.push(self.get_or_create(map, &no_model));
+        }
+        let provider = Scope::new(scope.provider());
+        if provider != *scope && provider != no_model {
+            wider.push(self.get_or_create(map, &provider));
+        }
+        let s = Arc::new(MemoryScope {
+            scope: scope.clone(),
+            epoch: self.epoch,
+            wider: wider.into_boxed_slice(),
+            cooldown: AtomicU64::new(0),
+            buckets: Mutex::new(Vec::new()),
+            leases: Leases::new(scope.clone()),
+        });
+        map.insert(scope.clone(), Arc::clone(&s));
+        s
+    }
+}
+
+impl Store for MemoryStore {
+    fn scope(&self, scope: &Scope) -> Arc<dyn ScopeStore> {
+        let mut map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        self.get_or_create(&mut map, scope)
+    }
+
+    fn scopes(&self) -> Vec<Scope> {
+        let map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        map.keys().cloned().collect()
+    }
+}
+
+/// The in-memory state of one scope.
+#[derive(Debug)]
+pub struct MemoryScope {
+    scope: Scope,
+    epoch: Instant,
+    /// The scope without its model, and the provider: their cooldowns cover this scope.
+    wider: Box<[Arc<MemoryScope>]>,
+    /// Cooldown end in nanoseconds since `epoch`; 0 means none.
+    cooldown: AtomicU64,
+    buckets: Mutex<Vec<Bucket>>,
+    leases: Arc<Leases>,
+}
+
+impl MemoryScope {
+    #[inline]
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    #[inline]
+    fn instant(&self, n: u64) -> Instant {
+        self.epoch + Duration::from_nanos(n)
+    }
+
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, Vec<Bucket>> {
+        // Bucket updates are plain arithmetic that cannot panic half-way.
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cooldown end (nanos), over this scope and the wider ones.
+    #[inline]
+    fn cooldown_nanos(&self) -> u64 {
+        let own = self.cooldown.load(Ordering::Acquire);
+        self.wider
+            .iter()
+            .map(|w| w.cooldown.load(Ordering::Acquire))
+            .fold(own, u64::max)
+    }
+
+    /// The earliest time all `costs` fit, and what it waits for.
+    #[inline]
+    fn plan(
+        &self,
+        buckets: &[Bucket],
+        costs: &[(BucketKey, u64)],
+        now: u64,
+    ) -> Result<(u64, &'static str), NeverFits> {
+        let mut ready = now;
+        let mut reason = "";
+        for b in buckets {
+            let cost = cost_of(costs, b.key);
+            if cost == 0 {
+                continue;
+            }
+            let cap = b.capacity();
+            if cost > cap {
+                return Err(NeverFits {
+                    scope: self.scope.clone(),
+                    what: b.key.describe(),
+                    requested: cost,
+                    capacity: cap,
+                });
+            }
+            let t = b.earliest(now, cost);
+            if t > ready {
+                ready = t;
+                reason = b.key.describe();
+            }
+        }
+        let cd = self.cooldown_nanos();
+        if cd > ready {
+            ready = cd;
+            reason = "a cooldown after a rate-limited response";
+        }
+        Ok((ready, reason))
+    }
+
+    /// Reserves synchronously (the in-memory store never waits inside the store).
+    pub fn reserve_now(
+        &self,
+        costs: &[(BucketKey, u64)],
+        max_wait: Option<Duration>,
+    ) -> Result<Booking, ReserveError> {
+        let now_i = Instant::now();
+        let now = self.nanos(now_i);
+        let mut buckets = self.lock();
+        let (ready, reason) = self
+            .plan(&buckets, costs, now)
+            .map_err(ReserveError::NeverFits)?;
+        if let Some(max) = max_wait {
+            let wait = Duration::from_nanos(ready - now);
+            if wait > max {
+                return Err(ReserveError::WaitTooLong(WaitTooLong {
+                    scope: self.scope.clone(),
+                    wait,
+                    max_wait: max,
+                    reason,
+                }));
+            }
+        }
+        let mut receipt = Receipt::default();
+        for b in buckets.iter_mut() {
+            let cost = cost_of(costs, b.key);
+            if cost > 0 {
+                receipt.push(b.book(ready, cost, now));
+            }
+        }
+        drop(buckets);
+        let ready_at = if ready == now {
+            now_i
+        } else {
+            self.instant(ready)
+        };
+        Ok(Booking { ready_at, receipt })
+    }
+}
+
+#[inline]
+fn cost_of(costs: &[(BucketKey, u64)], key: BucketKey) -> u64 {
+    costs
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .fold(0u64, |a, (_, c)| a.saturating_add(*c))
+}
+
+impl ScopeStore for MemoryScope {
+    fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    fn set_quota(&self, key: BucketKey, quota: Option<Quota>) -> Result<(), ConfigError> {
+        let now = self.nanos(Instant::now());
+        let mut buckets = self.lock();
+        let pos = buckets.iter().position(|b| b.key == key);
+        match (quota, pos) {
+            (None, Some(i)) => {
+                buckets.remove(i);
+            }
+            (None, None) => {}
+            (Some(q), _) => {
+                q.validate(key.describe())?;
+                match pos {
+                    Some(i) => buckets[i].reconfigure(q, now),
+                    None if buckets.len() >= MAX_BUCKETS => {
+                        return Err(ConfigError::new(
+                            key.describe(),
+                            format!(
+                                "a scope holds at most {MAX_BUCKETS} buckets; \
+                                 remove one or use a narrower scope"
+                            ),
+                        ));
+                    }
+                    None => buckets.push(Bucket::new(key, q, now)),
+                }
+                tracing::debug!(scope = %self.scope, bucket = key.describe(), limit = q.limit,
+                    window_ms = q.window.as_millis() as u64, "quota set");
+            }
+        }
+        Ok(())
+    }
+
+    fn quotas(&self) -> Vec<(BucketKey, Quota)> {
+        self.lock().iter().map(|b| (b.key, b.quota())).collect()
+    }
+
+    fn capacity(&self, key: BucketKey) -> Option<u64> {
+        self.lock()
+            .iter()
+            .find(|b| b.key == key)
+            .map(Bucket::capacity)
+    }
+
+    #[inline]
+    fn reserve(
+        &self,
+        costs: &[(BucketKey, u64)],
+        max_wait: Option<Duration>,
+    ) -> StoreFuture<Result<Booking, ReserveError>> {
+        StoreFuture::ready(self.reserve_now(costs, max_wait))
+    }
+
+    fn wait_time(&self, costs: &[(BucketKey, u64)]) -> StoreFuture<Result<Duration, NeverFits>> {
+        let now = self.nanos(Instant::now());
+        let buckets = self.lock();
+        StoreFuture::ready(
+            self.plan(&buckets, costs, now)
+                .map(|(ready, _)| Duration::from_nanos(ready - now)),
+        )
+    }
+
+    fn cancel(&self, receipt: &Receipt) {
+        let now = self.nanos(Instant::now());
+        let mut buckets = self.lock();
+        // Undo in reverse booking order so exact restores stack.
+        for item in receipt.items().iter().rev() {
+            if let Some(b) = buckets.iter_mut().find(|b| b.key == item.key) {
+                b.cancel(item, now);
+            }
+        }
+    }
+
+    fn adjust(&self, item: &mut ReceiptItem, actual: u64) {
+        let now = self.nanos(Instant::now());
+        let mut buckets = self.lock();
+        match buckets.iter_mut().find(|b| b.key == item.key) {
+            Some(b) => b.adjust(item, actual, now),
+            None => item.cost = actual,
+        }
+    }
+
+    fn learn(&self, dimension: Dimension, said: &DimensionLimit) {
+        if said.limit.is_none() && said.remaining.is_none() {
+            return;
+        }
+        let now_i = Instant::now();
+        let now = self.nanos(now_i);
+        let reset_at = said.reset.map(|r| self.nanos(now_i + r));
+        let mut buckets = self.lock();
+        for b in buckets.iter_mut().filter(|b| b.key.dimension == dimension) {
+            if said.window.is_some_and(|w| w != b.key.window) {
+                continue;
+            }
+            b.learn(said.limit, said.remaining, reset_at, now);
+            tracing::debug!(scope = %self.scope, bucket = b.key.describe(),
+                limit = ?said.limit, remaining = ?said.remaining,
+                reset_ms = ?said.reset.map(|r| r.as_millis() as u64), "learned limit");
+        }
+    }
+
+    fn set_cooldown(&self, until: Instant) {
+        let n = self.nanos(until).max(1);
+        let prev = self.cooldown.fetch_max(n, Ordering::AcqRel);
+        if prev < n {
+            tracing::debug!(scope = %self.scope,
+                cooldown_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,
+                "cooldown set");
+        }
+    }
+
+    fn clear_cooldown(&self) {
+        self.cooldown.store(0, Ordering::Release);
+    }
+
+    fn cooldown_until(&self) -> Option<Instant> {
+        let n = self.cooldown_nanos();
+        let now = Instant::now();
+        (n > self.nanos(now)).then(|| self.instant(n))
+    }
+
+    fn set_concurrency(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
+        self.leases.configure(config)
+    }
+
+    fn concurrency(&self) -> Option<ConcurrencyConfig> {
+        self.leases.config()
+    }
+
+    fn acquire_lease(&self, priority: Priority) -> StoreFuture<Result<LeaseGrant, QueueFull>> {
+        self.leases.acquire(priority)
+    }
+
+    fn release_lease(&self, _grant: &LeaseGrant) {
+        self.leases.release();
+    }
+
+    fn lease_counts(&self) -> (usize, usize) {
+        self.leases.counts()
+    }
+
+    fn approx_size(&self) -> usize {
+        let buckets = self.lock();
+        std::mem::size_of::<Self>()
+            + buckets.capacity() * std::mem::size_of::<Bucket>()
+            + buckets.iter().map(Bucket::approx_size).sum::<usize>()
+    }
+}

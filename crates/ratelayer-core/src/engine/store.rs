@@ -1,0 +1,315 @@
+//! The [`Store`] trait: where bucket state, cooldowns and leases live.
+//!
+//! The in-memory [`MemoryStore`](super::MemoryStore) is the default. A shared backend
+//! (Redis, a database) implements the same two traits: [`Store`] resolves a
+//! [`Scope`] to a per-scope [`ScopeStore`] handle once, and the layers call the handle on
+//! every request. Operations that a networked backend must await return a
+//! [`StoreFuture`], which the in-memory store completes at once without allocating.
+//! Operations called from `Drop` (cancel, release) or from synchronous code (cooldowns,
+//! learned limits, configuration) are synchronous: a networked backend applies them
+//! locally and publishes them in the background.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::lease::{ConcurrencyConfig, LeaseGrant, Priority};
+use super::quota::{BucketKey, MAX_BUCKETS, Quota};
+use crate::error::{ConfigError, NeverFits, QueueFull, WaitTooLong};
+use crate::headers::{Dimension, DimensionLimit};
+use crate::scope::Scope;
+
+/// The future of a store operation: ready at once for the in-memory store (no
+/// allocation), or a boxed future for a networked backend.
+///
+/// ```
+/// use ratelayer_core::engine::StoreFuture;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(StoreFuture::ready(7).await, 7);
+/// assert_eq!(StoreFuture::boxed(async { 8 }).await, 8);
+/// assert_eq!(StoreFuture::ready(9).now_or_never(), Some(9));
+/// # }
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct StoreFuture<T> {
+    inner: FutInner<T>,
+}
+
+enum FutInner<T> {
+    Ready(Option<T>),
+    Boxed(Pin<Box<dyn Future<Output = T> + Send>>),
+}
+
+impl<T> StoreFuture<T> {
+    /// A future that is ready with `value`.
+    #[inline]
+    pub fn ready(value: T) -> Self {
+        StoreFuture {
+            inner: FutInner::Ready(Some(value)),
+        }
+    }
+
+    /// A boxed future (for backends that really wait).
+    pub fn boxed(fut: impl Future<Output = T> + Send + 'static) -> Self {
+        StoreFuture {
+            inner: FutInner::Boxed(Box::pin(fut)),
+        }
+    }
+
+    /// The value if the future is ready at once (always the case for the in-memory
+    /// store); `None` for a pending networked operation.
+    pub fn now_or_never(self) -> Option<T> {
+        match self.inner {
+            FutInner::Ready(v) => v,
+            FutInner::Boxed(mut f) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match f.as_mut().poll(&mut cx) {
+                    Poll::Ready(v) => Some(v),
+                    Poll::Pending => None,
+                }
+            }
+        }
+    }
+}
+
+impl<T> Unpin for StoreFuture<T> {}
+
+impl<T> Future for StoreFuture<T> {
+    type Output = T;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match &mut self.inner {
+            FutInner::Ready(v) => match v.take() {
+                Some(v) => Poll::Ready(v),
+                None => Poll::Pending,
+            },
+            FutInner::Boxed(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for StoreFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            FutInner::Ready(v) => f
+                .debug_struct("StoreFuture::Ready")
+                .field("taken", &v.is_none())
+                .finish(),
+            FutInner::Boxed(_) => f.write_str("StoreFuture::Boxed"),
+        }
+    }
+}
+
+/// What one bucket booked for a reservation: enough for the store to undo or adjust it.
+/// `seq` and `data` are the store's own bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptItem {
+    /// The bucket.
+    pub key: BucketKey,
+    /// What is currently booked in this bucket for the reservation.
+    pub cost: u64,
+    /// Store-defined change counter at booking time.
+    pub seq: u64,
+    /// Store-defined data.
+    pub data: [u64; 5],
+}
+
+impl ReceiptItem {
+    const EMPTY: ReceiptItem = ReceiptItem {
+        key: BucketKey::REQUESTS_PER_MINUTE,
+        cost: 0,
+        seq: 0,
+        data: [0; 5],
+    };
+}
+
+/// What a reservation booked, bucket by bucket (inline: at most
+/// [`MAX_BUCKETS`](super::MAX_BUCKETS) items, no allocation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    items: [ReceiptItem; MAX_BUCKETS],
+    len: u8,
+}
+
+impl Default for Receipt {
+    fn default() -> Self {
+        Receipt {
+            items: [ReceiptItem::EMPTY; MAX_BUCKETS],
+            len: 0,
+        }
+    }
+}
+
+impl Receipt {
+    /// Appends an item; returns `false` (and drops it) when the receipt is full.
+    pub fn push(&mut self, item: ReceiptItem) -> bool {
+        match self.items.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = item;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The booked items.
+    pub fn items(&self) -> &[ReceiptItem] {
+        &self.items[..usize::from(self.len)]
+    }
+
+    /// The booked items, mutably (to record adjustments).
+    pub fn items_mut(&mut self) -> &mut [ReceiptItem] {
+        &mut self.items[..usize::from(self.len)]
+    }
+
+    /// What is booked in bucket `key` (zero if none).
+    pub fn cost(&self, key: BucketKey) -> u64 {
+        self.items()
+            .iter()
+            .filter(|i| i.key == key)
+            .map(|i| i.cost)
+            .sum()
+    }
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.items()).finish()
+    }
+}
+
+/// A booking made by [`ScopeStore::reserve`]: usable at `ready_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Booking {
+    /// When the reservation may be used (now, or later: the caller sleeps until then).
+    pub ready_at: Instant,
+    /// What was booked.
+    pub receipt: Receipt,
+}
+
+/// Why a reservation was not booked. Nothing changed in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveError {
+    /// The cost exceeds a bucket's capacity: it can never fit.
+    NeverFits(NeverFits),
+    /// The wait would exceed the allowed maximum.
+    WaitTooLong(WaitTooLong),
+}
+
+impl ReserveError {
+    /// The error as a [`BoxError`](crate::BoxError) holding the inner typed error (so
+    /// `downcast_ref::<NeverFits>()` / `downcast_ref::<WaitTooLong>()` work).
+    pub fn into_box(self) -> crate::BoxError {
+        match self {
+            ReserveError::NeverFits(e) => Box::new(e),
+            ReserveError::WaitTooLong(e) => Box::new(e),
+        }
+    }
+}
+
+impl fmt::Display for ReserveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReserveError::NeverFits(e) => e.fmt(f),
+            ReserveError::WaitTooLong(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReserveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReserveError::NeverFits(e) => Some(e),
+            ReserveError::WaitTooLong(e) => Some(e),
+        }
+    }
+}
+
+/// A backend for limiter state: resolves scopes to per-scope handles.
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// The handle of `scope`, created if new. Resolve once and keep it: the handle is the
+    /// hot path.
+    fn scope(&self, scope: &Scope) -> Arc<dyn ScopeStore>;
+
+    /// The scopes the store knows about.
+    fn scopes(&self) -> Vec<Scope>;
+}
+
+/// The limiter state of one scope: buckets, cooldown and concurrency leases.
+///
+/// Use it through [`ScopeHandle`](super::ScopeHandle), which wraps these calls in RAII
+/// guards.
+pub trait ScopeStore: Send + Sync + fmt::Debug + 'static {
+    /// The scope.
+    fn scope(&self) -> &Scope;
+
+    /// Sets (hot reload: state kept, no burst admitted) or, with `None`, removes the quota
+    /// of bucket `key`.
+    fn set_quota(&self, key: BucketKey, quota: Option<Quota>) -> Result<(), ConfigError>;
+
+    /// The configured quotas.
+    fn quotas(&self) -> Vec<(BucketKey, Quota)>;
+
+    /// The effective capacity of bucket `key` (configured, tightened by learned limits).
+    fn capacity(&self, key: BucketKey) -> Option<u64>;
+
+    /// Books `costs` in every configured bucket, all-or-nothing, for the earliest instant
+    /// they all fit (and the cooldown is over). Buckets without a quota are not limited.
+    /// With `max_wait`, a longer wait is declined without changing any state.
+    fn reserve(
+        &self,
+        costs: &[(BucketKey, u64)],
+        max_wait: Option<Duration>,
+    ) -> StoreFuture<Result<Booking, ReserveError>>;
+
+    /// How long a reservation of `costs` would wait now. No side effects.
+    fn wait_time(&self, costs: &[(BucketKey, u64)]) -> StoreFuture<Result<Duration, NeverFits>>;
+
+    /// Gives back an unused booking.
+    fn cancel(&self, receipt: &Receipt);
+
+    /// Changes what `item` has booked to `actual` (debits more or refunds).
+    fn adjust(&self, item: &mut ReceiptItem, actual: u64);
+
+    /// Records what a provider said about `dimension` (tightens buckets, never loosens
+    /// beyond what the provider said).
+    fn learn(&self, dimension: Dimension, said: &DimensionLimit);
+
+    /// Every reservation of this scope (and of narrower scopes) waits until `until`.
+    /// Only ever extends.
+    fn set_cooldown(&self, until: Instant);
+
+    /// Removes this scope's own cooldown.
+    fn clear_cooldown(&self);
+
+    /// The latest cooldown in force on this scope or a wider one.
+    fn cooldown_until(&self) -> Option<Instant>;
+
+    /// Configures concurrency leases (runtime resize: raising admits queued waiters at
+    /// once, lowering takes effect as holders finish).
+    fn set_concurrency(&self, config: ConcurrencyConfig) -> Result<(), ConfigError>;
+
+    /// The concurrency configuration, if set.
+    fn concurrency(&self) -> Option<ConcurrencyConfig>;
+
+    /// Acquires a concurrency lease (FIFO within a priority class).
+    fn acquire_lease(&self, priority: Priority) -> StoreFuture<Result<LeaseGrant, QueueFull>>;
+
+    /// Releases a lease.
+    fn release_lease(&self, grant: &LeaseGrant);
+
+    /// Leases held now, and requests queued.
+    fn lease_counts(&self) -> (usize, usize);
+
+    /// Approximate bytes of state held for this scope (constant per configuration).
+    fn approx_size(&self) -> usize;
+}

@@ -1,0 +1,383 @@
+//! Engine tests under paused tokio time.
+
+use std::time::Duration;
+
+use tokio::time::{Instant, advance};
+use tokio_test::{assert_pending, assert_ready, task};
+
+use super::*;
+use crate::LimitState;
+use crate::error::WaitTooLong;
+
+const RPM: BucketKey = BucketKey::REQUESTS_PER_MINUTE;
+const TPM: BucketKey = BucketKey::TOKENS_PER_MINUTE;
+const MIN: Duration = Duration::from_secs(60);
+
+fn handle() -> ScopeHandle {
+    LimitState::new().handle(&Scope::new("openai").with_model("gpt-4o"))
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+async fn reserve(h: &ScopeHandle, costs: &[(BucketKey, u64)]) -> Reservation {
+    h.reserve(costs, None).await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn design_example_waits_exactly_sixty_seconds() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
+        .unwrap();
+    let r = reserve(&h, &[(TPM, 12_071)]).await;
+    assert_eq!(r.wait(), Duration::ZERO);
+    let _c = r.commit();
+    advance(secs(7)).await;
+    assert_eq!(h.wait_time(&[(TPM, 22_117)]).await.unwrap(), secs(53));
+    let r = reserve(&h, &[(TPM, 22_117)]).await;
+    assert_eq!(r.wait(), secs(53));
+    assert_eq!(r.ready_at() + secs(7), Instant::now() + secs(60));
+    // FIFO: a small request behind it waits for it too.
+    let small = reserve(&h, &[(TPM, 10)]).await;
+    assert!(small.ready_at() >= r.ready_at());
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_fits_is_returned_at_once_naming_both_numbers() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
+        .unwrap();
+    let start = Instant::now();
+    let err = h.reserve(&[(TPM, 40_000)], None).await.unwrap_err();
+    assert_eq!(Instant::now(), start);
+    match err {
+        ReserveError::NeverFits(e) => {
+            assert_eq!((e.requested, e.capacity), (40_000, 30_000));
+            assert_eq!(e.what, "tokens per minute");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing was booked.
+    assert_eq!(h.wait_time(&[(TPM, 30_000)]).await.unwrap(), Duration::ZERO);
+    // GCRA: the capacity is the burst.
+    h.set_quota(RPM, Quota::gcra(60, MIN).with_burst(2))
+        .unwrap();
+    let err = h.reserve(&[(RPM, 3)], None).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ReserveError::NeverFits(NeverFits {
+            capacity: 2,
+            requested: 3,
+            ..
+        })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_declines_without_changing_state() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(100, MIN)).unwrap();
+    h.set_quota(RPM, Quota::gcra(10, MIN).with_burst(1))
+        .unwrap();
+    let _a = reserve(&h, &[(RPM, 1), (TPM, 80)]).await.commit();
+    let before = h.wait_time(&[(RPM, 1), (TPM, 30)]).await.unwrap();
+    assert_eq!(before, MIN);
+    let err = h
+        .reserve(&[(RPM, 1), (TPM, 30)], Some(secs(10)))
+        .await
+        .unwrap_err();
+    match err {
+        ReserveError::WaitTooLong(WaitTooLong {
+            wait,
+            max_wait,
+            reason,
+            ..
+        }) => {
+            assert_eq!((wait, max_wait), (MIN, secs(10)));
+            assert_eq!(reason, "tokens per minute");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.wait_time(&[(RPM, 1), (TPM, 30)]).await.unwrap(), before);
+    // The request bucket (6 s pacing) alone would have been fine after 6 s.
+    assert_eq!(h.wait_time(&[(RPM, 1)]).await.unwrap(), secs(6));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_reservation_restores_state_exactly() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(100, MIN)).unwrap();
+    h.set_quota(RPM, Quota::gcra(10, MIN).with_burst(2))
+        .unwrap();
+    let _a = reserve(&h, &[(RPM, 1), (TPM, 70)]).await.commit();
+    advance(secs(1)).await;
+    let costs = [(RPM, 1), (TPM, 20)];
+    let before = h.wait_time(&costs).await.unwrap();
+    assert_eq!(before, Duration::ZERO);
+    let r = reserve(&h, &costs).await;
+    assert_eq!(r.wait(), before);
+    assert!(h.wait_time(&costs).await.unwrap() > before);
+    drop(r);
+    assert_eq!(h.wait_time(&costs).await.unwrap(), before);
+    assert_eq!(h.wait_time(&[(TPM, 30)]).await.unwrap(), Duration::ZERO);
+    assert_eq!(h.wait_time(&[(TPM, 31)]).await.unwrap(), secs(59));
+    assert_eq!(h.wait_time(&[(RPM, 1)]).await.unwrap(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn adjust_refunds_and_debits_but_never_beyond_the_limit() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(1_000, MIN)).unwrap();
+    let mut c = reserve(&h, &[(TPM, 600)]).await.commit();
+    assert_eq!(h.wait_time(&[(TPM, 500)]).await.unwrap(), MIN);
+    c.adjust(TPM, 400);
+    assert_eq!(h.wait_time(&[(TPM, 600)]).await.unwrap(), Duration::ZERO);
+    assert_eq!(h.wait_time(&[(TPM, 601)]).await.unwrap(), MIN);
+    c.adjust(TPM, 900);
+    assert_eq!(h.wait_time(&[(TPM, 101)]).await.unwrap(), MIN);
+    assert_eq!(c.receipt().cost(TPM), 900);
+    // Refunding more than was used never gives more than the limit.
+    c.adjust(TPM, 0);
+    c.adjust(TPM, 0);
+    assert_eq!(h.wait_time(&[(TPM, 1_000)]).await.unwrap(), Duration::ZERO);
+    // GCRA: a refund on a full bucket creates nothing.
+    h.set_quota(RPM, Quota::gcra(2, MIN)).unwrap();
+    let mut c = reserve(&h, &[(RPM, 1)]).await.commit();
+    advance(secs(120)).await;
+    c.adjust(RPM, 0);
+    let _a = reserve(&h, &[(RPM, 2)]).await.commit();
+    assert_eq!(h.wait_time(&[(RPM, 1)]).await.unwrap(), secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn gcra_paces_and_serves_waiters_in_order() {
+    let h = handle();
+    h.set_quota(RPM, Quota::gcra(4, MIN).with_burst(1)).unwrap();
+    let mut readies = Vec::new();
+    for _ in 0..4 {
+        readies.push(reserve(&h, &[(RPM, 1)]).await.commit());
+    }
+    let rs: Vec<_> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(reserve(&h, &[(RPM, 1)]).await);
+        }
+        v
+    };
+    let now = Instant::now();
+    let waits: Vec<_> = rs.iter().map(|r| r.ready_at() - now).collect();
+    assert_eq!(waits, vec![secs(60), secs(75), secs(90)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cooldown_after_429_delays_all_waiters() {
+    let state = LimitState::new();
+    let provider = Scope::new("openai");
+    let scope = provider.clone().with_model("gpt-4o");
+    let h = state.handle(&scope);
+    h.set_quota(RPM, Quota::gcra(600, MIN)).unwrap();
+    state.set_cooldown(&provider, Instant::now() + secs(30));
+    assert_eq!(h.cooldown_until(), Some(Instant::now() + secs(30)));
+    let a = reserve(&h, &[(RPM, 1)]).await;
+    let b = reserve(&h, &[(RPM, 1)]).await;
+    assert_eq!(a.wait(), secs(30));
+    assert!(b.wait() >= secs(30));
+    let err = h.reserve(&[(RPM, 1)], Some(secs(5))).await.unwrap_err();
+    assert!(matches!(&err, ReserveError::WaitTooLong(w) if w.reason.contains("cooldown")));
+    assert_eq!(h.wait_time(&[(RPM, 1)]).await.unwrap(), secs(30));
+    // Unconfigured buckets wait for the cooldown too.
+    assert_eq!(h.wait_time(&[]).await.unwrap(), secs(30));
+    state.clear_cooldown(&provider);
+    assert_eq!(state.cooldown_until(&scope), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lowering_and_raising_limits_at_run_time() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(1_000, MIN)).unwrap();
+    let _a = reserve(&h, &[(TPM, 600)]).await.commit();
+    assert_eq!(h.wait_time(&[(TPM, 400)]).await.unwrap(), Duration::ZERO);
+    h.set_quota(TPM, Quota::sliding_window(500, MIN)).unwrap();
+    assert_eq!(h.wait_time(&[(TPM, 400)]).await.unwrap(), MIN);
+    h.set_quota(TPM, Quota::sliding_window(2_000, MIN)).unwrap();
+    assert_eq!(h.wait_time(&[(TPM, 1_400)]).await.unwrap(), Duration::ZERO);
+    assert_eq!(h.wait_time(&[(TPM, 1_401)]).await.unwrap(), MIN);
+
+    // GCRA: raising the burst does not admit a burst at once.
+    h.set_quota(RPM, Quota::gcra(60, MIN).with_burst(1))
+        .unwrap();
+    let _b = reserve(&h, &[(RPM, 1)]).await.commit();
+    h.set_quota(RPM, Quota::gcra(60, MIN).with_burst(10))
+        .unwrap();
+    assert_eq!(h.wait_time(&[(RPM, 1)]).await.unwrap(), secs(1));
+    // Lowering the rate makes the outstanding load last longer.
+    h.set_quota(RPM, Quota::gcra(6, MIN).with_burst(10))
+        .unwrap();
+    assert_eq!(h.wait_time(&[(RPM, 1)]).await.unwrap(), secs(10));
+    assert!(h.set_quota(RPM, Quota::gcra(6, MIN).with_burst(0)).is_err());
+    assert!(h.set_quota(RPM, Quota::gcra(6, Duration::ZERO)).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn learned_limits_tighten_but_never_loosen_beyond_what_was_said() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
+        .unwrap();
+    h.learn(
+        Dimension::Tokens,
+        &DimensionLimit {
+            limit: Some(20_000),
+            remaining: Some(1_000),
+            reset: Some(secs(6)),
+            window: Some(MIN),
+        },
+    );
+    assert_eq!(h.capacity(TPM), Some(20_000));
+    assert_eq!(h.wait_time(&[(TPM, 1_000)]).await.unwrap(), Duration::ZERO);
+    assert_eq!(h.wait_time(&[(TPM, 1_001)]).await.unwrap(), secs(6));
+    assert!(matches!(
+        h.reserve(&[(TPM, 25_000)], None).await,
+        Err(ReserveError::NeverFits(_))
+    ));
+    // The provider says a higher limit than configured: stays at the configured one.
+    h.learn(
+        Dimension::Tokens,
+        &DimensionLimit {
+            limit: Some(90_000),
+            ..Default::default()
+        },
+    );
+    assert_eq!(h.capacity(TPM), Some(30_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn leases_are_fifo_resizable_and_released_on_drop() {
+    let h = handle();
+    h.set_concurrency(ConcurrencyConfig::new(1).with_queue_bound(2))
+        .unwrap();
+    let first = h.lease(Priority::Normal).await.unwrap();
+    let mut a = task::spawn(h.lease(Priority::Normal));
+    let mut b = task::spawn(h.lease(Priority::Normal));
+    assert_pending!(a.poll());
+    assert_pending!(b.poll());
+    assert_eq!(h.lease_counts(), (1, 2));
+    // Queue full.
+    let err = h.lease(Priority::Normal).await.unwrap_err();
+    assert_eq!(err.capacity, 2);
+    drop(first);
+    assert!(a.is_woken());
+    let la = assert_ready!(a.poll()).unwrap();
+    assert_pending!(b.poll());
+    // Raising admits queued at once.
+    h.set_concurrency(ConcurrencyConfig::new(2)).unwrap();
+    let lb = assert_ready!(b.poll()).unwrap();
+    assert_eq!(h.lease_counts(), (2, 0));
+    // Lowering takes effect as holders finish.
+    h.set_concurrency(ConcurrencyConfig::new(1)).unwrap();
+    let mut c = task::spawn(h.lease(Priority::Normal));
+    assert_pending!(c.poll());
+    drop(la);
+    assert_pending!(c.poll());
+    drop(lb);
+    let _lc = assert_ready!(c.poll()).unwrap();
+    assert_eq!(h.lease_counts(), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_lease_waiter_leaks_nothing() {
+    let h = handle();
+    h.set_concurrency(ConcurrencyConfig::new(1)).unwrap();
+    let first = h.lease(Priority::Normal).await.unwrap();
+    let mut a = task::spawn(h.lease(Priority::Normal));
+    assert_pending!(a.poll());
+    drop(a);
+    assert_eq!(h.lease_counts(), (1, 0));
+    // Granted but never polled again, then dropped: the lease goes back.
+    let mut b = task::spawn(h.lease(Priority::Normal));
+    assert_pending!(b.poll());
+    drop(first);
+    assert_eq!(h.lease_counts(), (1, 0));
+    drop(b);
+    assert_eq!(h.lease_counts(), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn high_priority_first_without_starving_normal() {
+    let h = handle();
+    h.set_concurrency(ConcurrencyConfig::new(1).with_high_streak(2))
+        .unwrap();
+    let mut held = Some(h.lease(Priority::Normal).await.unwrap());
+    let mut normal = task::spawn(h.lease(Priority::Normal));
+    assert_pending!(normal.poll());
+    let mut highs: Vec<_> = (0..4)
+        .map(|_| Some(task::spawn(h.lease(Priority::High))))
+        .collect();
+    for t in highs.iter_mut().flatten() {
+        assert_pending!(t.poll());
+    }
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        drop(held.take());
+        if !order.contains(&"n")
+            && let std::task::Poll::Ready(l) = normal.poll()
+        {
+            order.push("n");
+            held = Some(l.unwrap());
+            continue;
+        }
+        for (i, slot) in highs.iter_mut().enumerate() {
+            let Some(t) = slot else { continue };
+            if let std::task::Poll::Ready(l) = t.poll() {
+                order.push(["h0", "h1", "h2", "h3"][i]);
+                held = Some(l.unwrap());
+                *slot = None;
+                break;
+            }
+        }
+    }
+    assert_eq!(order, vec!["h0", "h1", "n", "h2", "h3"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_full_can_wait_for_room() {
+    let h = handle();
+    h.set_concurrency(
+        ConcurrencyConfig::new(1)
+            .with_queue_bound(1)
+            .with_on_full(OnFull::Wait),
+    )
+    .unwrap();
+    let first = h.lease(Priority::Normal).await.unwrap();
+    let mut a = task::spawn(h.lease(Priority::Normal));
+    let mut b = task::spawn(h.lease(Priority::Normal));
+    assert_pending!(a.poll());
+    assert_pending!(b.poll());
+    assert_eq!(h.lease_counts(), (1, 1));
+    drop(first);
+    let la = assert_ready!(a.poll()).unwrap();
+    assert_pending!(b.poll());
+    drop(la);
+    let _lb = assert_ready!(b.poll()).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_is_constant_per_scope() {
+    let h = handle();
+    h.set_quota(RPM, Quota::gcra(1_000_000_000, MIN)).unwrap();
+    h.set_quota(TPM, Quota::sliding_window(u64::MAX / 2, MIN))
+        .unwrap();
+    let costs = [(RPM, 1), (TPM, 100)];
+    let _ = reserve(&h, &costs).await.commit();
+    let one = h.approx_size();
+    for i in 0..1_000_000u32 {
+        let mut c = reserve(&h, &costs).await.commit();
+        if i % 3 == 0 {
+            c.adjust(TPM, 50);
+        }
+        if i % 1000 == 0 {
+            advance(Duration::from_millis(7)).await;
+        }
+    }
+    assert_eq!(h.approx_size(), one);
+}
