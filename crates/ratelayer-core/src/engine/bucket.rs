@@ -76,6 +76,35 @@ impl Ring {
             .fold(0u64, |a, e| a.saturating_add(e.sum))
     }
 
+    /// Records `amount` admitted at `at` (`at >= last`): merged into the newest slot if
+    /// `at` falls within its width (or the ring is full: conservative), else in a new
+    /// slot. Returns the slot's identity (start), its previous latest time, and whether
+    /// the slot is new.
+    fn record(&mut self, at: u64, amount: u64, now: u64, window: u64) -> (u64, u64, bool) {
+        let width = (window / self.cap() as u64).max(1);
+        self.expire(now, window);
+        self.last = self.last.max(at);
+        let full = self.len == self.cap();
+        match self.tail_mut() {
+            Some(e) if at < e.start.saturating_add(width) || full => {
+                let prev = (e.start, e.latest, false);
+                e.latest = e.latest.max(at);
+                e.sum = e.sum.saturating_add(amount);
+                prev
+            }
+            _ => {
+                let j = self.idx(self.len);
+                self.entries[j] = Entry {
+                    start: at,
+                    latest: at,
+                    sum: amount,
+                };
+                self.len += 1;
+                (at, at, true)
+            }
+        }
+    }
+
     /// Rebuilds the ring with `slots` entries, merging the oldest ones if it shrinks
     /// (merging only makes sums count longer: conservative).
     fn resize(&mut self, slots: u32) {
@@ -259,28 +288,9 @@ impl Bucket {
                 data[..4].copy_from_slice(&[a, b, c, d]);
             }
             State::Sliding(ring) => {
-                let width = (win / ring.cap() as u64).max(1);
-                ring.expire(now, win);
                 let prev_last = ring.last;
-                ring.last = ring.last.max(at);
-                let full = ring.len == ring.cap();
-                match ring.tail_mut() {
-                    Some(e) if at < e.start.saturating_add(width) || full => {
-                        data = [e.start, e.latest, prev_last, 0, 0];
-                        e.latest = e.latest.max(at);
-                        e.sum = e.sum.saturating_add(cost);
-                    }
-                    _ => {
-                        let j = ring.idx(ring.len);
-                        ring.entries[j] = Entry {
-                            start: at,
-                            latest: at,
-                            sum: cost,
-                        };
-                        ring.len += 1;
-                        data = [at, at, prev_last, 1, 0];
-                    }
-                }
+                let (start, prev_latest, created) = ring.record(at, cost, now, win);
+                data = [start, prev_latest, prev_last, u64::from(created), 0];
             }
         }
         if let Some(cap) = &mut self.cap
@@ -376,25 +386,7 @@ impl Bucket {
             }
             State::Sliding(ring) => {
                 let at = now.max(ring.last);
-                let width = (win / ring.cap() as u64).max(1);
-                ring.expire(now, win);
-                ring.last = at;
-                let full = ring.len == ring.cap();
-                match ring.tail_mut() {
-                    Some(e) if at < e.start.saturating_add(width) || full => {
-                        e.latest = e.latest.max(at);
-                        e.sum = e.sum.saturating_add(amount);
-                    }
-                    _ => {
-                        let j = ring.idx(ring.len);
-                        ring.entries[j] = Entry {
-                            start: at,
-                            latest: at,
-                            sum: amount,
-                        };
-                        ring.len += 1;
-                    }
-                }
+                ring.record(at, amount, now, win);
             }
         }
         if let Some(cap) = &mut self.cap
