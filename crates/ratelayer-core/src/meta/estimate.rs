@@ -1,0 +1,395 @@
+//! Token estimation from request bodies.
+
+use serde_json::{Map, Value};
+
+/// The estimate of one request: input tokens and the output allowance.
+///
+/// ```
+/// use ratelayer_core::meta::{EstimateSource, TokenEstimate};
+/// let e = TokenEstimate { input_tokens: 12, output_tokens: 100, source: EstimateSource::Body };
+/// assert_eq!(e.total(), 112);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenEstimate {
+    /// Estimated input (prompt) tokens.
+    pub input_tokens: u64,
+    /// Output allowance: the requested maximum output times the number of choices.
+    pub output_tokens: u64,
+    /// How the estimate was obtained.
+    pub source: super::EstimateSource,
+}
+
+impl TokenEstimate {
+    /// Input plus output.
+    ///
+    /// ```
+    /// use ratelayer_core::meta::{EstimateSource, TokenEstimate};
+    /// let e = TokenEstimate { input_tokens: u64::MAX, output_tokens: 1, source: EstimateSource::Body };
+    /// assert_eq!(e.total(), u64::MAX); // saturates
+    /// ```
+    pub fn total(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// What an estimator sees of a request.
+///
+/// ```
+/// use ratelayer_core::meta::EstimateInput;
+/// let body = br#"{"model":"gpt-4o","messages":[]}"#;
+/// let input = EstimateInput::new("/v1/chat/completions", Some(body)).model(Some("gpt-4o"));
+/// assert_eq!(input.path, "/v1/chat/completions");
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct EstimateInput<'a> {
+    /// The request path, such as `/v1/chat/completions` (tells embeddings apart).
+    pub path: &'a str,
+    /// The whole body, if it is in memory.
+    pub body: Option<&'a [u8]>,
+    /// The `content-length` of a body that is not in memory.
+    pub content_length: Option<u64>,
+    /// The model, if known (from the body or the path).
+    pub model: Option<&'a str>,
+}
+
+impl<'a> EstimateInput<'a> {
+    /// The input for a request to `path` with `body`.
+    ///
+    /// ```
+    /// use ratelayer_core::meta::EstimateInput;
+    /// let input = EstimateInput::new("/v1/embeddings", None);
+    /// assert!(input.body.is_none());
+    /// ```
+    pub fn new(path: &'a str, body: Option<&'a [u8]>) -> Self {
+        EstimateInput {
+            path,
+            body,
+            content_length: None,
+            model: None,
+        }
+    }
+
+    /// With the `content-length` of a body that is not in memory.
+    ///
+    /// ```
+    /// use ratelayer_core::meta::EstimateInput;
+    /// let input = EstimateInput::new("/v1/chat/completions", None).content_length(Some(3000));
+    /// assert_eq!(input.content_length, Some(3000));
+    /// ```
+    pub fn content_length(mut self, length: Option<u64>) -> Self {
+        self.content_length = length;
+        self
+    }
+
+    /// With the model.
+    ///
+    /// ```
+    /// use ratelayer_core::meta::EstimateInput;
+    /// let input = EstimateInput::new("/v1/messages", None).model(Some("claude-sonnet-4-5"));
+    /// assert_eq!(input.model, Some("claude-sonnet-4-5"));
+    /// ```
+    pub fn model(mut self, model: Option<&'a str>) -> Self {
+        self.model = model;
+        self
+    }
+}
+
+/// Estimates the tokens of a request. The layers call [`estimate`](Self::estimate); an
+/// implementation usually only provides [`count_text`](Self::count_text) (an exact
+/// tokenizer, say) and inherits the reading of the request shapes.
+///
+/// ```
+/// use ratelayer_core::meta::{EstimateInput, TokenEstimator};
+///
+/// /// One token per whitespace-separated word.
+/// struct Words;
+/// impl TokenEstimator for Words {
+///     fn count_text(&self, text: &str, _model: Option<&str>) -> u64 {
+///         text.split_whitespace().count() as u64
+///     }
+/// }
+///
+/// let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello there world"}],"max_tokens":10}"#;
+/// let e = Words.estimate(&EstimateInput::new("/v1/chat/completions", Some(body)));
+/// // 3 words + "user" + 4 per message + 3 for the reply's priming.
+/// assert_eq!(e.input_tokens, 3 + 1 + 4 + 3);
+/// assert_eq!(e.output_tokens, 10);
+/// ```
+pub trait TokenEstimator: Send + Sync + 'static {
+    /// Tokens of one piece of text.
+    fn count_text(&self, text: &str, model: Option<&str>) -> u64;
+
+    /// Tokens added per message or content item (role, separators). Default 4.
+    fn per_message(&self) -> u64 {
+        4
+    }
+
+    /// Tokens charged for an image, audio or file part (its bytes are not counted as
+    /// text). Default 1,600: above OpenAI's 1,105 for a high-detail 1024×1024 image and
+    /// Anthropic's ~1,600 for 1.15 megapixels.
+    fn media_tokens(&self) -> u64 {
+        1_600
+    }
+
+    /// The output allowance of a request that states no maximum: 0 for embeddings, else
+    /// 1,024.
+    fn default_output(&self, path: &str) -> u64 {
+        if is_embeddings(path) { 0 } else { 1_024 }
+    }
+
+    /// The estimate of a whole request. By default: the body read as JSON by
+    /// [`estimate_json`]; a body that is not a JSON object, or is not in memory, by its
+    /// length (see [`estimate_json`]).
+    fn estimate(&self, input: &EstimateInput<'_>) -> TokenEstimate {
+        estimate_json(self, input)
+    }
+}
+
+impl<E: TokenEstimator + ?Sized> TokenEstimator for std::sync::Arc<E> {
+    fn count_text(&self, text: &str, model: Option<&str>) -> u64 {
+        (**self).count_text(text, model)
+    }
+    fn per_message(&self) -> u64 {
+        (**self).per_message()
+    }
+    fn media_tokens(&self) -> u64 {
+        (**self).media_tokens()
+    }
+    fn default_output(&self, path: &str) -> u64 {
+        (**self).default_output(path)
+    }
+    fn estimate(&self, input: &EstimateInput<'_>) -> TokenEstimate {
+        (**self).estimate(input)
+    }
+}
+
+/// The default estimator: a conservative character count, no tokenizer.
+///
+/// A text of `b` UTF-8 bytes counts `ceil(b / 3)` tokens. Real tokenizers average about
+/// four characters per token on English text and about one token per CJK character
+/// (three UTF-8 bytes), so this over-counts English by about a third and never
+/// under-counts the rule "`ceil(chars / 4)` of message text + 4 per message" that
+/// ratelayer-mock charges. See [`estimate_json`] for what is counted.
+///
+/// ```
+/// use ratelayer_core::meta::{DefaultEstimator, EstimateInput, TokenEstimator};
+/// let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}],"max_tokens":50,"n":2}"#;
+/// let e = DefaultEstimator::new().estimate(&EstimateInput::new("/v1/chat/completions", Some(body)));
+/// // "user" 2 + "Say hello." 4 + 4 per message + 3 priming
+/// assert_eq!(e.input_tokens, 13);
+/// assert_eq!(e.output_tokens, 100); // max_tokens × n
+/// ```
+#[derive(Debug, Clone)]
+pub struct DefaultEstimator {
+    default_output: Option<u64>,
+}
+
+impl Default for DefaultEstimator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DefaultEstimator {
+    /// The default estimator.
+    ///
+    /// ```
+    /// use ratelayer_core::meta::{DefaultEstimator, TokenEstimator};
+    /// assert_eq!(DefaultEstimator::new().count_text("abcdef", None), 2);
+    /// ```
+    pub fn new() -> Self {
+        DefaultEstimator {
+            default_output: None,
+        }
+    }
+
+    /// The output allowance of a generation request that states no maximum (default
+    /// 1,024; embeddings stay 0).
+    ///
+    /// ```
+    /// use ratelayer_core::meta::{DefaultEstimator, TokenEstimator};
+    /// let e = DefaultEstimator::new().output_allowance(4_096);
+    /// assert_eq!(e.default_output("/v1/chat/completions"), 4_096);
+    /// assert_eq!(e.default_output("/v1/embeddings"), 0);
+    /// ```
+    pub fn output_allowance(mut self, tokens: u64) -> Self {
+        self.default_output = Some(tokens);
+        self
+    }
+}
+
+impl TokenEstimator for DefaultEstimator {
+    fn count_text(&self, text: &str, _model: Option<&str>) -> u64 {
+        (text.len() as u64).div_ceil(3)
+    }
+
+    fn default_output(&self, path: &str) -> u64 {
+        if is_embeddings(path) {
+            0
+        } else {
+            self.default_output.unwrap_or(1_024)
+        }
+    }
+}
+
+/// Whether `path` is an embeddings endpoint (OpenAI `/embeddings`, Gemini
+/// `:embedContent` / `:batchEmbedContents`).
+fn is_embeddings(path: &str) -> bool {
+    path.ends_with("/embeddings")
+        || path.ends_with("embedContent")
+        || path.ends_with("EmbedContents")
+}
+
+/// Tokens charged for one priming of the reply.
+const REPLY_PRIMING: u64 = 3;
+
+/// Keys whose values are the request's input.
+const INPUT_KEYS: &[&str] = &[
+    "messages",
+    "system",
+    "prompt",
+    "input",
+    "instructions",
+    "contents",
+    "systemInstruction",
+    "system_instruction",
+    "tools",
+    "functions",
+    "tool_choice",
+];
+
+/// Keys whose array elements are messages (each charged
+/// [`per_message`](TokenEstimator::per_message)).
+const MESSAGE_KEYS: &[&str] = &["messages", "contents", "input"];
+
+/// Types and keys of media parts.
+const MEDIA_TYPES: &[&str] = &[
+    "image",
+    "image_url",
+    "input_image",
+    "input_audio",
+    "input_file",
+    "document",
+    "file",
+    "audio",
+];
+const MEDIA_KEYS: &[&str] = &[
+    "image_url",
+    "input_audio",
+    "inline_data",
+    "inlineData",
+    "file_data",
+    "fileData",
+];
+
+fn is_media(o: &Map<String, Value>) -> bool {
+    let typed = o
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| MEDIA_TYPES.contains(&t));
+    typed || MEDIA_KEYS.iter().any(|k| o.contains_key(*k))
+}
+
+/// Tokens of a JSON value: every string counted as text, every number in an array (token
+/// ids) as one token, every media part as [`media_tokens`](TokenEstimator::media_tokens).
+fn count_value<E: TokenEstimator + ?Sized>(e: &E, v: &Value, model: Option<&str>) -> u64 {
+    match v {
+        Value::String(s) => e.count_text(s, model),
+        Value::Number(_) => 1,
+        Value::Array(items) => items
+            .iter()
+            .fold(0u64, |acc, i| acc.saturating_add(count_value(e, i, model))),
+        Value::Object(o) if is_media(o) => e.media_tokens(),
+        Value::Object(o) => o
+            .values()
+            .fold(0u64, |acc, i| acc.saturating_add(count_value(e, i, model))),
+        Value::Bool(_) | Value::Null => 0,
+    }
+}
+
+/// A non-negative integer field.
+fn uint(o: &Map<String, Value>, keys: &[&str]) -> Option<u64> {
+    keys.iter().find_map(|k| o.get(*k).and_then(Value::as_u64))
+}
+
+/// The estimate of a request, read from its JSON body. This is what
+/// [`TokenEstimator::estimate`] does by default.
+///
+/// **Input**: the text of every string under the input keys of the common shapes
+/// (`messages`, `system`, `prompt`, `input`, `instructions`, `contents`,
+/// `systemInstruction`, `tools`, `functions`, `tool_choice`), counted by
+/// [`count_text`](TokenEstimator::count_text), including roles and tool arguments; a
+/// number in those (a token id) as one token; an image, audio or file part as
+/// [`media_tokens`](TokenEstimator::media_tokens); plus
+/// [`per_message`](TokenEstimator::per_message) per element of `messages`, `contents` or
+/// an `input` array, plus 3 for the priming of the reply (except embeddings).
+///
+/// **Output allowance**: `max_completion_tokens`, `max_tokens`, `max_output_tokens` or
+/// Gemini's `generationConfig.maxOutputTokens` (the first present), else
+/// [`default_output`](TokenEstimator::default_output); times `n` (or Gemini's
+/// `candidateCount`), default 1.
+///
+/// **Unreadable bodies**: a body that is not a JSON object counts as text of its length
+/// (never zero when non-empty) plus the default output allowance; a body that is not in
+/// memory is estimated from its `content-length` the same way, or as the default output
+/// allowance alone.
+///
+/// ```
+/// use ratelayer_core::meta::{estimate_json, DefaultEstimator, EstimateInput, EstimateSource};
+/// let e = estimate_json(&DefaultEstimator::new(), &EstimateInput::new("/v1/chat/completions", Some(b"{oops")));
+/// assert_eq!(e.source, EstimateSource::Conservative);
+/// assert_eq!((e.input_tokens, e.output_tokens), (2, 1_024));
+/// ```
+pub fn estimate_json<E: TokenEstimator + ?Sized>(
+    e: &E,
+    input: &EstimateInput<'_>,
+) -> TokenEstimate {
+    let conservative = |bytes: u64| TokenEstimate {
+        input_tokens: bytes.div_ceil(3),
+        output_tokens: e.default_output(input.path),
+        source: super::EstimateSource::Conservative,
+    };
+    let Some(body) = input.body else {
+        return conservative(input.content_length.unwrap_or(0));
+    };
+    let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(body) else {
+        return conservative(body.len() as u64);
+    };
+    let model = input.model;
+    let mut tokens = 0u64;
+    for key in INPUT_KEYS {
+        let Some(v) = o.get(*key) else { continue };
+        tokens = tokens.saturating_add(count_value(e, v, model));
+        if MESSAGE_KEYS.contains(key)
+            && let Value::Array(items) = v
+        {
+            let overhead = (items.len() as u64).saturating_mul(e.per_message());
+            tokens = tokens.saturating_add(overhead);
+        }
+    }
+    if !is_embeddings(input.path) {
+        tokens = tokens.saturating_add(REPLY_PRIMING);
+    }
+    let generation = o
+        .get("generationConfig")
+        .or_else(|| o.get("generation_config"))
+        .and_then(Value::as_object);
+    let max = uint(
+        &o,
+        &["max_completion_tokens", "max_tokens", "max_output_tokens"],
+    )
+    .or_else(|| generation.and_then(|g| uint(g, &["maxOutputTokens", "max_output_tokens"])));
+    let n = uint(&o, &["n"])
+        .or_else(|| generation.and_then(|g| uint(g, &["candidateCount", "candidate_count"])))
+        .unwrap_or(1)
+        .max(1);
+    let output = max
+        .unwrap_or_else(|| e.default_output(input.path))
+        .saturating_mul(n);
+    TokenEstimate {
+        input_tokens: tokens,
+        output_tokens: output,
+        source: super::EstimateSource::Body,
+    }
+}

@@ -1,0 +1,524 @@
+//! Request metadata: provider, credential, model and the estimate of every request shape.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::Request;
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+/// The default estimator's count of a text: ceil(bytes / 3).
+fn c(s: &str) -> u64 {
+    (s.len() as u64).div_ceil(3)
+}
+
+fn post(uri: &str, body: serde_json::Value) -> Request<String> {
+    Request::post(uri).body(body.to_string()).unwrap()
+}
+
+fn meta_of(mut req: Request<String>) -> RequestMeta {
+    ensure(&mut req).clone()
+}
+
+// ---------------------------------------------------------------- provider
+
+#[test]
+fn provider_from_well_known_hosts() {
+    for (uri, provider) in [
+        ("https://api.openai.com/v1/chat/completions", "openai"),
+        (
+            "https://myres.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-06-01",
+            "azure",
+        ),
+        ("https://API.ANTHROPIC.COM/v1/messages", "anthropic"),
+        ("https://api.groq.com/openai/v1/chat/completions", "groq"),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent",
+            "gemini",
+        ),
+        (
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent",
+            "gemini",
+        ),
+        ("https://api.moonshot.ai/v1/chat/completions", "moonshot"),
+        ("https://api.moonshot.cn/v1/chat/completions", "moonshot"),
+        ("https://api.mistral.ai/v1/chat/completions", "mistral"),
+        (
+            "https://openrouter.ai/api/v1/chat/completions",
+            "openrouter",
+        ),
+        ("http://127.0.0.1:8080/v1/chat/completions", "127.0.0.1"),
+        (
+            "http://llm.internal.example:9000/v1/chat/completions",
+            "llm.internal.example",
+        ),
+        ("/v1/chat/completions", "default"),
+    ] {
+        let m = meta_of(post(uri, json!({})));
+        assert_eq!(&*m.provider, provider, "{uri}");
+    }
+}
+
+#[test]
+fn provider_name_extension_wins_over_the_host_and_cached_meta_wins_over_both() {
+    let mut req = post("http://127.0.0.1:1/v1/chat/completions", json!({}));
+    req.extensions_mut().insert(ProviderName::new("groq"));
+    assert_eq!(&*ensure(&mut req).provider, "groq");
+    assert_eq!(ensure(&mut req).dialect(), Some(crate::Dialect::Groq));
+
+    let mut req = post(
+        "https://api.openai.com/v1/chat/completions",
+        json!({"model": "gpt-4o"}),
+    );
+    req.extensions_mut().insert(ProviderName::new("groq"));
+    set(&mut req, RequestMeta::new("azure", 7, 8));
+    let m = ensure(&mut req);
+    assert_eq!(
+        (&*m.provider, m.input_tokens, m.output_tokens),
+        ("azure", 7, 8)
+    );
+    assert_eq!(m.source, EstimateSource::Explicit);
+    assert_eq!(m.model, None);
+}
+
+// ---------------------------------------------------------------- credential
+
+#[test]
+fn credential_is_a_stable_fingerprint_never_the_key() {
+    // FNV-1a 64 of the empty input is its offset basis 0xcbf29ce484222325, folded.
+    assert_eq!(
+        fingerprint(b""),
+        format!("{:08x}", 0xcbf2_9ce4_u32 ^ 0x8422_2325)
+    );
+    // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c.
+    assert_eq!(
+        fingerprint(b"a"),
+        format!("{:08x}", 0xaf63_dc4c_u32 ^ 0x8601_ec8c)
+    );
+
+    let key = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789";
+    for header in ["authorization", "x-api-key", "api-key", "x-goog-api-key"] {
+        let value = if header == "authorization" {
+            format!("Bearer {key}")
+        } else {
+            key.to_owned()
+        };
+        let req = Request::post("https://api.openai.com/v1/chat/completions")
+            .header(header, &value)
+            .body(String::from("{}"))
+            .unwrap();
+        let m = meta_of(req);
+        let fp = m.credential.clone().unwrap();
+        assert_eq!(&*fp, fingerprint(value.as_bytes()), "{header}");
+        assert_eq!(fp.len(), 8);
+        assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(!format!("{m:?}").contains(key), "{header}");
+        assert!(!m.scope().to_string().contains(key));
+    }
+    let a = meta_of(
+        Request::post("https://api.openai.com/")
+            .header("authorization", "Bearer k1")
+            .body(String::new())
+            .unwrap(),
+    );
+    let b = meta_of(
+        Request::post("https://api.openai.com/")
+            .header("authorization", "Bearer k2")
+            .body(String::new())
+            .unwrap(),
+    );
+    assert_ne!(a.credential, b.credential);
+    // Gemini's key in the query string.
+    let q = meta_of(post(
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent?alt=sse&key=AIzaSECRET",
+        json!({}),
+    ));
+    assert_eq!(
+        q.credential.as_deref(),
+        Some(fingerprint(b"AIzaSECRET").as_str())
+    );
+    let none = meta_of(post(
+        "https://api.openai.com/v1/chat/completions",
+        json!({}),
+    ));
+    assert_eq!(none.credential, None);
+}
+
+// ---------------------------------------------------------------- model
+
+#[test]
+fn model_from_body_then_path() {
+    let cases = [
+        (
+            "https://api.openai.com/v1/chat/completions",
+            json!({"model": "gpt-4o-mini"}),
+            Some("gpt-4o-mini"),
+        ),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent",
+            json!({}),
+            Some("gemini-2.0-flash"),
+        ),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+            json!({}),
+            Some("gemini-2.0-flash"),
+        ),
+        (
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/l/publishers/google/models/gemini-1.5-pro:generateContent",
+            json!({}),
+            Some("gemini-1.5-pro"),
+        ),
+        (
+            "https://r.openai.azure.com/openai/deployments/my-gpt4o/chat/completions?api-version=2024-06-01",
+            json!({"messages": []}),
+            Some("my-gpt4o"),
+        ),
+        (
+            "https://api.openai.com/v1/chat/completions",
+            json!({"model": 5}),
+            None,
+        ),
+        (
+            "https://api.openai.com/v1/chat/completions",
+            json!({"model": ""}),
+            None,
+        ),
+        (
+            "https://api.openai.com/v1/chat/completions",
+            json!({"model": "x".repeat(300)}),
+            None,
+        ),
+        (
+            "https://api.openai.com/v1/chat/completions",
+            json!({}),
+            None,
+        ),
+    ];
+    for (uri, body, model) in cases {
+        assert_eq!(meta_of(post(uri, body)).model.as_deref(), model, "{uri}");
+    }
+}
+
+// ---------------------------------------------------------------- estimates
+
+fn estimate(path: &str, body: serde_json::Value) -> TokenEstimate {
+    let bytes = body.to_string();
+    DefaultEstimator::new().estimate(&EstimateInput::new(path, Some(bytes.as_bytes())))
+}
+
+#[test]
+fn openai_chat() {
+    let e = estimate(
+        "/v1/chat/completions",
+        json!({
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is in this image?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "look", "arguments": "{\"x\":1}"}}
+                ]}
+            ],
+            "max_tokens": 300,
+            "n": 3,
+            "temperature": 0.2
+        }),
+    );
+    let input = c("system")
+        + c("You are terse.")
+        + c("user")
+        + c("text")
+        + c("What is in this image?")
+        + 1_600
+        + c("assistant")
+        + c("call_1")
+        + c("function")
+        + c("look")
+        + c("{\"x\":1}")
+        + 3 * 4
+        + 3;
+    assert_eq!(e.input_tokens, input);
+    assert_eq!(e.output_tokens, 900);
+    assert_eq!(e.source, EstimateSource::Body);
+    // max_completion_tokens wins; no max at all gives the default allowance.
+    let e = estimate(
+        "/v1/chat/completions",
+        json!({"messages": [], "max_completion_tokens": 50, "max_tokens": 10}),
+    );
+    assert_eq!((e.input_tokens, e.output_tokens), (3, 50));
+    let e = estimate(
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "hey"}]}),
+    );
+    assert_eq!(
+        (e.input_tokens, e.output_tokens),
+        (c("user") + c("hey") + 4 + 3, 1_024)
+    );
+    // Tools are input too.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let e = estimate(
+        "/v1/chat/completions",
+        json!({"messages": [], "tools": tools, "max_tokens": 1}),
+    );
+    assert_eq!(
+        e.input_tokens,
+        c("function") + c("get_weather") + c("object") + 3
+    );
+}
+
+#[test]
+fn openai_completions_responses_and_embeddings() {
+    let e = estimate(
+        "/v1/completions",
+        json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say this is a test", "max_tokens": 7, "n": 2}),
+    );
+    assert_eq!(
+        (e.input_tokens, e.output_tokens),
+        (c("Say this is a test") + 3, 14)
+    );
+    let e = estimate(
+        "/v1/completions",
+        json!({"prompt": ["one", "two"], "max_tokens": 1}),
+    );
+    assert_eq!(e.input_tokens, 2 + 3);
+    let e = estimate(
+        "/v1/completions",
+        json!({"prompt": [1212, 318, 257], "max_tokens": 1}),
+    );
+    assert_eq!(e.input_tokens, 3 + 3);
+
+    let e = estimate(
+        "/v1/responses",
+        json!({"model": "gpt-4.1", "instructions": "Be brief.", "input": "Tell me a joke.", "max_output_tokens": 200}),
+    );
+    assert_eq!(
+        (e.input_tokens, e.output_tokens),
+        (c("Be brief.") + c("Tell me a joke.") + 3, 200)
+    );
+    let e = estimate(
+        "/v1/responses",
+        json!({"input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "hello"}, {"type": "input_image", "image_url": "https://x/y.png"}]}
+        ]}),
+    );
+    assert_eq!(
+        e.input_tokens,
+        c("user") + c("input_text") + c("hello") + 1_600 + 4 + 3
+    );
+    assert_eq!(e.output_tokens, 1_024);
+
+    let e = estimate(
+        "/v1/embeddings",
+        json!({"model": "text-embedding-3-small", "input": ["The food was delicious", "and the waiter"]}),
+    );
+    // Each string of an embeddings input array counts as an item, no reply priming.
+    assert_eq!(
+        e.input_tokens,
+        c("The food was delicious") + c("and the waiter") + 2 * 4
+    );
+    assert_eq!(e.output_tokens, 0);
+    let e = estimate("/v1/embeddings", json!({"input": "hello", "n": 4}));
+    assert_eq!((e.input_tokens, e.output_tokens), (c("hello"), 0));
+}
+
+#[test]
+fn anthropic_messages() {
+    let e = estimate(
+        "/v1/messages",
+        json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 1024,
+            "system": [{"type": "text", "text": "You are a poet.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": "Write a haiku."},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "rhyme", "input": {"word": "moon"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "spoon"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+                ]}
+            ]
+        }),
+    );
+    let system = c("text") + c("You are a poet.") + c("ephemeral");
+    let m1 = c("user") + c("Write a haiku.");
+    let m2 = c("assistant") + c("tool_use") + c("t1") + c("rhyme") + c("moon");
+    let m3 = c("user") + c("tool_result") + c("t1") + c("spoon") + 1_600;
+    assert_eq!(e.input_tokens, system + m1 + m2 + m3 + 3 * 4 + 3);
+    assert_eq!(e.output_tokens, 1_024);
+    let e = estimate(
+        "/v1/messages",
+        json!({"system": "Be kind.", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10}),
+    );
+    assert_eq!(
+        (e.input_tokens, e.output_tokens),
+        (c("Be kind.") + c("user") + c("Hi") + 4 + 3, 10)
+    );
+}
+
+#[test]
+fn gemini_generate_content() {
+    let e = estimate(
+        "/v1beta/models/gemini-2.0-flash:generateContent",
+        json!({
+            "systemInstruction": {"parts": [{"text": "You are a cat."}]},
+            "contents": [
+                {"role": "user", "parts": [{"text": "Hello"}, {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQ"}}]},
+                {"role": "model", "parts": [{"text": "Meow"}]}
+            ],
+            "generationConfig": {"maxOutputTokens": 800, "candidateCount": 2, "temperature": 1.0}
+        }),
+    );
+    let input =
+        c("You are a cat.") + c("user") + c("Hello") + 1_600 + c("model") + c("Meow") + 2 * 4 + 3;
+    assert_eq!((e.input_tokens, e.output_tokens), (input, 1_600));
+    let e = estimate(
+        "/v1beta/models/gemini-2.0-flash:generateContent",
+        json!({
+            "contents": [{"parts": [{"text": "Hi"}]}],
+            "generation_config": {"max_output_tokens": 5}
+        }),
+    );
+    assert_eq!((e.input_tokens, e.output_tokens), (c("Hi") + 4 + 3, 5));
+    let e = estimate(
+        "/v1beta/models/text-embedding-004:embedContent",
+        json!({"content": {"parts": [{"text": "Hi"}]}}),
+    );
+    assert_eq!(e.output_tokens, 0);
+}
+
+#[test]
+fn malformed_and_unreadable_bodies_are_conservative() {
+    let est = DefaultEstimator::new();
+    for (body, input) in [
+        (&b"{oops"[..], 2),
+        (b"[1, 2, 3]", 3),
+        (b"\"just a string\"", 5),
+        (b"\xff\xfe\xfd\xfc", 2),
+        (b"x", 1),
+        (b"", 0),
+    ] {
+        let e = est.estimate(&EstimateInput::new("/v1/chat/completions", Some(body)));
+        assert_eq!(
+            e,
+            TokenEstimate {
+                input_tokens: input,
+                output_tokens: 1_024,
+                source: EstimateSource::Conservative
+            },
+            "{body:?}"
+        );
+    }
+    // Wrong types are ignored, not trusted: a negative or fractional max is absent.
+    let e = estimate(
+        "/v1/chat/completions",
+        json!({"messages": "hi", "max_tokens": -5, "n": 0.5}),
+    );
+    assert_eq!((e.input_tokens, e.output_tokens), (c("hi") + 3, 1_024));
+    // A huge n saturates instead of wrapping.
+    let e = estimate(
+        "/v1/chat/completions",
+        json!({"max_tokens": u64::MAX, "n": 2}),
+    );
+    assert_eq!(e.output_tokens, u64::MAX);
+    // Deeply nested JSON is rejected by the parser's depth limit, not a stack overflow.
+    let deep = format!(
+        "{{\"messages\":{}{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let e = est.estimate(&EstimateInput::new(
+        "/v1/chat/completions",
+        Some(deep.as_bytes()),
+    ));
+    assert_eq!(e.source, EstimateSource::Conservative);
+}
+
+#[test]
+fn a_body_that_is_not_in_memory_is_estimated_from_its_length() {
+    let req = Request::post("https://api.openai.com/v1/chat/completions")
+        .header("content-length", "3000")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let m = compute(&req, &DefaultEstimator::new());
+    assert_eq!(
+        (m.input_tokens, m.output_tokens, m.source),
+        (1_000, 1_024, EstimateSource::Conservative)
+    );
+    let req = Request::post("https://api.openai.com/v1/chat/completions")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let m = compute(&req, &DefaultEstimator::new());
+    assert_eq!((m.input_tokens, m.output_tokens), (0, 1_024));
+}
+
+#[test]
+fn computed_once_and_carried_to_copies() {
+    struct Counting(AtomicUsize);
+    impl TokenEstimator for Counting {
+        fn count_text(&self, text: &str, _: Option<&str>) -> u64 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            text.len() as u64
+        }
+    }
+    let counting = Counting(AtomicUsize::new(0));
+    let mut req = post(
+        "https://api.openai.com/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "abc"}]}),
+    );
+    let first = ensure_with(&mut req, &counting).clone();
+    let calls = counting.0.load(Ordering::SeqCst);
+    assert_eq!(calls, 2);
+    assert_eq!(first.input_tokens, 4 + 3 + 4 + 3);
+    assert_eq!(ensure_with(&mut req, &counting), &first);
+    assert_eq!(ensure(&mut req), &first);
+    assert_eq!(counting.0.load(Ordering::SeqCst), calls);
+    let mut copy = crate::body::try_clone_request(&req).unwrap();
+    assert_eq!(get(&copy), Some(&first));
+    assert_eq!(ensure_with(&mut copy, &counting), &first);
+    assert_eq!(counting.0.load(Ordering::SeqCst), calls);
+}
+
+#[test]
+fn an_arc_estimator_is_an_estimator() {
+    let shared: std::sync::Arc<dyn TokenEstimator> =
+        std::sync::Arc::new(DefaultEstimator::new().output_allowance(10));
+    let mut req = post(
+        "https://api.openai.com/v1/chat/completions",
+        json!({"messages": []}),
+    );
+    assert_eq!(ensure_with(&mut req, &shared).output_tokens, 10);
+}
+
+proptest! {
+    /// The default estimate never under-counts ratelayer-mock's documented rule:
+    /// ceil(chars / 4) of message text + 4 per message.
+    #[test]
+    fn never_below_the_mocks_rule(
+        texts in proptest::collection::vec("\\PC{0,200}", 0..8),
+        max_tokens in proptest::option::of(0u64..100_000),
+    ) {
+        let messages: Vec<_> = texts.iter().map(|t| json!({"role": "user", "content": t})).collect();
+        let mut body = json!({"model": "gpt-4o", "messages": messages});
+        if let Some(m) = max_tokens {
+            body["max_tokens"] = json!(m);
+        }
+        let e = estimate("/v1/chat/completions", body);
+        let mock: u64 = texts.iter().map(|t| (t.chars().count() as u64).div_ceil(4) + 4).sum();
+        prop_assert!(e.input_tokens >= mock, "{} < {}", e.input_tokens, mock);
+        prop_assert_eq!(e.output_tokens, max_tokens.unwrap_or(1_024));
+    }
+
+    /// Arbitrary bytes never panic and a non-empty body never estimates to zero.
+    #[test]
+    fn arbitrary_bodies(body in proptest::collection::vec(any::<u8>(), 0..400), path in "/[a-z/:]{0,30}") {
+        let e = DefaultEstimator::new().estimate(&EstimateInput::new(&path, Some(&body)));
+        if !body.is_empty() {
+            prop_assert!(e.total() > 0 || path.ends_with("/embeddings") || path.ends_with("embedContent") || path.ends_with("EmbedContents"));
+        }
+    }
+}
