@@ -6,12 +6,14 @@
 //!
 //! - [`workload`]: a seeded workload of chat requests of varied sizes;
 //! - [`run`]: concurrent callers, and the naive client (fixed 1-2-4-8 s backoff on 429);
+//! - [`baseline`]: tower's own `Retry` + `ConcurrencyLimit` + `RateLimit`, configured well;
 //! - [`report`]: progress bars and the results table;
 //! - [`chart`]: an SVG chart of tokens per second against the limit;
 //! - [`goodput`]: binding-limit share, 429 rate and theoretical minimum of a run.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod baseline;
 pub mod chart;
 pub mod goodput;
 pub mod report;
