@@ -1,0 +1,776 @@
+//! Configuration of a [`MockProvider`](crate::MockProvider): limits, tier presets, faults,
+//! latency.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+use ratelayer_core::{ConfigError, Dialect};
+
+use crate::MockProvider;
+
+/// The limits the mock enforces, per API key and model. `None` means unlimited.
+///
+/// ```
+/// use ratelayer_mock::{Limits, Tier};
+/// let limits = Limits::new().rpm(60).tpm(10_000);
+/// assert_eq!(limits.rpm, Some(60));
+/// assert_eq!(Tier::Free.limits().rpm, Some(3));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens (input + output) per minute.
+    pub tpm: Option<u64>,
+    /// Input tokens per minute.
+    pub itpm: Option<u64>,
+    /// Output tokens per minute.
+    pub otpm: Option<u64>,
+    /// Requests per day.
+    pub rpd: Option<u64>,
+    /// Requests in flight at once.
+    pub concurrency: Option<usize>,
+}
+
+impl Limits {
+    /// No limits at all.
+    ///
+    /// ```
+    /// assert_eq!(ratelayer_mock::Limits::new().rpm, None);
+    /// ```
+    pub fn new() -> Self {
+        Limits::default()
+    }
+
+    /// Sets requests per minute.
+    ///
+    /// ```
+    /// assert_eq!(ratelayer_mock::Limits::new().rpm(3).rpm, Some(3));
+    /// ```
+    pub fn rpm(mut self, n: u64) -> Self {
+        self.rpm = Some(n);
+        self
+    }
+
+    /// Sets tokens per minute.
+    ///
+    /// ```
+    /// assert_eq!(ratelayer_mock::Limits::new().tpm(30_000).tpm, Some(30_000));
+    /// ```
+    pub fn tpm(mut self, n: u64) -> Self {
+        self.tpm = Some(n);
+        self
+    }
+
+    /// Sets input tokens per minute.
+    ///
+    /// ```
+    /// assert_eq!(ratelayer_mock::Limits::new().itpm(500).itpm, Some(500));
+    /// ```
+    pub fn itpm(mut self, n: u64) -> Self {
+        self.itpm = Some(n);
+        self
+    }
+
+    /// Sets output tokens per minute.
+    ///
+    /// ```
+    /// assert_eq!(ratelayer_mock::Limits::new().otpm(500).otpm, Some(500));
+    /// ```
+    pub fn otpm(mut self, n: u64) -> Self {
+        self.otpm = Some(n);
+        self
+    }
+
+    /// Sets requests per day.
+    ///
+    /// ```
+    /// assert_eq!(ratelayer_mock::Limits::new().rpd(200).rpd, Some(200));
+    /// ```
+    pub fn rpd(mut self, n: u64) -> Self {
+        self.rpd = Some(n);
+        self
+    }
+
+    /// Sets the number of requests in flight at once.
+    ///
+    /// ```
+    /// assert_eq!(ratelayer_mock::Limits::new().concurrency(1).concurrency, Some(1));
+    /// ```
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n);
+        self
+    }
+}
+
+/// Usage-tier presets, modelled on OpenAI's documented limits for `gpt-4o-mini`.
+///
+/// | tier | RPM | TPM | RPD |
+/// |------|-----|-----|-----|
+/// | free | 3 | 40 000 | 200 |
+/// | 1 | 500 | 200 000 | 10 000 |
+/// | 2 | 5 000 | 2 000 000 | — |
+/// | 3 | 5 000 | 4 000 000 | — |
+/// | 4 | 10 000 | 10 000 000 | — |
+/// | 5 | 30 000 | 150 000 000 | — |
+///
+/// ```
+/// use ratelayer_mock::Tier;
+/// assert_eq!(Tier::Tier1.limits().rpm, Some(500));
+/// assert_eq!("tier-3".parse::<Tier>(), Ok(Tier::Tier3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Free: 3 RPM, 40 000 TPM, 200 RPD.
+    Free,
+    /// Tier 1: 500 RPM, 200 000 TPM, 10 000 RPD.
+    Tier1,
+    /// Tier 2: 5 000 RPM, 2 000 000 TPM.
+    Tier2,
+    /// Tier 3: 5 000 RPM, 4 000 000 TPM.
+    Tier3,
+    /// Tier 4: 10 000 RPM, 10 000 000 TPM.
+    Tier4,
+    /// Tier 5: 30 000 RPM, 150 000 000 TPM.
+    Tier5,
+}
+
+impl Tier {
+    /// The limits of this tier (see the table on [`Tier`]).
+    ///
+    /// ```
+    /// assert_eq!(ratelayer_mock::Tier::Tier5.limits().tpm, Some(150_000_000));
+    /// ```
+    pub fn limits(self) -> Limits {
+        let (rpm, tpm, rpd) = match self {
+            Tier::Free => (3, 40_000, Some(200)),
+            Tier::Tier1 => (500, 200_000, Some(10_000)),
+            Tier::Tier2 => (5_000, 2_000_000, None),
+            Tier::Tier3 => (5_000, 4_000_000, None),
+            Tier::Tier4 => (10_000, 10_000_000, None),
+            Tier::Tier5 => (30_000, 150_000_000, None),
+        };
+        Limits {
+            rpm: Some(rpm),
+            tpm: Some(tpm),
+            rpd,
+            ..Limits::default()
+        }
+    }
+}
+
+impl std::str::FromStr for Tier {
+    type Err = ConfigError;
+
+    /// `free`, `1`..`5`, `tier1`..`tier5` or `tier-1`..`tier-5`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.to_ascii_lowercase();
+        let n = t.trim_start_matches("tier").trim_start_matches(['-', '_']);
+        Ok(match n {
+            "free" => Tier::Free,
+            "1" => Tier::Tier1,
+            "2" => Tier::Tier2,
+            "3" => Tier::Tier3,
+            "4" => Tier::Tier4,
+            "5" => Tier::Tier5,
+            _ => {
+                return Err(ConfigError::new(
+                    "tier",
+                    format!("unknown tier {s:?}: use free or 1..5"),
+                ));
+            }
+        })
+    }
+}
+
+/// What the mock does with a request above the concurrency limit.
+///
+/// ```
+/// use ratelayer_mock::ConcurrencyMode;
+/// assert_eq!(ConcurrencyMode::default(), ConcurrencyMode::Refuse);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConcurrencyMode {
+    /// Answer 429 at once (the default, like providers with a concurrency limit).
+    #[default]
+    Refuse,
+    /// Wait in a FIFO queue until a request in flight finishes.
+    Queue,
+}
+
+/// Added latency before an admitted request is answered.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_mock::Latency;
+/// let l = Latency::uniform(Duration::from_millis(10), Duration::from_millis(20));
+/// assert!(matches!(l, Latency::Uniform { .. }));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Latency {
+    /// None.
+    #[default]
+    None,
+    /// Always this long.
+    Fixed(Duration),
+    /// Uniformly distributed in `[min, max]` (milliseconds resolution), seeded.
+    Uniform {
+        /// Shortest.
+        min: Duration,
+        /// Longest.
+        max: Duration,
+    },
+}
+
+impl Latency {
+    /// A fixed latency.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let l = ratelayer_mock::Latency::fixed(Duration::from_millis(5));
+    /// assert_eq!(l, ratelayer_mock::Latency::Fixed(Duration::from_millis(5)));
+    /// ```
+    pub fn fixed(d: Duration) -> Self {
+        Latency::Fixed(d)
+    }
+
+    /// A latency uniformly distributed in `[min, max]`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let l = ratelayer_mock::Latency::uniform(Duration::ZERO, Duration::from_secs(1));
+    /// # let _ = l;
+    /// ```
+    pub fn uniform(min: Duration, max: Duration) -> Self {
+        Latency::Uniform { min, max }
+    }
+
+    pub(crate) fn sample(&self, rng: &mut crate::rng::Rng) -> Duration {
+        match *self {
+            Latency::None => Duration::ZERO,
+            Latency::Fixed(d) => d,
+            Latency::Uniform { min, max } => {
+                let span = max.saturating_sub(min).as_millis() as u64;
+                min + Duration::from_millis(rng.below(span + 1))
+            }
+        }
+    }
+}
+
+/// A fault the mock injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Answer with this status (500, 502, 503, 529...) and the dialect's error body, before
+    /// admission (nothing is charged).
+    Status(StatusCode),
+    /// Answer 429 with a quota-exhausted body (`insufficient_quota`) and no retry hint,
+    /// before admission.
+    QuotaExhausted,
+    /// Admit the request, then close the connection without answering (in-process: the
+    /// response future fails with [`MockError::ConnectionClosed`](crate::MockError)).
+    ConnectionClosed,
+    /// For streamed requests: cut the stream after about half of its events, before the
+    /// usage chunk (the body fails with [`MockError::StreamCut`](crate::MockError)).
+    StreamCut,
+    /// Add this much latency to an admitted request.
+    Latency(Duration),
+}
+
+/// When a fault fires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// On each request independently with this probability (seeded).
+    Probability(f64),
+    /// On the requests with these arrival indices (0-based, per mock).
+    Requests(BTreeSet<u64>),
+    /// On every `n`-th request (arrival indices `n-1`, `2n-1`, ...).
+    Every(u64),
+}
+
+/// A fault and when it fires.
+///
+/// ```
+/// use ratelayer_mock::Fault;
+/// let f = Fault::unavailable().probability(0.1);
+/// let g = Fault::connection_closed().on_requests([0, 3]);
+/// # let _ = (f, g);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// What happens.
+    pub kind: FaultKind,
+    /// When.
+    pub trigger: Trigger,
+}
+
+impl Fault {
+    /// A fault of `kind` that fires on every request until a trigger is set.
+    ///
+    /// ```
+    /// # use ratelayer_mock::{Fault, FaultKind, Trigger};
+    /// assert_eq!(Fault::new(FaultKind::StreamCut).trigger, Trigger::Probability(1.0));
+    /// ```
+    pub fn new(kind: FaultKind) -> Self {
+        Fault {
+            kind,
+            trigger: Trigger::Probability(1.0),
+        }
+    }
+
+    /// A status fault.
+    ///
+    /// ```
+    /// # use ratelayer_mock::Fault;
+    /// let f = Fault::status(http::StatusCode::BAD_GATEWAY);
+    /// # let _ = f;
+    /// ```
+    pub fn status(status: StatusCode) -> Self {
+        Fault::new(FaultKind::Status(status))
+    }
+
+    /// 500 Internal Server Error.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::Fault::internal_error();
+    /// ```
+    pub fn internal_error() -> Self {
+        Fault::status(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// 502 Bad Gateway.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::Fault::bad_gateway();
+    /// ```
+    pub fn bad_gateway() -> Self {
+        Fault::status(StatusCode::BAD_GATEWAY)
+    }
+
+    /// 503 Service Unavailable.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::Fault::unavailable();
+    /// ```
+    pub fn unavailable() -> Self {
+        Fault::status(StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    /// 529 Overloaded (Anthropic's).
+    ///
+    /// ```
+    /// assert_eq!(ratelayer_mock::Fault::overloaded().kind,
+    ///     ratelayer_mock::FaultKind::Status(http::StatusCode::from_u16(529).unwrap()));
+    /// ```
+    pub fn overloaded() -> Self {
+        Fault::status(overloaded_status())
+    }
+
+    /// A quota-exhausted 429.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::Fault::quota_exhausted();
+    /// ```
+    pub fn quota_exhausted() -> Self {
+        Fault::new(FaultKind::QuotaExhausted)
+    }
+
+    /// A connection closed mid-request.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::Fault::connection_closed();
+    /// ```
+    pub fn connection_closed() -> Self {
+        Fault::new(FaultKind::ConnectionClosed)
+    }
+
+    /// A stream cut before its end.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::Fault::stream_cut();
+    /// ```
+    pub fn stream_cut() -> Self {
+        Fault::new(FaultKind::StreamCut)
+    }
+
+    /// Added latency.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let _ = ratelayer_mock::Fault::latency(Duration::from_secs(2)).probability(0.5);
+    /// ```
+    pub fn latency(d: Duration) -> Self {
+        Fault::new(FaultKind::Latency(d))
+    }
+
+    /// Fires on each request with probability `p` (seeded, deterministic).
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::Fault::internal_error().probability(0.25);
+    /// ```
+    pub fn probability(mut self, p: f64) -> Self {
+        self.trigger = Trigger::Probability(p);
+        self
+    }
+
+    /// Fires on the requests with these arrival indices (0-based).
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::Fault::internal_error().on_requests([0, 1]);
+    /// ```
+    pub fn on_requests(mut self, indices: impl IntoIterator<Item = u64>) -> Self {
+        self.trigger = Trigger::Requests(indices.into_iter().collect());
+        self
+    }
+
+    /// Fires on every `n`-th request.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::Fault::internal_error().every(10);
+    /// ```
+    pub fn every(mut self, n: u64) -> Self {
+        self.trigger = Trigger::Every(n);
+        self
+    }
+
+    pub(crate) fn fires(&self, index: u64, roll: f64) -> bool {
+        match &self.trigger {
+            Trigger::Probability(p) => roll < *p,
+            Trigger::Requests(set) => set.contains(&index),
+            Trigger::Every(n) => *n > 0 && (index + 1).is_multiple_of(*n),
+        }
+    }
+}
+
+pub(crate) fn overloaded_status() -> StatusCode {
+    StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// The full configuration of a mock; build one with [`MockProvider::builder`].
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) dialect: Dialect,
+    pub(crate) limits: Limits,
+    pub(crate) concurrency_mode: ConcurrencyMode,
+    pub(crate) context_window: Option<u64>,
+    pub(crate) completion_fraction: f64,
+    pub(crate) latency: Latency,
+    pub(crate) stream_chunk_delay: Duration,
+    pub(crate) faults: Vec<Fault>,
+    pub(crate) seed: u64,
+    pub(crate) wall_origin: Option<SystemTime>,
+}
+
+/// Builds a [`MockProvider`]. Setters take and return `self`; [`build`](Self::build)
+/// validates.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::Dialect;
+/// use ratelayer_mock::{ConcurrencyMode, Fault, Latency, MockProvider, Tier};
+///
+/// let mock = MockProvider::builder()
+///     .dialect(Dialect::Anthropic)
+///     .tier(Tier::Tier1)
+///     .otpm(8_000)
+///     .concurrency(4)
+///     .concurrency_mode(ConcurrencyMode::Queue)
+///     .context_window(128_000)
+///     .latency(Latency::fixed(Duration::from_millis(50)))
+///     .fault(Fault::overloaded().probability(0.05))
+///     .seed(7)
+///     .build()
+///     .unwrap();
+/// # let _ = mock;
+/// ```
+#[derive(Debug, Clone)]
+pub struct MockBuilder {
+    config: Config,
+}
+
+impl Default for MockBuilder {
+    fn default() -> Self {
+        MockBuilder {
+            config: Config {
+                dialect: Dialect::OpenAi,
+                limits: Limits::default(),
+                concurrency_mode: ConcurrencyMode::Refuse,
+                context_window: None,
+                completion_fraction: 0.5,
+                latency: Latency::None,
+                stream_chunk_delay: Duration::ZERO,
+                faults: Vec::new(),
+                seed: 0,
+                wall_origin: None,
+            },
+        }
+    }
+}
+
+macro_rules! limit_setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, n: $ty) -> Self {
+            self.config.limits.$name = Some(n);
+            self
+        }
+    };
+}
+
+impl MockBuilder {
+    /// The dialect: `OpenAi` (default), `Azure`, `Anthropic`, `Gemini` or `Groq`.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::MockProvider::builder().dialect(ratelayer_core::Dialect::Groq);
+    /// ```
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.config.dialect = dialect;
+        self
+    }
+
+    /// Replaces all limits.
+    ///
+    /// ```
+    /// # use ratelayer_mock::{Limits, MockProvider};
+    /// let b = MockProvider::builder().limits(Limits::new().rpm(10));
+    /// # let _ = b;
+    /// ```
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Replaces all limits by a tier's (later setters still override single limits).
+    ///
+    /// ```
+    /// # use ratelayer_mock::{MockProvider, Tier};
+    /// let b = MockProvider::builder().tier(Tier::Free).tpm(1_000);
+    /// # let _ = b;
+    /// ```
+    pub fn tier(mut self, tier: Tier) -> Self {
+        self.config.limits = tier.limits();
+        self
+    }
+
+    limit_setter!(
+        /// Requests per minute.
+        ///
+        /// ```
+        /// # let _ = ratelayer_mock::MockProvider::builder().rpm(60);
+        /// ```
+        rpm: u64
+    );
+    limit_setter!(
+        /// Tokens per minute (input + output).
+        ///
+        /// ```
+        /// # let _ = ratelayer_mock::MockProvider::builder().tpm(10_000);
+        /// ```
+        tpm: u64
+    );
+    limit_setter!(
+        /// Input tokens per minute.
+        ///
+        /// ```
+        /// # let _ = ratelayer_mock::MockProvider::builder().itpm(10_000);
+        /// ```
+        itpm: u64
+    );
+    limit_setter!(
+        /// Output tokens per minute.
+        ///
+        /// ```
+        /// # let _ = ratelayer_mock::MockProvider::builder().otpm(2_000);
+        /// ```
+        otpm: u64
+    );
+    limit_setter!(
+        /// Requests per day.
+        ///
+        /// ```
+        /// # let _ = ratelayer_mock::MockProvider::builder().rpd(1_000);
+        /// ```
+        rpd: u64
+    );
+    limit_setter!(
+        /// Requests in flight at once (per key and model).
+        ///
+        /// ```
+        /// # let _ = ratelayer_mock::MockProvider::builder().concurrency(1);
+        /// ```
+        concurrency: usize
+    );
+
+    /// Refuse (429, the default) or queue requests above the concurrency limit.
+    ///
+    /// ```
+    /// # use ratelayer_mock::{ConcurrencyMode, MockProvider};
+    /// # let _ = MockProvider::builder().concurrency(1).concurrency_mode(ConcurrencyMode::Queue);
+    /// ```
+    pub fn concurrency_mode(mut self, mode: ConcurrencyMode) -> Self {
+        self.config.concurrency_mode = mode;
+        self
+    }
+
+    /// The model's context window: a request whose input tokens plus per-choice
+    /// `max_tokens` exceed it gets the dialect's context-length error (400).
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::MockProvider::builder().context_window(8_192);
+    /// ```
+    pub fn context_window(mut self, tokens: u64) -> Self {
+        self.config.context_window = Some(tokens);
+        self
+    }
+
+    /// The fraction of `max_tokens` the mock really generates (default 0.5; in `[0, 1]`).
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::MockProvider::builder().completion_fraction(1.0);
+    /// ```
+    pub fn completion_fraction(mut self, fraction: f64) -> Self {
+        self.config.completion_fraction = fraction;
+        self
+    }
+
+    /// Latency added to every admitted request.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let _ = ratelayer_mock::MockProvider::builder()
+    /// #     .latency(ratelayer_mock::Latency::fixed(Duration::from_millis(20)));
+    /// ```
+    pub fn latency(mut self, latency: Latency) -> Self {
+        self.config.latency = latency;
+        self
+    }
+
+    /// Delay between the events of a streamed response (default none).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let _ = ratelayer_mock::MockProvider::builder().stream_chunk_delay(Duration::from_millis(5));
+    /// ```
+    pub fn stream_chunk_delay(mut self, delay: Duration) -> Self {
+        self.config.stream_chunk_delay = delay;
+        self
+    }
+
+    /// Adds a fault. Faults are checked in the order added; the first status, quota,
+    /// connection or stream fault that fires applies, and every latency fault that fires
+    /// adds up.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::MockProvider::builder().fault(ratelayer_mock::Fault::unavailable().every(3));
+    /// ```
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.config.faults.push(fault);
+        self
+    }
+
+    /// The seed of every random choice (faults, latency). Same seed, same arrival order:
+    /// same behaviour.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::MockProvider::builder().seed(42);
+    /// ```
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// The wall-clock time that corresponds to the mock's creation, for headers that carry
+    /// an absolute date (Anthropic's resets). Default: `SystemTime::now()` at build.
+    ///
+    /// ```
+    /// # let _ = ratelayer_mock::MockProvider::builder().wall_clock_origin(std::time::UNIX_EPOCH);
+    /// ```
+    pub fn wall_clock_origin(mut self, origin: SystemTime) -> Self {
+        self.config.wall_origin = Some(origin);
+        self
+    }
+
+    /// Validates the configuration and builds the mock.
+    ///
+    /// ```
+    /// let err = ratelayer_mock::MockProvider::builder().rpm(0).build().unwrap_err();
+    /// assert!(err.to_string().contains("rpm"));
+    /// ```
+    pub fn build(self) -> Result<MockProvider, ConfigError> {
+        self.validate()?;
+        Ok(MockProvider::from_config(self.config))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.config;
+        if !matches!(
+            c.dialect,
+            Dialect::OpenAi | Dialect::Azure | Dialect::Anthropic | Dialect::Gemini | Dialect::Groq
+        ) {
+            return Err(ConfigError::new(
+                "dialect",
+                format!(
+                    "the mock speaks OpenAi, Azure, Anthropic, Gemini and Groq, not {:?}",
+                    c.dialect
+                ),
+            ));
+        }
+        let l = &c.limits;
+        for (name, v) in [
+            ("rpm", l.rpm),
+            ("tpm", l.tpm),
+            ("itpm", l.itpm),
+            ("otpm", l.otpm),
+            ("rpd", l.rpd),
+            ("concurrency", l.concurrency.map(|n| n as u64)),
+            ("context_window", c.context_window),
+        ] {
+            if v == Some(0) {
+                return Err(ConfigError::new(
+                    name,
+                    "a limit of 0 admits nothing; leave it unset for no limit",
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&c.completion_fraction) {
+            return Err(ConfigError::new(
+                "completion_fraction",
+                "must be within [0, 1]: the real usage never exceeds max_tokens",
+            ));
+        }
+        if let Latency::Uniform { min, max } = c.latency
+            && min > max
+        {
+            return Err(ConfigError::new(
+                "latency",
+                "uniform latency needs min <= max",
+            ));
+        }
+        for f in &c.faults {
+            match &f.trigger {
+                Trigger::Probability(p) if !(0.0..=1.0).contains(p) => {
+                    return Err(ConfigError::new(
+                        "fault.probability",
+                        format!("{p} is not a probability in [0, 1]"),
+                    ));
+                }
+                Trigger::Every(0) => {
+                    return Err(ConfigError::new(
+                        "fault.every",
+                        "every 0th request: use n >= 1",
+                    ));
+                }
+                _ => {}
+            }
+            if let FaultKind::Status(s) = f.kind
+                && !(s.is_client_error() || s.is_server_error())
+            {
+                return Err(ConfigError::new(
+                    "fault.status",
+                    format!("{s} is not an error status (4xx or 5xx)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
