@@ -33,6 +33,18 @@ pub struct Limits {
     pub concurrency: Option<usize>,
 }
 
+macro_rules! limits_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, n: $ty) -> Self {
+                self.$name = Some(n);
+                self
+            }
+        )*
+    };
+}
+
 impl Limits {
     /// No limits at all.
     ///
@@ -43,64 +55,43 @@ impl Limits {
         Limits::default()
     }
 
-    /// Sets requests per minute.
-    ///
-    /// ```
-    /// assert_eq!(ratelayer_mock::Limits::new().rpm(3).rpm, Some(3));
-    /// ```
-    pub fn rpm(mut self, n: u64) -> Self {
-        self.rpm = Some(n);
-        self
-    }
-
-    /// Sets tokens per minute.
-    ///
-    /// ```
-    /// assert_eq!(ratelayer_mock::Limits::new().tpm(30_000).tpm, Some(30_000));
-    /// ```
-    pub fn tpm(mut self, n: u64) -> Self {
-        self.tpm = Some(n);
-        self
-    }
-
-    /// Sets input tokens per minute.
-    ///
-    /// ```
-    /// assert_eq!(ratelayer_mock::Limits::new().itpm(500).itpm, Some(500));
-    /// ```
-    pub fn itpm(mut self, n: u64) -> Self {
-        self.itpm = Some(n);
-        self
-    }
-
-    /// Sets output tokens per minute.
-    ///
-    /// ```
-    /// assert_eq!(ratelayer_mock::Limits::new().otpm(500).otpm, Some(500));
-    /// ```
-    pub fn otpm(mut self, n: u64) -> Self {
-        self.otpm = Some(n);
-        self
-    }
-
-    /// Sets requests per day.
-    ///
-    /// ```
-    /// assert_eq!(ratelayer_mock::Limits::new().rpd(200).rpd, Some(200));
-    /// ```
-    pub fn rpd(mut self, n: u64) -> Self {
-        self.rpd = Some(n);
-        self
-    }
-
-    /// Sets the number of requests in flight at once.
-    ///
-    /// ```
-    /// assert_eq!(ratelayer_mock::Limits::new().concurrency(1).concurrency, Some(1));
-    /// ```
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = Some(n);
-        self
+    limits_setters! {
+        /// Sets requests per minute.
+        ///
+        /// ```
+        /// assert_eq!(ratelayer_mock::Limits::new().rpm(3).rpm, Some(3));
+        /// ```
+        rpm: u64;
+        /// Sets tokens per minute.
+        ///
+        /// ```
+        /// assert_eq!(ratelayer_mock::Limits::new().tpm(30_000).tpm, Some(30_000));
+        /// ```
+        tpm: u64;
+        /// Sets input tokens per minute.
+        ///
+        /// ```
+        /// assert_eq!(ratelayer_mock::Limits::new().itpm(500).itpm, Some(500));
+        /// ```
+        itpm: u64;
+        /// Sets output tokens per minute.
+        ///
+        /// ```
+        /// assert_eq!(ratelayer_mock::Limits::new().otpm(500).otpm, Some(500));
+        /// ```
+        otpm: u64;
+        /// Sets requests per day.
+        ///
+        /// ```
+        /// assert_eq!(ratelayer_mock::Limits::new().rpd(200).rpd, Some(200));
+        /// ```
+        rpd: u64;
+        /// Sets the number of requests in flight at once.
+        ///
+        /// ```
+        /// assert_eq!(ratelayer_mock::Limits::new().concurrency(1).concurrency, Some(1));
+        /// ```
+        concurrency: usize;
     }
 }
 
