@@ -1,0 +1,49 @@
+//! The response future of [`TierDetect`](crate::TierDetect).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
+
+use http::Response;
+use pin_project_lite::pin_project;
+use ratelayer_core::Scope;
+
+use crate::layer::Detector;
+
+pin_project! {
+    /// Resolves to the inner service's response, after publishing what its headers said.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        pub(crate) inner: F,
+        pub(crate) scope: Option<Scope>,
+        pub(crate) shared: Arc<Detector>,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        if let (Ok(resp), Some(scope)) = (&out, this.scope.take()) {
+            // The wall clock is read here, at the edge, and passed in as a value.
+            this.shared
+                .on_response(&scope, resp.status(), resp.headers(), SystemTime::now());
+        }
+        Poll::Ready(out)
+    }
+}
