@@ -41,7 +41,9 @@ pub mod config;
 mod limits;
 mod provider;
 mod sensitive;
+mod target;
 
 pub use limits::ProviderLimits;
 pub use provider::Provider;
 pub use sensitive::{CREDENTIAL_HEADERS, sensitive_credentials};
+pub use target::{Target, TargetLayer};

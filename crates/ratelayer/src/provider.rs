@@ -37,13 +37,13 @@ impl Provider {
         Provider::Moonshot,
     ];
 
-    /// The name used for scopes and in logs: `openai`, `anthropic`, `azure-openai`,
+    /// The name used for scopes and in logs: `openai`, `anthropic`, `azure`,
     /// `moonshot`.
     pub fn name(self) -> &'static str {
         match self {
             Provider::OpenAi => "openai",
             Provider::Anthropic => "anthropic",
-            Provider::AzureOpenAi => "azure-openai",
+            Provider::AzureOpenAi => "azure",
             Provider::Moonshot => "moonshot",
         }
     }
