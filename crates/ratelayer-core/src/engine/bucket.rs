@@ -139,6 +139,15 @@ enum State {
     /// a cost of `c` advances it by exactly `c * window_nanos`.
     Gcra {
         tat: u128,
+        /// `seq` of the latest booking (or debit): a refund of that one constrains nothing
+        /// booked after it. 0 when unknown.
+        last_book: u64,
+        /// A lower bound of the slack (`tat` before it minus its admission time, scaled)
+        /// of every booking since the bucket was last full, except the first: a refund of
+        /// a booking that others were booked after may not exceed it, or those later
+        /// bookings (whose instants are fixed) would have been admitted on refill that a
+        /// full bucket could not hold.
+        min_slack: u128,
     },
     Sliding(Ring),
 }
@@ -168,6 +177,16 @@ fn sat64(v: u128) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+/// Tracks the least slack of the bookings since the bucket was last full (the first one
+/// excluded: nothing before it can be refunded into the past).
+fn note_booking(tat_before: u128, at_l: u128, now_l: u128, min_slack: &mut u128) {
+    if tat_before <= now_l {
+        *min_slack = u128::MAX;
+    } else {
+        *min_slack = (*min_slack).min(tat_before.saturating_sub(at_l));
+    }
+}
+
 fn split(v: u128) -> [u64; 2] {
     [v as u64, (v >> 64) as u64]
 }
@@ -181,6 +200,8 @@ impl Bucket {
         let state = match quota.algorithm {
             Algorithm::Gcra { .. } => State::Gcra {
                 tat: u128::from(now) * u128::from(quota.limit),
+                last_book: 0,
+                min_slack: 0,
             },
             Algorithm::SlidingWindow { slots } => State::Sliding(Ring::new(slots)),
         };
@@ -232,7 +253,7 @@ impl Bucket {
         let w = u128::from(self.window());
         let l = u128::from(self.limit());
         let mut t = match &self.state {
-            State::Gcra { tat } => {
+            State::Gcra { tat, .. } => {
                 let burst = u128::from(self.capacity());
                 let need = (*tat + u128::from(cost) * w).saturating_sub(burst * w);
                 sat64(div_ceil(need, l)).max(now)
@@ -254,7 +275,7 @@ impl Bucket {
                             continue;
                         }
                         left = left.saturating_sub(e.sum);
-                        at = end;
+                        at = at.max(end);
                         if left.saturating_add(cost) <= limit {
                             break;
                         }
@@ -279,9 +300,16 @@ impl Bucket {
         let w = u128::from(self.window());
         let l = u128::from(self.limit());
         let win = self.window();
+        let seq = self.seq;
         match &mut self.state {
-            State::Gcra { tat } => {
+            State::Gcra {
+                tat,
+                last_book,
+                min_slack,
+            } => {
                 let prev = *tat;
+                note_booking(prev, u128::from(at) * l, u128::from(now) * l, min_slack);
+                *last_book = seq;
                 *tat = prev.max(u128::from(at) * l) + u128::from(cost) * w;
                 let [a, b] = split(prev);
                 let [c, d] = split(*tat);
@@ -314,7 +342,10 @@ impl Bucket {
         if item.seq == self.seq {
             self.seq += 1;
             match &mut self.state {
-                State::Gcra { tat } => *tat = join(item.data[0], item.data[1]),
+                State::Gcra { tat, last_book, .. } => {
+                    *tat = join(item.data[0], item.data[1]);
+                    *last_book = 0;
+                }
                 State::Sliding(ring) => {
                     let created = item.data[3] == 1;
                     if let Some(e) = ring.tail_mut()
@@ -352,12 +383,19 @@ impl Bucket {
         let w = u128::from(self.window());
         let l = u128::from(self.limit());
         match &mut self.state {
-            State::Gcra { tat } => {
+            State::Gcra {
+                tat,
+                last_book,
+                min_slack,
+            } => {
                 let floor = u128::from(now) * l;
-                let end = join(item.data[2], item.data[3]);
-                let outstanding = end.saturating_sub(floor);
-                let back = (u128::from(amount) * w).min(outstanding);
-                *tat = tat.saturating_sub(back).max(floor.min(*tat));
+                let end = join(item.data[2], item.data[3]).min(*tat);
+                let mut back = (u128::from(amount) * w).min(end.saturating_sub(floor));
+                if item.seq != *last_book {
+                    back = back.min(*min_slack);
+                    *min_slack -= back;
+                }
+                *tat -= back;
             }
             State::Sliding(ring) => {
                 for i in 0..ring.len {
@@ -381,8 +419,15 @@ impl Bucket {
         let l = u128::from(self.limit());
         let win = self.window();
         match &mut self.state {
-            State::Gcra { tat } => {
-                *tat = (*tat).max(u128::from(now) * l) + u128::from(amount) * w;
+            State::Gcra {
+                tat,
+                last_book,
+                min_slack,
+            } => {
+                let now_l = u128::from(now) * l;
+                note_booking(*tat, now_l, now_l, min_slack);
+                *last_book = 0;
+                *tat = (*tat).max(now_l) + u128::from(amount) * w;
             }
             State::Sliding(ring) => {
                 let at = now.max(ring.last);
@@ -393,6 +438,33 @@ impl Bucket {
             && now < cap.until
         {
             cap.remaining = cap.remaining.saturating_sub(amount);
+        }
+    }
+
+    /// A booking made for `ready` was used at `used` (later): count it from then.
+    pub(crate) fn commit_late(&mut self, item: &ReceiptItem, ready: u64, used: u64) {
+        if used <= ready {
+            return;
+        }
+        self.seq += 1;
+        let l = u128::from(self.limit());
+        match &mut self.state {
+            State::Gcra { tat, last_book, .. } => {
+                let end = join(item.data[2], item.data[3]);
+                *tat = (*tat).max(end + u128::from(used - ready) * l);
+                *last_book = 0;
+            }
+            State::Sliding(ring) => {
+                ring.last = ring.last.max(used);
+                for i in 0..ring.len {
+                    let j = ring.idx(i);
+                    if ring.entries[j].start == item.data[0] {
+                        let e = &mut ring.entries[j];
+                        e.latest = e.latest.max(used);
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -457,13 +529,23 @@ impl Bucket {
         let now128 = u128::from(now);
         // Outstanding load in units (what is booked and not yet refilled / expired).
         let load: u128 = match &self.state {
-            State::Gcra { tat } => div_ceil(tat.saturating_sub(now128 * old_limit), old_w),
+            State::Gcra { tat, .. } => div_ceil(tat.saturating_sub(now128 * old_limit), old_w),
             State::Sliding(ring) => u128::from(ring.live_sum(now, sat64(old_w))),
         };
         match (&mut self.state, self.quota.algorithm) {
-            (State::Gcra { tat }, Algorithm::Gcra { .. }) => {
+            (
+                State::Gcra {
+                    tat,
+                    last_book,
+                    min_slack,
+                },
+                Algorithm::Gcra { .. },
+            ) => {
                 let extra = new_cap.saturating_sub(old_cap);
                 *tat = now128 * new_limit + (load + extra) * new_w;
+                // Receipts from before are in the old units: refund them conservatively.
+                *last_book = 0;
+                *min_slack = 0;
             }
             (State::Sliding(ring), Algorithm::SlidingWindow { slots }) => {
                 if !matches!(old.algorithm, Algorithm::SlidingWindow { slots: s } if s == slots) {
@@ -473,6 +555,8 @@ impl Bucket {
             (State::Sliding(_), Algorithm::Gcra { .. }) => {
                 self.state = State::Gcra {
                     tat: now128 * new_limit + load * new_w,
+                    last_book: 0,
+                    min_slack: 0,
                 };
             }
             (State::Gcra { .. }, Algorithm::SlidingWindow { slots }) => {

@@ -205,7 +205,11 @@ impl MemoryScope {
         } else {
             self.instant(ready)
         };
-        Ok(Booking { ready_at, receipt })
+        Ok(Booking {
+            ready_at,
+            wait: Duration::from_nanos(ready - now),
+            receipt,
+        })
     }
 }
 
@@ -289,6 +293,17 @@ impl ScopeStore for MemoryScope {
         for item in receipt.items().iter().rev() {
             if let Some(b) = buckets.iter_mut().find(|b| b.key == item.key) {
                 b.cancel(item, now);
+            }
+        }
+    }
+
+    fn commit_late(&self, receipt: &Receipt, ready_at: Instant, used_at: Instant) {
+        let ready = self.nanos(ready_at);
+        let used = self.nanos(used_at);
+        let mut buckets = self.lock();
+        for item in receipt.items() {
+            if let Some(b) = buckets.iter_mut().find(|b| b.key == item.key) {
+                b.commit_late(item, ready, used);
             }
         }
     }

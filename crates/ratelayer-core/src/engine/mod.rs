@@ -117,6 +117,8 @@
 mod bucket;
 mod lease;
 mod memory;
+#[cfg(test)]
+mod proptests;
 mod quota;
 mod store;
 #[cfg(test)]
@@ -139,6 +141,11 @@ pub use store::{Booking, Receipt, ReceiptItem, ReserveError, ScopeStore, Store, 
 use crate::error::{ConfigError, NeverFits, QueueFull};
 use crate::headers::{Dimension, DimensionLimit, RateLimitSnapshot};
 use crate::scope::Scope;
+
+/// How late a [`Reservation::commit`] may be, after `ready_at`, and still count as sent
+/// at `ready_at` (scheduling jitter far below network jitter). Later commits record their
+/// real time.
+pub const LATE_COMMIT_SLACK: Duration = Duration::from_millis(1);
 
 /// The limiter state of one scope: a cheap, cloneable handle (an `Arc`). Get it from
 /// [`LimitState::handle`](crate::LimitState::handle) once and keep it.
@@ -286,10 +293,9 @@ impl Future for Reserve {
         };
         Poll::Ready(match res {
             Ok(booking) => {
-                if booking.ready_at > Instant::now() {
+                if !booking.wait.is_zero() {
                     tracing::debug!(scope = %store.scope(),
-                        wait_ms = booking.ready_at.saturating_duration_since(Instant::now()).as_millis() as u64,
-                        "reservation waits");
+                        wait_ms = booking.wait.as_millis() as u64, "reservation waits");
                 }
                 Ok(Reservation {
                     store,
@@ -344,8 +350,17 @@ impl Reservation {
     }
 
     /// Marks the reservation used: it is no longer given back on drop.
+    ///
+    /// Call it when the request is sent, at or after [`ready_at`](Self::ready_at). A use
+    /// more than [`LATE_COMMIT_SLACK`] after `ready_at` is recorded at its real time, so
+    /// a window-safe bucket counts the cost from when it was really sent.
     pub fn commit(mut self) -> Committed {
         self.live = false;
+        let now = Instant::now();
+        if now > self.booking.ready_at + LATE_COMMIT_SLACK {
+            self.store
+                .commit_late(&self.booking.receipt, self.booking.ready_at, now);
+        }
         Committed {
             store: Arc::clone(&self.store),
             receipt: self.booking.receipt,

@@ -192,6 +192,8 @@ impl fmt::Debug for Receipt {
 pub struct Booking {
     /// When the reservation may be used (now, or later: the caller sleeps until then).
     pub ready_at: Instant,
+    /// The wait from when it was booked until `ready_at`.
+    pub wait: Duration,
     /// What was booked.
     pub receipt: Receipt,
 }
@@ -276,6 +278,10 @@ pub trait ScopeStore: Send + Sync + fmt::Debug + 'static {
 
     /// Gives back an unused booking.
     fn cancel(&self, receipt: &Receipt);
+
+    /// Records that a booking made for `ready_at` was used later, at `used_at`: its cost
+    /// counts from then (a window-safe bucket must not forget it early).
+    fn commit_late(&self, receipt: &Receipt, ready_at: Instant, used_at: Instant);
 
     /// Changes what `item` has booked to `actual` (debits more or refunds).
     fn adjust(&self, item: &mut ReceiptItem, actual: u64);

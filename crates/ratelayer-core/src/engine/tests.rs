@@ -381,3 +381,35 @@ async fn memory_is_constant_per_scope() {
     }
     assert_eq!(h.approx_size(), one);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_late_commit_counts_from_when_it_was_used() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(100, MIN)).unwrap();
+    let r = reserve(&h, &[(TPM, 60)]).await;
+    advance(secs(10)).await;
+    let _c = r.commit();
+    assert_eq!(h.wait_time(&[(TPM, 50)]).await.unwrap(), MIN);
+}
+
+#[tokio::test(start_paused = true)]
+async fn observed_snapshots_publish_learned_limits() {
+    let state = LimitState::new();
+    let scope = Scope::new("openai").with_model("gpt-4o");
+    let h = state.handle(&scope);
+    h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
+        .unwrap();
+    let snap = crate::RateLimitSnapshot {
+        tokens: DimensionLimit {
+            limit: Some(30_000),
+            remaining: Some(0),
+            reset: Some(secs(5)),
+            window: None,
+        },
+        ..Default::default()
+    };
+    state.observe(&scope, snap);
+    assert_eq!(h.wait_time(&[(TPM, 1)]).await.unwrap(), secs(5));
+    assert!(state.observed(&scope).is_some());
+    assert!(state.scopes().contains(&scope));
+}
