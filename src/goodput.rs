@@ -215,6 +215,68 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// Admissions of a journal, timed from `origin`.
+pub fn admissions(
+    journal: &ratelayer_mock::Journal,
+    origin: tokio::time::Instant,
+) -> Vec<Admission> {
+    journal
+        .entries()
+        .iter()
+        .filter_map(|e| {
+            Some(Admission {
+                at: e.start?.saturating_duration_since(origin),
+                tokens: e.tokens,
+            })
+        })
+        .collect()
+}
+
+/// 429s answered to requests that arrived after the first response of any kind was
+/// finished (before it, no client can know the limits), per 1,000 requests received.
+pub fn rate_limited_per_1000_after_first(journal: &ratelayer_mock::Journal) -> f64 {
+    let entries = journal.entries();
+    let Some(first) = entries
+        .iter()
+        .filter(|e| e.status.is_some())
+        .filter_map(|e| e.finish)
+        .min()
+    else {
+        return 0.0;
+    };
+    let late = entries
+        .iter()
+        .filter(|e| e.arrival > first && e.status == Some(http::StatusCode::TOO_MANY_REQUESTS))
+        .count();
+    late as f64 * 1000.0 / entries.len().max(1) as f64
+}
+
+/// The figures of one strategy's run against `mock` (run from `origin`, with the
+/// callers' outcomes in `record`).
+pub fn figures(
+    strategy: &str,
+    limits: &ProviderLimits,
+    mock: &ratelayer_mock::MockProvider,
+    origin: tokio::time::Instant,
+    record: &crate::run::RunRecord,
+) -> Figures {
+    let journal = mock.journal();
+    let admitted = admissions(&journal, origin);
+    let tokens: u64 = admitted.iter().map(|a| a.tokens).sum();
+    let (min, binding) = theoretical_minimum(limits, admitted.len() as u64, tokens);
+    Figures {
+        strategy: strategy.to_owned(),
+        completed: record.completed() as u64,
+        failed: record.failed() as u64,
+        sent: journal.len() as u64,
+        rate_limited: journal.rate_limited() as u64,
+        rate_limited_per_1000: rate_limited_per_1000_after_first(&journal),
+        binding_share: binding_share(limits, binding, &admitted, record.wall),
+        wall: record.wall,
+        vs_minimum: record.wall.as_secs_f64() / min.as_secs_f64().max(1e-9),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
