@@ -249,6 +249,18 @@ impl Bucket {
 
     /// The earliest time at or after `now` when `cost` fits (requires
     /// `cost <= capacity()`). Side-effect free.
+    /// What the bucket holds at `now`: booked and not yet refilled (GCRA) or still in
+    /// the window (sliding window), bookings queued for later included.
+    pub(crate) fn used(&self, now: u64) -> u64 {
+        match &self.state {
+            State::Gcra { tat, .. } => sat64(div_ceil(
+                tat.saturating_sub(u128::from(now) * u128::from(self.limit())),
+                u128::from(self.window()),
+            )),
+            State::Sliding(ring) => ring.live_sum(now, self.window()),
+        }
+    }
+
     pub(crate) fn earliest(&self, now: u64, cost: u64) -> u64 {
         let w = u128::from(self.window());
         let l = u128::from(self.limit());

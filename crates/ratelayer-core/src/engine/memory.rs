@@ -268,6 +268,14 @@ impl ScopeStore for MemoryScope {
             .map(Bucket::capacity)
     }
 
+    fn used(&self, key: BucketKey) -> Option<u64> {
+        let now = self.nanos(Instant::now());
+        self.lock()
+            .iter()
+            .find(|b| b.key == key)
+            .map(|b| b.used(now))
+    }
+
     #[inline]
     fn reserve(
         &self,

@@ -201,6 +201,30 @@ impl ScopeHandle {
         self.store.capacity(key)
     }
 
+    /// What bucket `key` holds now (booked and not yet refilled or expired, bookings
+    /// queued for later included); `None` without a quota (or from a store that cannot
+    /// tell).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// assert_eq!(h.used(BucketKey::TOKENS_PER_MINUTE), None);
+    /// h.set_quota(BucketKey::TOKENS_PER_MINUTE, Quota::sliding_window(1_000, Duration::from_secs(60))).unwrap();
+    /// let r = h.reserve(&[(BucketKey::TOKENS_PER_MINUTE, 300)], None).await.unwrap();
+    /// assert_eq!(h.used(BucketKey::TOKENS_PER_MINUTE), Some(300));
+    /// drop(r); // cancelled: given back
+    /// assert_eq!(h.used(BucketKey::TOKENS_PER_MINUTE), Some(0));
+    /// # }
+    /// ```
+    pub fn used(&self, key: BucketKey) -> Option<u64> {
+        self.store.used(key)
+    }
+
     /// Reserves `costs` all-or-nothing. See the [module documentation](self).
     #[inline]
     pub fn reserve(&self, costs: &[(BucketKey, u64)], max_wait: Option<Duration>) -> Reserve {

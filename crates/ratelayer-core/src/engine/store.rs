@@ -264,6 +264,14 @@ pub trait ScopeStore: Send + Sync + fmt::Debug + 'static {
     /// The effective capacity of bucket `key` (configured, tightened by learned limits).
     fn capacity(&self, key: BucketKey) -> Option<u64>;
 
+    /// What bucket `key` holds now (booked and not yet refilled or expired, bookings
+    /// queued for later included), for logs and metrics. `None` if the bucket has no
+    /// quota or the store cannot tell cheaply (the default).
+    fn used(&self, key: BucketKey) -> Option<u64> {
+        let _ = key;
+        None
+    }
+
     /// Books `costs` in every configured bucket, all-or-nothing, for the earliest instant
     /// they all fit (and the cooldown is over). Buckets without a quota are not limited.
     /// With `max_wait`, a longer wait is declined without changing any state.
