@@ -1,0 +1,270 @@
+//! The state shared by a layer and its services, and the settlement of one request's
+//! token reservation.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+use http::response::Parts;
+use ratelayer_core::engine::{BucketKey, Committed, Quota, ScopeHandle};
+use ratelayer_core::headers::{self, DimensionLimit};
+use ratelayer_core::meta::TokenEstimator;
+use ratelayer_core::{LimitState, RateLimitSnapshot, Scope};
+
+use crate::calibration::Calibration;
+use crate::config::TpmConfig;
+use crate::usage::Usage;
+
+/// The window of every budget.
+pub(crate) const MINUTE: Duration = Duration::from_secs(60);
+
+/// Slots of each sliding window: 250 ms wide, so a window loses at most 0.4 % of its
+/// capacity to slot rounding (memory: a few KiB per bucket, constant).
+pub(crate) const SLOTS: u32 = 240;
+
+/// The buckets a budget may configure, with their dimensions.
+pub(crate) const KEYS: [BucketKey; 3] = [
+    BucketKey::TOKENS_PER_MINUTE,
+    BucketKey::INPUT_TOKENS_PER_MINUTE,
+    BucketKey::OUTPUT_TOKENS_PER_MINUTE,
+];
+
+/// What every clone of a layer and its services shares.
+pub(crate) struct Shared {
+    pub(crate) config: TpmConfig,
+    pub(crate) state: LimitState,
+    pub(crate) calibration: Calibration,
+    pub(crate) estimator: Arc<dyn TokenEstimator>,
+    /// Handles of the scopes seen so far (`None`: no budget applies).
+    scopes: Mutex<HashMap<Scope, Option<ScopeHandle>>>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("calibration", &self.calibration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: TpmConfig,
+        state: LimitState,
+        estimator: Arc<dyn TokenEstimator>,
+    ) -> Self {
+        Shared {
+            calibration: Calibration::new(config.calibration),
+            config,
+            state,
+            estimator,
+            scopes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The limiter handle of `scope` with its budget's quotas set, or `None` if no budget
+    /// applies.
+    pub(crate) fn handle(&self, scope: &Scope) -> Option<ScopeHandle> {
+        let mut map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = map.get(scope) {
+            return h.clone();
+        }
+        let handle = self.config.limits_for(scope).map(|limits| {
+            let h = self.state.handle(scope);
+            for (key, limit) in KEYS.into_iter().zip([
+                limits.tokens_per_minute,
+                limits.input_tokens_per_minute,
+                limits.output_tokens_per_minute,
+            ]) {
+                if let Some(limit) = limit {
+                    let quota = Quota::sliding_window(self.config.effective(limit), MINUTE)
+                        .with_slots(SLOTS);
+                    if let Err(e) = h.set_quota(key, quota) {
+                        // Validated when the layer was built; kept as a diagnostic.
+                        tracing::warn!(scope = %scope, error = %e, "tpm: budget not applied");
+                    }
+                }
+            }
+            h
+        });
+        map.insert(scope.clone(), handle.clone());
+        handle
+    }
+
+    /// Applies the limits a response's headers state (after the safety margin): they
+    /// tighten the budget, never loosen it beyond the configuration.
+    fn learn_limits(&self, handle: &ScopeHandle, snapshot: &RateLimitSnapshot) {
+        for key in KEYS {
+            let said = snapshot.get(key.dimension);
+            if let Some(limit) = said.limit {
+                let dl = DimensionLimit {
+                    limit: Some(self.config.effective(limit).max(1)),
+                    remaining: None,
+                    reset: None,
+                    window: said.window,
+                };
+                handle.learn(key.dimension, &dl);
+            }
+        }
+    }
+
+    /// Applies the remaining tokens a response's headers state (less the margin).
+    fn learn_remaining(&self, handle: &ScopeHandle, snapshot: &RateLimitSnapshot) -> bool {
+        let mut any = false;
+        for key in KEYS {
+            let said = snapshot.get(key.dimension);
+            if let Some(remaining) = said.remaining {
+                let margin = said
+                    .limit
+                    .map_or(0, |l| l.saturating_sub(self.config.effective(l)));
+                let dl = DimensionLimit {
+                    limit: None,
+                    remaining: Some(remaining.saturating_sub(margin)),
+                    reset: said.reset,
+                    window: said.window,
+                };
+                handle.learn(key.dimension, &dl);
+                tracing::debug!(scope = %handle.scope(), dimension = key.dimension.as_str(),
+                    remaining, reset_ms = ?said.reset.map(|r| r.as_millis() as u64),
+                    "tpm: corrected by the remaining-tokens header");
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+/// What one request booked: input (after calibration) and output, and the input the
+/// estimator said before calibration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Estimate {
+    pub(crate) raw_input: u64,
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+}
+
+impl Estimate {
+    pub(crate) fn total(&self) -> u64 {
+        self.input.saturating_add(self.output)
+    }
+
+    /// The cost in each bucket.
+    pub(crate) fn costs(&self) -> [(BucketKey, u64); 3] {
+        [
+            (BucketKey::TOKENS_PER_MINUTE, self.total()),
+            (BucketKey::INPUT_TOKENS_PER_MINUTE, self.input),
+            (BucketKey::OUTPUT_TOKENS_PER_MINUTE, self.output),
+        ]
+    }
+}
+
+/// A committed reservation (the request was sent), waiting for what the provider
+/// counted. Dropped without being settled (a failed or cut-short response), it keeps its
+/// estimate charged.
+pub(crate) struct Charge {
+    committed: Committed,
+    handle: ScopeHandle,
+    shared: Arc<Shared>,
+    estimate: Estimate,
+    snapshot: Option<RateLimitSnapshot>,
+}
+
+impl fmt::Debug for Charge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Charge")
+            .field("scope", self.handle.scope())
+            .field("estimate", &self.estimate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Charge {
+    pub(crate) fn new(
+        committed: Committed,
+        handle: ScopeHandle,
+        shared: Arc<Shared>,
+        estimate: Estimate,
+    ) -> Self {
+        Charge {
+            committed,
+            handle,
+            shared,
+            estimate,
+            snapshot: None,
+        }
+    }
+
+    /// The response's head arrived: learn the limits it states, give everything back if
+    /// the provider rejected the request (4xx, 429 included: nothing was counted), keep
+    /// the estimate for a server error, and otherwise watch the body for usage.
+    pub(crate) fn on_response(mut self, parts: &Parts) -> Option<Charge> {
+        if !self.shared.config.reconcile {
+            return None;
+        }
+        let dialect = headers::Dialect::for_provider(self.handle.scope().provider());
+        let snapshot = headers::parse(
+            parts.status,
+            &parts.headers,
+            None,
+            SystemTime::now(),
+            dialect,
+        );
+        self.shared.learn_limits(&self.handle, &snapshot);
+        let status = parts.status;
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_client_error() {
+            for (key, _) in self.estimate.costs() {
+                self.committed.adjust(key, 0);
+            }
+            tracing::debug!(scope = %self.handle.scope(), status = status.as_u16(),
+                refunded = self.estimate.total(), "tpm: rejected by the provider, refunded");
+            return None;
+        }
+        if status.is_server_error() {
+            tracing::debug!(scope = %self.handle.scope(), status = status.as_u16(),
+                charged = self.estimate.total(), "tpm: server error, estimate kept");
+            return None;
+        }
+        if !snapshot.is_empty() {
+            self.snapshot = Some(snapshot);
+        }
+        Some(self)
+    }
+
+    /// The body ended: reconcile with the usage it reported, else with the
+    /// remaining-tokens headers, else keep the estimate.
+    pub(crate) fn settle(mut self, usage: Option<Usage>) {
+        let scope = self.handle.scope().clone();
+        let e = self.estimate;
+        let Some(u) = usage else {
+            let corrected = self
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| self.shared.learn_remaining(&self.handle, s));
+            if !corrected {
+                tracing::debug!(scope = %scope, charged = e.total(),
+                    "tpm: no usage reported, estimate kept");
+            }
+            return;
+        };
+        let total = u
+            .total_tokens()
+            .or_else(|| u.input.map(|i| i.saturating_add(e.output)))
+            .or_else(|| u.output.map(|o| e.input.saturating_add(o)));
+        if let Some(t) = total {
+            self.committed.adjust(BucketKey::TOKENS_PER_MINUTE, t);
+        }
+        if let Some(i) = u.input {
+            self.committed.adjust(BucketKey::INPUT_TOKENS_PER_MINUTE, i);
+            self.shared.calibration.observe(&scope, e.raw_input, i);
+        }
+        if let Some(o) = u.output {
+            self.committed
+                .adjust(BucketKey::OUTPUT_TOKENS_PER_MINUTE, o);
+        }
+        tracing::debug!(scope = %scope, estimated = e.total(), actual = ?total,
+            input = ?u.input, output = ?u.output, "tpm: reconciled with reported usage");
+    }
+}

@@ -1,0 +1,125 @@
+//! [`TpmLimitLayer`]: builds [`TpmLimit`] services that share one token budget.
+
+use std::sync::Arc;
+
+use ratelayer_core::LimitState;
+use ratelayer_core::error::ConfigError;
+use ratelayer_core::meta::{DefaultEstimator, TokenEstimator};
+use tower_layer::Layer;
+
+use crate::calibration::Calibration;
+use crate::charge::Shared;
+use crate::config::TpmConfig;
+use crate::service::TpmLimit;
+
+/// Tokens-per-minute admission: see the [crate docs](crate).
+///
+/// The budgets, the calibration and the limiter state are created when the layer is built
+/// and shared (through an `Arc`) by every service it makes and all their clones.
+///
+/// ```
+/// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
+///
+/// let layer = TpmLimitLayer::new(
+///     TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000)).model("gpt-4o")),
+/// )
+/// .unwrap();
+/// assert!(TpmLimitLayer::new(TpmConfig::new().safety_margin(2.0)).is_err());
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone)]
+pub struct TpmLimitLayer {
+    shared: Arc<Shared>,
+}
+
+impl TpmLimitLayer {
+    /// A layer with its own limiter state and the default estimator. Fails if the
+    /// configuration is invalid.
+    pub fn new(config: TpmConfig) -> Result<Self, ConfigError> {
+        Self::build(config, LimitState::new(), Arc::new(DefaultEstimator::new()))
+    }
+
+    /// A layer keeping its budgets in `state`, shared with the other layers of the stack
+    /// (the tier detector's learned limits and cooldowns then apply here).
+    ///
+    /// ```
+    /// use ratelayer_core::LimitState;
+    /// use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
+    /// let state = LimitState::new();
+    /// let layer = TpmLimitLayer::with_state(TpmConfig::new(), state.clone()).unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn with_state(config: TpmConfig, state: LimitState) -> Result<Self, ConfigError> {
+        Self::build(config, state, Arc::new(DefaultEstimator::new()))
+    }
+
+    /// A layer with its own state and a chosen token estimator (such as
+    /// `TiktokenEstimator` with the `tiktoken` feature).
+    ///
+    /// ```
+    /// use ratelayer_core::LimitState;
+    /// use ratelayer_core::meta::DefaultEstimator;
+    /// use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
+    /// let layer = TpmLimitLayer::with_estimator(TpmConfig::new(), LimitState::new(), DefaultEstimator::new()).unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn with_estimator(
+        config: TpmConfig,
+        state: LimitState,
+        estimator: impl TokenEstimator,
+    ) -> Result<Self, ConfigError> {
+        Self::build(config, state, Arc::new(estimator))
+    }
+
+    fn build(
+        config: TpmConfig,
+        state: LimitState,
+        estimator: Arc<dyn TokenEstimator>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(TpmLimitLayer {
+            shared: Arc::new(Shared::new(config, state, estimator)),
+        })
+    }
+
+    /// The limiter state holding the budgets.
+    ///
+    /// ```
+    /// # use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
+    /// let layer = TpmLimitLayer::new(TpmConfig::new()).unwrap();
+    /// let _state = layer.state().clone();
+    /// ```
+    pub fn state(&self) -> &LimitState {
+        &self.shared.state
+    }
+
+    /// The configuration.
+    ///
+    /// ```
+    /// # use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
+    /// let layer = TpmLimitLayer::new(TpmConfig::new()).unwrap();
+    /// assert_eq!(layer.config().safety_margin, 0.02);
+    /// ```
+    pub fn config(&self) -> &TpmConfig {
+        &self.shared.config
+    }
+
+    /// The calibration learned so far.
+    ///
+    /// ```
+    /// # use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
+    /// let layer = TpmLimitLayer::new(TpmConfig::new()).unwrap();
+    /// assert_eq!(layer.calibration().factor(&ratelayer_core::Scope::new("openai")), 1.0);
+    /// ```
+    pub fn calibration(&self) -> &Calibration {
+        &self.shared.calibration
+    }
+}
+
+impl<S> Layer<S> for TpmLimitLayer {
+    type Service = TpmLimit<S>;
+
+    fn layer(&self, inner: S) -> TpmLimit<S> {
+        TpmLimit::from_shared(inner, Arc::clone(&self.shared))
+    }
+}

@@ -1,0 +1,175 @@
+//! [`TpmLimit`]: the service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use http::{Request, Response};
+use ratelayer_core::engine::{BucketKey, Reservation, ScopeHandle};
+use ratelayer_core::{BoxError, ReplayableBody, meta};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::body::ResponseBody;
+use crate::charge::{Estimate, KEYS, Shared};
+use crate::future::ResponseFuture;
+
+/// A service that reserves each request's estimated tokens before sending it. Made by
+/// [`TpmLimitLayer`](crate::TpmLimitLayer); see the [crate docs](crate).
+///
+/// Clones share the budgets; each clone drives its own inner service's readiness.
+#[derive(Debug)]
+pub struct TpmLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for TpmLimit<S> {
+    fn clone(&self) -> Self {
+        TpmLimit {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S> TpmLimit<S> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        TpmLimit { inner, shared }
+    }
+
+    /// The inner service.
+    ///
+    /// ```
+    /// use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
+    /// use tower_layer::Layer;
+    /// let svc = TpmLimitLayer::new(TpmConfig::new()).unwrap().layer(7u8);
+    /// assert_eq!(*svc.get_ref(), 7);
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for TpmLimit<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqB: ReplayableBody,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, ReqB, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let m = meta::ensure_with(&mut req, &*self.shared.estimator);
+        let scope = m.scope();
+        let Some(handle) = self.shared.handle(&scope) else {
+            // No budget applies: pass through.
+            return ResponseFuture::calling(self.inner.call(req), None);
+        };
+        let raw_input = m.input_tokens;
+        let input = self.shared.calibration.correct(&scope, raw_input);
+        let estimate = Estimate {
+            raw_input,
+            input,
+            output: m.output_tokens,
+        };
+        let costs = estimate.costs();
+        let mut reserve = handle.reserve(&costs, self.shared.config.max_wait);
+        // The in-memory store answers at once: decide now, without a clone of the inner
+        // service on the fast path.
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut reserve).poll(&mut cx) {
+            Poll::Ready(Ok(reservation)) => {
+                if reservation.ready_at() <= Instant::now() {
+                    let charge = crate::charge::Charge::new(
+                        reservation.commit(),
+                        handle,
+                        Arc::clone(&self.shared),
+                        estimate,
+                    );
+                    return ResponseFuture::calling(self.inner.call(req), Some(charge));
+                }
+                log_wait(&handle, &reservation, &estimate);
+                let svc = self.fresh_clone();
+                ResponseFuture::sleeping(
+                    req,
+                    svc,
+                    reservation,
+                    handle,
+                    Arc::clone(&self.shared),
+                    estimate,
+                )
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::info!(scope = %scope, model = scope.model().unwrap_or("-"),
+                    request = estimate.total(), error = %e, "tpm: request refused");
+                ResponseFuture::failed(e.into_box())
+            }
+            Poll::Pending => {
+                // A networked store: wait for it without holding the readied service.
+                let svc = self.fresh_clone();
+                ResponseFuture::reserving(
+                    req,
+                    svc,
+                    reserve,
+                    handle,
+                    Arc::clone(&self.shared),
+                    estimate,
+                )
+            }
+        }
+    }
+}
+
+impl<S: Clone> TpmLimit<S> {
+    /// An unready clone for a future that must wait, and an unready clone in place of the
+    /// readied inner service (dropped: a permit it holds is released now, not after the
+    /// wait).
+    fn fresh_clone(&mut self) -> S {
+        let svc = self.inner.clone();
+        self.inner = svc.clone();
+        svc
+    }
+}
+
+/// The wait event: model, the binding limit and what it holds, the request's size and
+/// the wait.
+fn log_wait(handle: &ScopeHandle, reservation: &Reservation, estimate: &Estimate) {
+    let scope = handle.scope();
+    let costs = estimate.costs();
+    // The fullest configured bucket (relative to its capacity) is the binding one.
+    let binding = KEYS
+        .into_iter()
+        .filter_map(|key| {
+            let limit = handle.capacity(key)?;
+            let cost = costs.iter().find(|(k, _)| *k == key).map_or(0, |c| c.1);
+            // What others hold (ours is already booked).
+            let used = handle.used(key).unwrap_or(0).saturating_sub(cost);
+            (cost > 0).then_some((key, limit, used, cost))
+        })
+        .max_by(|a, b| {
+            let ra = a.2 as f64 / a.1.max(1) as f64;
+            let rb = b.2 as f64 / b.1.max(1) as f64;
+            ra.total_cmp(&rb)
+        });
+    let (key, limit, used, cost) =
+        binding.unwrap_or((BucketKey::TOKENS_PER_MINUTE, 0, 0, estimate.total()));
+    let wait = reservation.wait();
+    tracing::info!(
+        scope = %scope,
+        model = scope.model().unwrap_or("-"),
+        budget = key.describe(),
+        limit,
+        used,
+        request = cost,
+        wait_ms = wait.as_millis() as u64,
+        "tpm: waiting for the token budget"
+    );
+}
