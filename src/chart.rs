@@ -79,6 +79,42 @@ pub fn rate_per_second(
     out
 }
 
+/// Tokens per second averaged over the trailing `window` (what a per-window limit
+/// judges: a client inside a limit of `L` per `window` never goes above
+/// `L / window`), sampled every `step` over `0..=end`. Time before 0 counts as idle.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_suite::chart::trailing_rate;
+/// let s = Duration::from_secs;
+/// let r = trailing_rate(&[(s(0), 600), (s(30), 600)], s(60), s(30), s(90));
+/// assert_eq!(r, vec![(0.0, 10.0), (30.0, 20.0), (60.0, 10.0), (90.0, 0.0)]);
+/// ```
+pub fn trailing_rate(
+    events: &[(Duration, u64)],
+    window: Duration,
+    step: Duration,
+    end: Duration,
+) -> Vec<(f64, f64)> {
+    let (w, step_s) = (window.as_secs_f64().max(1e-3), step.as_secs_f64().max(1e-3));
+    let steps = (end.as_secs_f64() / step_s).floor() as usize;
+    (0..=steps)
+        .map(|i| {
+            let t = i as f64 * step_s;
+            // The window (t - w, t].
+            let sum: u64 = events
+                .iter()
+                .filter(|(at, _)| {
+                    let a = at.as_secs_f64();
+                    a <= t + 1e-9 && a > t - w + 1e-9
+                })
+                .map(|(_, tokens)| tokens)
+                .sum();
+            (t, sum as f64 / w)
+        })
+        .collect()
+}
+
 /// A "nice" step (1, 2 or 5 times a power of ten) giving about `target` ticks over
 /// `span`.
 fn nice_step(span: f64, target: f64) -> f64 {

@@ -158,6 +158,16 @@ pub fn outcome(
     }
 }
 
+fn expired(job: &ChatJob, start: Instant) -> CallOutcome {
+    CallOutcome {
+        job: job.id,
+        status: None,
+        error: Some("deadline".to_owned()),
+        rate_limited_seen: 0,
+        finished: start.elapsed(),
+    }
+}
+
 /// Runs `workload` from `callers` concurrent tokio tasks: each repeatedly takes the next
 /// job and awaits `call(job, start)`. Ticks `progress` (if any) per finished job.
 ///
@@ -188,6 +198,42 @@ where
     F: Fn(ChatJob, Instant) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = CallOutcome> + Send + 'static,
 {
+    run_workload_until(workload, callers, progress, None, call).await
+}
+
+/// Like [`run_workload`], but stops at `deadline` (from the start of the run): calls
+/// still in flight are dropped and, like the jobs never started, count as failed with
+/// the error `deadline`.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::StatusCode;
+/// use ratelayer_suite::run::{run_workload_until, CallOutcome};
+/// use ratelayer_suite::workload::Workload;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let w = Workload::generate(1, 10, "m");
+/// let record = run_workload_until(&w, 1, None, Some(Duration::from_millis(3_500)), |job, start| async move {
+///     tokio::time::sleep(Duration::from_secs(1)).await;
+///     CallOutcome { job: job.id, status: Some(StatusCode::OK), error: None,
+///                   rate_limited_seen: 0, finished: start.elapsed() }
+/// }).await;
+/// assert_eq!((record.completed(), record.failed()), (3, 7));
+/// assert_eq!(record.wall, Duration::from_millis(3_500));
+/// # }
+/// ```
+pub async fn run_workload_until<F, Fut>(
+    workload: &Workload,
+    callers: usize,
+    progress: Option<ProgressBar>,
+    deadline: Option<Duration>,
+    call: F,
+) -> RunRecord
+where
+    F: Fn(ChatJob, Instant) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = CallOutcome> + Send + 'static,
+{
     let jobs: Arc<[ChatJob]> = workload.jobs.clone().into();
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
@@ -201,7 +247,13 @@ where
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
-                let outcome = call(job.clone(), start).await;
+                let outcome = match deadline {
+                    None => call(job.clone(), start).await,
+                    Some(d) if start.elapsed() >= d => expired(job, start),
+                    Some(d) => tokio::time::timeout_at(start + d, call(job.clone(), start))
+                        .await
+                        .unwrap_or_else(|_| expired(job, start)),
+                };
                 if let Some(p) = &progress {
                     if !outcome.ok() {
                         let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
