@@ -21,6 +21,11 @@ use value::{
 };
 
 /// A dimension that providers limit.
+///
+/// ```
+/// use ratelayer_core::Dimension;
+/// assert_eq!(Dimension::InputTokens.as_str(), "input_tokens");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dimension {
@@ -36,6 +41,11 @@ pub enum Dimension {
 
 impl Dimension {
     /// Every dimension, in a fixed order.
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// assert_eq!(Dimension::ALL[0], Dimension::Requests);
+    /// ```
     pub const ALL: [Dimension; 4] = [
         Dimension::Requests,
         Dimension::Tokens,
@@ -44,6 +54,11 @@ impl Dimension {
     ];
 
     /// A lower-case name for logs: `requests`, `tokens`, `input_tokens`, `output_tokens`.
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// assert_eq!(Dimension::Tokens.as_str(), "tokens");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Dimension::Requests => "requests",
@@ -57,6 +72,13 @@ impl Dimension {
 /// What a response said about one dimension. Every field is `None` when the response did
 /// not say it (or said it in a form that could not be read): the parser never invents a
 /// number.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::headers::DimensionLimit;
+/// let l = DimensionLimit { limit: Some(60), remaining: Some(0), reset: Some(Duration::from_secs(1)), window: None };
+/// assert!(!l.is_empty());
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DimensionLimit {
     /// The limit for the window.
@@ -72,12 +94,22 @@ pub struct DimensionLimit {
 
 impl DimensionLimit {
     /// Whether the response said nothing about this dimension.
+    ///
+    /// ```
+    /// use ratelayer_core::headers::DimensionLimit;
+    /// assert!(DimensionLimit::default().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         *self == DimensionLimit::default()
     }
 }
 
 /// Where the server's requested delay came from.
+///
+/// ```
+/// use ratelayer_core::headers::DelaySource;
+/// assert_eq!(DelaySource::RetryAfterMs.as_str(), "retry-after-ms");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DelaySource {
@@ -91,6 +123,11 @@ pub enum DelaySource {
 
 impl DelaySource {
     /// A short name for logs: `retry-after-ms`, `retry-after`, `body`.
+    ///
+    /// ```
+    /// use ratelayer_core::headers::DelaySource;
+    /// assert_eq!(DelaySource::Body.as_str(), "body");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             DelaySource::RetryAfterMs => "retry-after-ms",
@@ -102,6 +139,11 @@ impl DelaySource {
 
 /// A provider's header dialect: the parser's hint for names that mean different things at
 /// different providers.
+///
+/// ```
+/// use ratelayer_core::Dialect;
+/// assert_eq!(Dialect::for_provider("Groq"), Some(Dialect::Groq));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dialect {
@@ -127,7 +169,14 @@ pub enum Dialect {
 
 impl Dialect {
     /// The dialect of a well-known provider name (`openai`, `azure`, `anthropic`, `groq`,
-    /// `gemini`, `vertex`, `openrouter`, `github`, `gitlab`, `mistral`, `moonshot`, `kimi`).
+    /// `gemini`, `vertex`, `openrouter`, `github`, `gitlab`, `mistral`, `moonshot`, `kimi`,
+    /// `ietf`).
+    ///
+    /// ```
+    /// use ratelayer_core::Dialect;
+    /// assert_eq!(Dialect::for_provider("azure"), Some(Dialect::Azure));
+    /// assert_eq!(Dialect::for_provider("127.0.0.1"), None);
+    /// ```
     pub fn for_provider(provider: &str) -> Option<Dialect> {
         let p = provider.to_ascii_lowercase();
         Some(match p.as_str() {
@@ -141,12 +190,19 @@ impl Dialect {
             "openrouter" => Dialect::OpenRouter,
             "github" | "gitlab" => Dialect::GitHub,
             "mistral" => Dialect::Mistral,
+            "ietf" => Dialect::Ietf,
             _ => return None,
         })
     }
 }
 
-/// Everything a response said about rate limits, normalized across dialects.
+/// Everything a response said about rate limits, normalized across dialects: see
+/// [`parse`].
+///
+/// ```
+/// use ratelayer_core::RateLimitSnapshot;
+/// assert!(RateLimitSnapshot::default().is_empty());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimitSnapshot {
     /// The request limit.
@@ -167,6 +223,13 @@ pub struct RateLimitSnapshot {
 
 impl RateLimitSnapshot {
     /// What the response said about `dimension`.
+    ///
+    /// ```
+    /// use ratelayer_core::{Dimension, RateLimitSnapshot};
+    /// let mut s = RateLimitSnapshot::default();
+    /// s.tokens.limit = Some(30_000);
+    /// assert_eq!(s.get(Dimension::Tokens).limit, Some(30_000));
+    /// ```
     pub fn get(&self, dimension: Dimension) -> &DimensionLimit {
         match dimension {
             Dimension::Requests => &self.requests,
@@ -177,6 +240,13 @@ impl RateLimitSnapshot {
     }
 
     /// Mutable access to what the response said about `dimension`.
+    ///
+    /// ```
+    /// use ratelayer_core::{Dimension, RateLimitSnapshot};
+    /// let mut s = RateLimitSnapshot::default();
+    /// s.get_mut(Dimension::Requests).remaining = Some(2);
+    /// assert_eq!(s.requests.remaining, Some(2));
+    /// ```
     pub fn get_mut(&mut self, dimension: Dimension) -> &mut DimensionLimit {
         match dimension {
             Dimension::Requests => &mut self.requests,
@@ -187,11 +257,29 @@ impl RateLimitSnapshot {
     }
 
     /// Whether the response said nothing about rate limits at all.
+    ///
+    /// ```
+    /// use ratelayer_core::RateLimitSnapshot;
+    /// let mut s = RateLimitSnapshot::default();
+    /// s.should_retry = Some(false);
+    /// assert!(!s.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         *self == RateLimitSnapshot::default()
     }
 
     /// The exhausted dimension (remaining 0) whose reset is furthest away, with that reset.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{Dimension, RateLimitSnapshot};
+    /// let mut s = RateLimitSnapshot::default();
+    /// s.requests.remaining = Some(0);
+    /// s.requests.reset = Some(Duration::from_secs(1));
+    /// s.tokens.remaining = Some(0);
+    /// s.tokens.reset = Some(Duration::from_secs(30));
+    /// assert_eq!(s.exhausted(), Some((Dimension::Tokens, Some(Duration::from_secs(30)))));
+    /// ```
     pub fn exhausted(&self) -> Option<(Dimension, Option<Duration>)> {
         Dimension::ALL
             .into_iter()
@@ -333,15 +421,130 @@ impl Headers<'_> {
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// Kong's rate-limiting periods (Mistral's gateway), shortest first.
-const PERIODS: [(&str, u64); 6] = [
-    ("second", 1),
-    ("minute", 60),
-    ("hour", 3_600),
-    ("day", 86_400),
-    ("month", 2_592_000),
-    ("year", 31_536_000),
+/// `[limit, remaining, reset]` header names of one family for one dimension.
+type Names = [&'static str; 3];
+
+/// Anthropic's names, by [`Dimension::ALL`] order.
+const ANTHROPIC: [Names; 4] = [
+    [
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+    ],
+    [
+        "anthropic-ratelimit-tokens-limit",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-tokens-reset",
+    ],
+    [
+        "anthropic-ratelimit-input-tokens-limit",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-reset",
+    ],
+    [
+        "anthropic-ratelimit-output-tokens-limit",
+        "anthropic-ratelimit-output-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-reset",
+    ],
 ];
+
+/// OpenAI's (Azure's, Groq's) names for requests and tokens.
+const OPENAI: [Names; 2] = [
+    [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    ],
+    [
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ],
+];
+
+/// The separate IETF fields (requests) and Mistral's by-size fields (tokens).
+const COMBINED: [Names; 2] = [
+    ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
+    [
+        "ratelimitbysize-limit",
+        "ratelimitbysize-remaining",
+        "ratelimitbysize-reset",
+    ],
+];
+
+/// Kong's per-period `[limit, remaining]` names and period in seconds (Mistral's gateway),
+/// shortest first, for requests and for tokens (by size).
+const PERIODS: [[(&str, &str, u64); 6]; 2] = [
+    [
+        (
+            "x-ratelimit-limit-second",
+            "x-ratelimit-remaining-second",
+            1,
+        ),
+        (
+            "x-ratelimit-limit-minute",
+            "x-ratelimit-remaining-minute",
+            60,
+        ),
+        (
+            "x-ratelimit-limit-hour",
+            "x-ratelimit-remaining-hour",
+            3_600,
+        ),
+        ("x-ratelimit-limit-day", "x-ratelimit-remaining-day", 86_400),
+        (
+            "x-ratelimit-limit-month",
+            "x-ratelimit-remaining-month",
+            2_592_000,
+        ),
+        (
+            "x-ratelimit-limit-year",
+            "x-ratelimit-remaining-year",
+            31_536_000,
+        ),
+    ],
+    [
+        (
+            "x-ratelimitbysize-limit-second",
+            "x-ratelimitbysize-remaining-second",
+            1,
+        ),
+        (
+            "x-ratelimitbysize-limit-minute",
+            "x-ratelimitbysize-remaining-minute",
+            60,
+        ),
+        (
+            "x-ratelimitbysize-limit-hour",
+            "x-ratelimitbysize-remaining-hour",
+            3_600,
+        ),
+        (
+            "x-ratelimitbysize-limit-day",
+            "x-ratelimitbysize-remaining-day",
+            86_400,
+        ),
+        (
+            "x-ratelimitbysize-limit-month",
+            "x-ratelimitbysize-remaining-month",
+            2_592_000,
+        ),
+        (
+            "x-ratelimitbysize-limit-year",
+            "x-ratelimitbysize-remaining-year",
+            31_536_000,
+        ),
+    ],
+];
+
+/// The index of requests (0) and tokens (1) in the two-dimension tables.
+fn requests_or_tokens(dimension: Dimension) -> Option<usize> {
+    match dimension {
+        Dimension::Requests => Some(0),
+        Dimension::Tokens => Some(1),
+        Dimension::InputTokens | Dimension::OutputTokens => None,
+    }
+}
 
 fn dimension_limit(
     h: &Headers<'_>,
@@ -366,17 +569,15 @@ fn dimension_limit(
 
 /// `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`.
 fn anthropic(h: &Headers<'_>, dimension: Dimension, now: SystemTime) -> DimensionLimit {
-    let d = match dimension {
-        Dimension::Requests => "requests",
-        Dimension::Tokens => "tokens",
-        Dimension::InputTokens => "input-tokens",
-        Dimension::OutputTokens => "output-tokens",
-    };
-    let get = |field: &str| h.get(&format!("anthropic-ratelimit-{d}-{field}"));
+    let i = Dimension::ALL
+        .iter()
+        .position(|d| *d == dimension)
+        .unwrap_or(0);
+    let [limit, remaining, reset] = ANTHROPIC[i];
     let mut l = DimensionLimit {
-        limit: get("limit").and_then(parse_count),
-        remaining: get("remaining").and_then(parse_count),
-        reset: get("reset").and_then(|v| until_rfc3339(v, now)),
+        limit: h.get(limit).and_then(parse_count),
+        remaining: h.get(remaining).and_then(parse_count),
+        reset: h.get(reset).and_then(|v| until_rfc3339(v, now)),
         window: None,
     };
     if !l.is_empty() {
@@ -388,17 +589,17 @@ fn anthropic(h: &Headers<'_>, dimension: Dimension, now: SystemTime) -> Dimensio
 
 /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` of OpenAI, Azure and Groq.
 fn openai(h: &Headers<'_>, dimension: Dimension, hint: Option<Dialect>) -> DimensionLimit {
-    let d = match dimension {
-        Dimension::Requests => "requests",
-        Dimension::Tokens => "tokens",
-        _ => return DimensionLimit::default(),
+    let Some(i) = requests_or_tokens(dimension) else {
+        return DimensionLimit::default();
     };
-    let get = |field: &str| h.get(&format!("x-ratelimit-{field}-{d}"));
+    let [limit, remaining, reset] = OPENAI[i];
     let mut l = DimensionLimit {
-        limit: get("limit").and_then(parse_count),
-        remaining: get("remaining").and_then(parse_count),
+        limit: h.get(limit).and_then(parse_count),
+        remaining: h.get(remaining).and_then(parse_count),
         // Go durations (OpenAI, Groq) or bare seconds (Azure).
-        reset: get("reset").and_then(|v| parse_go_duration(v).or_else(|| parse_seconds(v))),
+        reset: h
+            .get(reset)
+            .and_then(|v| parse_go_duration(v).or_else(|| parse_seconds(v))),
         window: None,
     };
     if !l.is_empty() {
@@ -416,31 +617,30 @@ fn ietf_structured(h: &Headers<'_>, dimension: Dimension) -> DimensionLimit {
     ietf::structured(h.get("ratelimit-policy"), h.get("ratelimit"), dimension).unwrap_or_default()
 }
 
-/// The shortest Kong period for which `{prefix}-limit-{period}` is present.
-fn kong_window(h: &Headers<'_>, prefix: &str) -> Option<Duration> {
-    PERIODS
+/// The shortest Kong period whose limit header is present.
+fn kong_window(h: &Headers<'_>, i: usize) -> Option<Duration> {
+    PERIODS[i]
         .iter()
-        .find(|(p, _)| h.get(&format!("{prefix}-limit-{p}")).is_some())
-        .map(|(_, secs)| Duration::from_secs(*secs))
+        .find(|(limit, _, _)| h.get(limit).is_some())
+        .map(|(_, _, secs)| Duration::from_secs(*secs))
 }
 
 /// Requests: the separate IETF `RateLimit-{Limit,Remaining,Reset}` fields (Kong sends
 /// them too). Tokens: Mistral's `ratelimitbysize-{limit,remaining,reset}`.
 fn kong_combined(h: &Headers<'_>, dimension: Dimension) -> DimensionLimit {
-    let (prefix, periods) = match dimension {
-        Dimension::Requests => ("ratelimit", "x-ratelimit"),
-        Dimension::Tokens => ("ratelimitbysize", "x-ratelimitbysize"),
-        _ => return DimensionLimit::default(),
+    let Some(i) = requests_or_tokens(dimension) else {
+        return DimensionLimit::default();
     };
-    let get = |field: &str| h.get(&format!("{prefix}-{field}"));
+    let [limit, remaining, reset] = COMBINED[i];
+    let limit = h.get(limit);
     let mut l = DimensionLimit {
-        limit: get("limit").and_then(|v| parse_count(ietf::first_item(v))),
-        remaining: get("remaining").and_then(parse_count),
-        reset: get("reset").and_then(parse_seconds),
-        window: get("limit").and_then(ietf::limit_field_window),
+        limit: limit.and_then(|v| parse_count(ietf::first_item(v))),
+        remaining: h.get(remaining).and_then(parse_count),
+        reset: h.get(reset).and_then(parse_seconds),
+        window: limit.and_then(ietf::limit_field_window),
     };
     if !l.is_empty() && l.window.is_none() {
-        l.window = kong_window(h, periods);
+        l.window = kong_window(h, i);
     }
     l
 }
@@ -448,18 +648,14 @@ fn kong_combined(h: &Headers<'_>, dimension: Dimension) -> DimensionLimit {
 /// Kong's per-period headers alone: `x-ratelimit[bysize]-{limit,remaining}-{period}`. The
 /// period with the least remaining wins (the shorter on a tie).
 fn kong_periods(h: &Headers<'_>, dimension: Dimension) -> DimensionLimit {
-    let prefix = match dimension {
-        Dimension::Requests => "x-ratelimit",
-        Dimension::Tokens => "x-ratelimitbysize",
-        _ => return DimensionLimit::default(),
+    let Some(i) = requests_or_tokens(dimension) else {
+        return DimensionLimit::default();
     };
-    PERIODS
+    PERIODS[i]
         .iter()
-        .map(|(p, secs)| DimensionLimit {
-            limit: h.get(&format!("{prefix}-limit-{p}")).and_then(parse_count),
-            remaining: h
-                .get(&format!("{prefix}-remaining-{p}"))
-                .and_then(parse_count),
+        .map(|(limit, remaining, secs)| DimensionLimit {
+            limit: h.get(limit).and_then(parse_count),
+            remaining: h.get(remaining).and_then(parse_count),
             reset: None,
             window: Some(Duration::from_secs(*secs)),
         })
