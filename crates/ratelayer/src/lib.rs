@@ -36,6 +36,7 @@ pub use ratelayer_tpm as tpm;
 
 pub use ratelayer_core::{BoxError, ConfigError, LimitState, RequestMeta, Scope};
 
+mod builder;
 #[cfg(feature = "config")]
 pub mod config;
 mod limits;
@@ -43,6 +44,7 @@ mod provider;
 mod sensitive;
 mod target;
 
+pub use builder::ServiceBuilderExt;
 pub use limits::ProviderLimits;
 pub use provider::Provider;
 pub use sensitive::{CREDENTIAL_HEADERS, sensitive_credentials};

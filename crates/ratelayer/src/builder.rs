@@ -1,0 +1,79 @@
+//! [`ServiceBuilderExt`]: one `ServiceBuilder` method per ratelayer layer.
+
+use tower::ServiceBuilder;
+use tower::layer::util::Stack;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::target::TargetLayer;
+
+/// Adds one method per ratelayer layer to tower's [`ServiceBuilder`], so a stack reads
+/// in the recommended order, outermost first:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use ratelayer::core::{LimitState, ReplayBody};
+/// use ratelayer::{Provider, ServiceBuilderExt, TargetLayer};
+/// use tower::ServiceBuilder;
+///
+/// let state = LimitState::new();
+/// let svc = ServiceBuilder::new()
+///     .sensitive_credentials()
+///     .target(TargetLayer::new(Provider::OpenAi, "https://api.openai.com").unwrap())
+///     .tier_detect(ratelayer::tier::TierDetectLayer::new(state.clone()))
+///     .tpm_limit(ratelayer::tpm::TpmLimitLayer::with_state(Default::default(), state).unwrap())
+///     .service_fn(|_req: Request<ReplayBody>| async {
+///         Ok::<_, Infallible>(Response::new(String::new()))
+///     });
+/// # let _ = svc;
+/// ```
+pub trait ServiceBuilderExt<L>: Sized {
+    /// Marks the credential headers sensitive (see
+    /// [`sensitive_credentials`](crate::sensitive_credentials)).
+    fn sensitive_credentials(self) -> ServiceBuilder<Stack<SetSensitiveRequestHeadersLayer, L>>;
+
+    /// Points requests at one provider (see [`TargetLayer`]).
+    fn target(self, layer: TargetLayer) -> ServiceBuilder<Stack<TargetLayer, L>>;
+
+    /// Learns the tier and limits from every response's headers (see
+    /// `ratelayer::tier::TierDetectLayer`).
+    #[cfg(feature = "tier")]
+    fn tier_detect(
+        self,
+        layer: ratelayer_tier::TierDetectLayer,
+    ) -> ServiceBuilder<Stack<ratelayer_tier::TierDetectLayer, L>>;
+
+    /// Reserves each attempt's tokens in the provider's token budgets (see
+    /// `ratelayer::tpm::TpmLimitLayer`).
+    #[cfg(feature = "tpm")]
+    fn tpm_limit(
+        self,
+        layer: ratelayer_tpm::TpmLimitLayer,
+    ) -> ServiceBuilder<Stack<ratelayer_tpm::TpmLimitLayer, L>>;
+}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    fn sensitive_credentials(self) -> ServiceBuilder<Stack<SetSensitiveRequestHeadersLayer, L>> {
+        self.layer(crate::sensitive_credentials())
+    }
+
+    fn target(self, layer: TargetLayer) -> ServiceBuilder<Stack<TargetLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "tier")]
+    fn tier_detect(
+        self,
+        layer: ratelayer_tier::TierDetectLayer,
+    ) -> ServiceBuilder<Stack<ratelayer_tier::TierDetectLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "tpm")]
+    fn tpm_limit(
+        self,
+        layer: ratelayer_tpm::TpmLimitLayer,
+    ) -> ServiceBuilder<Stack<ratelayer_tpm::TpmLimitLayer, L>> {
+        self.layer(layer)
+    }
+}
