@@ -44,7 +44,11 @@ pub struct JournalEntry {
     /// The status answered; `None` when the connection was closed, the request was
     /// cancelled before an answer, or reading its body failed.
     pub status: Option<StatusCode>,
-    /// The fault injected, if any.
+    /// The fault that applied to this request, if any (recorded when it finished): a
+    /// status or quota fault answered, the connection closed, the stream cut, or
+    /// [`FaultKind::Latency`] with the total latency the faults added. A fault drawn for a
+    /// request that was refused first, or a stream cut drawn for an unstreamed request,
+    /// did not apply.
     pub fault: Option<FaultKind>,
 }
 
@@ -321,5 +325,50 @@ mod tests {
         let mut all = j.entries().to_vec();
         all.push(unfinished);
         assert_eq!(Journal::new(all).max_in_flight(), 3);
+    }
+
+    proptest::proptest! {
+        /// The helpers agree with brute force over every possible window end and instant.
+        #[test]
+        fn helpers_match_brute_force(
+            spans in proptest::collection::vec(
+                (proptest::option::of((0u64..5_000, 0u64..2_000)), 0u64..50),
+                0..60,
+            ),
+            w_ms in 1u64..3_000,
+        ) {
+            let b = Instant::now();
+            let entries: Vec<JournalEntry> = spans
+                .iter()
+                .enumerate()
+                .map(|(i, (s, tokens))| {
+                    entry(i as u64, s.map(|(st, len)| (st, st + len)), *tokens, b)
+                })
+                .collect();
+            let j = Journal::new(entries.clone());
+            let w = Duration::from_millis(w_ms);
+            let admitted: Vec<&JournalEntry> = entries.iter().filter(|e| e.admitted()).collect();
+            let mut best_n = 0;
+            let mut best_t = 0;
+            for end in admitted.iter().filter_map(|e| e.start) {
+                let inside = admitted.iter().filter(|e| {
+                    let s = e.start.unwrap_or(end);
+                    s <= end && s + w > end
+                });
+                best_n = best_n.max(inside.clone().count() as u64);
+                best_t = best_t.max(inside.map(|e| e.tokens).sum::<u64>());
+            }
+            proptest::prop_assert_eq!(j.max_requests_in_window(w), best_n);
+            proptest::prop_assert_eq!(j.max_tokens_in_window(w), best_t);
+            let mut best_f = 0;
+            for t in admitted.iter().filter_map(|e| e.start) {
+                let n = admitted
+                    .iter()
+                    .filter(|e| e.start.is_some_and(|s| s <= t) && e.finish.is_none_or(|f| f > t))
+                    .count();
+                best_f = best_f.max(n);
+            }
+            proptest::prop_assert_eq!(j.max_in_flight(), best_f);
+        }
     }
 }

@@ -74,10 +74,26 @@
 //! 429's `Retry-After` is exactly the time until the request fits.
 //!
 //! A request is admitted only when every limit has room at once; then it is charged on all
-//! of them. Refused requests (429, context-length errors, injected status faults) are not
-//! charged. Token charges follow the rule in [`tokens`]: input + output allowance at
-//! admission, lowered to input + real completion tokens when the response finishes (its
-//! body ended or was dropped), as real providers do.
+//! of them. Refused requests (429, context-length errors, injected status and quota faults)
+//! are not charged.
+//!
+//! **The token-charging rule** (detailed in [`tokens`], computable with
+//! [`tokens::TokenCount`]):
+//!
+//! - charged at admission = input tokens + output allowance;
+//! - input tokens = the sum over messages of `ceil(chars / 4) + 4` (Anthropic's `system` and
+//!   Gemini's `systemInstruction` count as messages; Gemini's text is
+//!   `contents[].parts[].text`); a body that is not JSON or has no known message field costs
+//!   `ceil(bytes / 4)`;
+//! - output allowance = `max_tokens` / `max_completion_tokens` / `max_output_tokens` /
+//!   `generationConfig.maxOutputTokens` (16 when absent) × `n`;
+//! - input tokens per minute are charged the input tokens, output tokens per minute the
+//!   allowance;
+//! - the `usage` reported has the real completion tokens, `floor(max_tokens × completion
+//!   fraction) × n` (fraction 0.5 unless set with
+//!   [`MockBuilder::completion_fraction`]), and when the response finishes (its body ended or
+//!   was dropped) the charges are lowered to input + real completion tokens (output: the real
+//!   completion tokens), as real providers do.
 //!
 //! Above the concurrency limit a request is refused with 429 (no retry hint: the mock
 //! cannot know when a request in flight will finish) or, with

@@ -344,6 +344,8 @@ impl MockProvider {
             key,
             model: String::new(),
             fault,
+            extra_latency: extra,
+            applied: None,
             latency,
             admitted: None,
             permit: None,
@@ -401,7 +403,13 @@ struct Ticket {
     id: u64,
     key: String,
     model: String,
+    /// The status, quota, connection or stream fault drawn for this request.
     fault: Option<FaultKind>,
+    /// The latency added by latency faults.
+    extra_latency: Duration,
+    /// The fault that really applied (recorded in the journal).
+    applied: Option<FaultKind>,
+    /// Base latency plus fault latency.
     latency: Duration,
     admitted: Option<Admission>,
     permit: Option<OwnedSemaphorePermit>,
@@ -424,6 +432,7 @@ impl Ticket {
         }
         if let Some(e) = state.entry(self.id) {
             e.finish = Some(now);
+            e.fault = self.applied;
             if let Some(a) = self.admitted {
                 e.tokens = a.input + a.completion;
             }
@@ -448,7 +457,6 @@ impl Ticket {
         dialect::rate_headers(config.dialect, &views, wall, &mut headers);
         if let Some(e) = state.entry(self.id) {
             e.status = Some(status);
-            e.fault = self.fault.filter(|f| !matches!(f, FaultKind::Latency(_)));
         }
         drop(state);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -528,6 +536,7 @@ where
     }
     match ticket.fault {
         Some(FaultKind::Status(s)) => {
+            ticket.applied = ticket.fault;
             tracing::debug!(
                 id = ticket.id,
                 status = s.as_u16(),
@@ -537,6 +546,7 @@ where
         }
         Some(FaultKind::QuotaExhausted) => {
             tracing::debug!(id = ticket.id, "mock: injected quota exhausted");
+            ticket.applied = ticket.fault;
             let body = dialect::quota_body(dialect);
             return Ok(ticket.refuse(StatusCode::TOO_MANY_REQUESTS, body, None));
         }
@@ -596,11 +606,15 @@ where
     }
     tracing::debug!(id = ticket.id, %model, charged = count.charged(), "mock: admitted");
 
+    if !ticket.extra_latency.is_zero() {
+        ticket.applied = Some(FaultKind::Latency(ticket.extra_latency));
+    }
     if !ticket.latency.is_zero() {
         tokio::time::sleep(ticket.latency).await;
     }
     if ticket.fault == Some(FaultKind::ConnectionClosed) {
         tracing::debug!(id = ticket.id, "mock: injected connection close");
+        ticket.applied = ticket.fault;
         ticket.finish();
         return Err(MockError::ConnectionClosed);
     }
@@ -619,6 +633,10 @@ where
     let (body, content_type) = if stream {
         let events = dialect::stream_events(dialect, &c);
         let cut = (ticket.fault == Some(FaultKind::StreamCut)).then_some(events.len() / 2);
+        if cut.is_some() {
+            tracing::debug!(id = ticket.id, "mock: injected stream cut");
+            ticket.applied = ticket.fault;
+        }
         (
             MockBody::stream(events, config.stream_chunk_delay, cut),
             dialect::SSE,
@@ -683,6 +701,7 @@ pub struct MockBody {
     delay: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     cut_after: Option<usize>,
+    cut_paused: bool,
     sent: usize,
     ticket: Option<Ticket>,
 }
@@ -704,6 +723,7 @@ impl MockBody {
             delay: Duration::ZERO,
             sleep: None,
             cut_after: None,
+            cut_paused: false,
             sent: 0,
             ticket: None,
         }
@@ -716,6 +736,7 @@ impl MockBody {
             delay,
             sleep: None,
             cut_after,
+            cut_paused: false,
             sent: 0,
             ticket: None,
         }
@@ -741,6 +762,13 @@ impl Body for MockBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, MockError>>> {
         if self.cut_after == Some(self.sent) {
+            if !self.cut_paused {
+                // Pause once before the cut, so a server flushes what was sent: the client
+                // sees a stream that breaks off, not a response that never began.
+                self.cut_paused = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             self.chunks.clear();
             self.cut_after = None;
             self.finish();

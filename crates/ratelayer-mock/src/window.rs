@@ -167,4 +167,53 @@ mod tests {
         assert_eq!(log.fit(now, 70), Fit::Now);
         assert_eq!(log.fit(now, 71), Fit::After(Duration::from_secs(60)));
     }
+
+    proptest::proptest! {
+        /// Random admissions at random times: every window stays within the limit (checked
+        /// by brute force over the log), and a refusal's wait is exact to the nanosecond.
+        #[test]
+        fn never_over_the_limit_and_waits_are_exact(
+            ops in proptest::collection::vec((0u64..30_000, 1u64..40), 1..120),
+        ) {
+            let window = Duration::from_secs(10);
+            let limit = 100;
+            let base = Instant::now();
+            let mut log = SlidingLog::new(limit, window);
+            let mut admitted: Vec<(Instant, u64)> = Vec::new();
+            let mut now = base;
+            for (i, (gap_ms, cost)) in ops.into_iter().enumerate() {
+                now += Duration::from_millis(gap_ms % 700);
+                match log.fit(now, cost) {
+                    Fit::Now => {
+                        log.admit(now, cost, i as u64);
+                        admitted.push((now, cost));
+                    }
+                    Fit::After(wait) => {
+                        proptest::prop_assert!(!wait.is_zero());
+                        let mut later = log.clone();
+                        proptest::prop_assert_eq!(later.fit(now + wait, cost), Fit::Now);
+                        let mut early = log.clone();
+                        let just_before = now + wait - Duration::from_nanos(1);
+                        proptest::prop_assert!(early.fit(just_before, cost) != Fit::Now);
+                    }
+                    Fit::Never => proptest::prop_assert!(cost > limit),
+                }
+                // Brute force: the window ending at any admission holds at most `limit`.
+                for &(t, _) in &admitted {
+                    let sum: u64 = admitted
+                        .iter()
+                        .filter(|(a, _)| *a <= t && *a + window > t)
+                        .map(|(_, c)| c)
+                        .sum();
+                    proptest::prop_assert!(sum <= limit);
+                }
+                let in_window: u64 = admitted
+                    .iter()
+                    .filter(|(a, _)| *a + window > now)
+                    .map(|(_, c)| c)
+                    .sum();
+                proptest::prop_assert_eq!(log.used(now), in_window);
+            }
+        }
+    }
 }

@@ -432,14 +432,31 @@ async fn faults_appear_at_their_configured_rates_and_are_deterministic() {
     assert!((0.08..0.12).contains(&rate(503)), "{by:?}");
     // 529 only fires when 503 (earlier) did not: about 0.9 × 0.05.
     assert!((0.03..0.06).contains(&rate(529)), "{by:?}");
-    let slow = j
+    let ok: Vec<_> = j
         .entries()
         .iter()
         .filter(|e| e.status == Some(StatusCode::OK))
+        .collect();
+    let slow: Vec<_> = ok
+        .iter()
         .filter(|e| e.finish.unwrap() - e.arrival >= SEC)
-        .count() as f64
-        / by[&200] as f64;
-    assert!((0.17..0.23).contains(&slow), "{slow}");
+        .collect();
+    let share = slow.len() as f64 / ok.len() as f64;
+    assert!((0.17..0.23).contains(&share), "{share}");
+    assert!(
+        slow.iter()
+            .all(|e| e.fault == Some(FaultKind::Latency(SEC))),
+        "{:?}",
+        slow.iter()
+            .find(|e| e.fault != Some(FaultKind::Latency(SEC)))
+    );
+    assert!(
+        j.entries()
+            .iter()
+            .filter(|e| e.fault == Some(FaultKind::Latency(SEC)))
+            .count()
+            == slow.len()
+    );
     let q = j
         .entries()
         .iter()
