@@ -34,6 +34,22 @@ fn chat(server: &MockServer, body: Value) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// What the client's parser reads from a response, body included.
+async fn snapshot(
+    r: http::Response<hyper::body::Incoming>,
+    dialect: Dialect,
+) -> ratelayer_core::RateLimitSnapshot {
+    let (parts, body) = r.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    parse(
+        parts.status,
+        &parts.headers,
+        Some(&body),
+        SystemTime::now(),
+        Some(dialect),
+    )
+}
+
 fn simple() -> Value {
     json!({"model": "gpt-4o-mini", "max_tokens": 20,
            "messages": [{"role": "user", "content": "hello"}]})
@@ -55,15 +71,7 @@ async fn limits_headers_and_retry_after_over_http() {
     }
     let r = c.request(chat(&server, simple())).await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let (parts, body) = r.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    let snap = parse(
-        parts.status,
-        &parts.headers,
-        Some(&body),
-        SystemTime::now(),
-        Some(Dialect::OpenAi),
-    );
+    let snap = snapshot(r, Dialect::OpenAi).await;
     let wait = snap.retry_after.unwrap();
     assert!(
         wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
@@ -193,15 +201,7 @@ async fn anthropic_and_gemini_over_http2() {
     );
     let r = c.request(g()).await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let (parts, body) = r.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    let snap = parse(
-        parts.status,
-        &parts.headers,
-        Some(&body),
-        SystemTime::now(),
-        Some(Dialect::Gemini),
-    );
+    let snap = snapshot(r, Dialect::Gemini).await;
     assert!(snap.retry_after.unwrap() > Duration::from_secs(55));
 }
 
