@@ -9,12 +9,14 @@
 //! - [`baseline`]: tower's own `Retry` + `ConcurrencyLimit` + `RateLimit`, configured well;
 //! - [`report`]: progress bars and the results table;
 //! - [`chart`]: an SVG chart of tokens per second against the limit;
-//! - [`goodput`]: binding-limit share, 429 rate and theoretical minimum of a run.
+//! - [`goodput`]: binding-limit share, 429 rate and theoretical minimum of a run;
+//! - [`demo`]: the demo's mock providers, its table rows and its chart.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod baseline;
 pub mod chart;
+pub mod demo;
 pub mod goodput;
 pub mod report;
 pub mod run;
