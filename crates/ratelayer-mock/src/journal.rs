@@ -155,6 +155,37 @@ impl Journal {
         self.max_sum_in_window(w, |e| e.tokens)
     }
 
+    /// The most input tokens admitted in any window of length `w` (what the input
+    /// tokens-per-minute log holds).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let j = ratelayer_mock::Journal::default();
+    /// assert_eq!(j.max_input_tokens_in_window(Duration::from_secs(60)), 0);
+    /// ```
+    pub fn max_input_tokens_in_window(&self, w: Duration) -> u64 {
+        self.max_sum_in_window(w, |e| e.input_tokens)
+    }
+
+    /// The most output tokens admitted in any window of length `w`, counting the allowance
+    /// of requests still in flight and the real completion tokens of finished ones (what
+    /// the output tokens-per-minute log holds).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let j = ratelayer_mock::Journal::default();
+    /// assert_eq!(j.max_output_tokens_in_window(Duration::from_secs(60)), 0);
+    /// ```
+    pub fn max_output_tokens_in_window(&self, w: Duration) -> u64 {
+        self.max_sum_in_window(w, |e| {
+            if e.finish.is_some() {
+                e.completion_tokens
+            } else {
+                e.output_allowance
+            }
+        })
+    }
+
     /// The most of `cost(entry)` admitted in any window of length `w`, each admitted
     /// request counted at its start (for input or output tokens, say).
     ///

@@ -16,6 +16,7 @@
 //! - [`serve`]: the same provider over HTTP on a loopback address, with a shutdown handle.
 //! - The `ratelayer-mock` binary: `cargo run -p ratelayer-mock -- --dialect openai --rpm 60
 //!   --tpm 10000` (see `--help`).
+//! - [`ChatRequest`]: a chat request rendered in any dialect (path, key header, body).
 //! - [`Journal`]: arrival, start, finish, key, model, tokens and status of every request,
 //!   with exact helpers ("most requests admitted in any minute", "how many 429s", "most in
 //!   flight at once").
@@ -134,6 +135,7 @@ pub mod contract;
 mod dialect;
 mod journal;
 mod provider;
+mod request;
 mod rng;
 mod server;
 pub mod tokens;
@@ -142,4 +144,5 @@ mod window;
 pub use config::{ConcurrencyMode, Fault, FaultKind, Latency, Limits, MockBuilder, Tier, Trigger};
 pub use journal::{Journal, JournalEntry};
 pub use provider::{MockBody, MockError, MockProvider, REQUEST_ID_HEADER, ResponseFuture};
+pub use request::ChatRequest;
 pub use server::{MockServer, serve};

@@ -77,6 +77,21 @@ impl Drop for MockServer {
     }
 }
 
+impl MockProvider {
+    /// Serves this provider (sharing its state) over HTTP on `addr`; see [`serve`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mock = ratelayer_mock::MockProvider::builder().rpm(60).build().unwrap();
+    /// let server = mock.serve(([127, 0, 0, 1], 0).into()).await.unwrap();
+    /// assert!(server.local_addr().ip().is_loopback());
+    /// # }
+    /// ```
+    pub async fn serve(&self, addr: SocketAddr) -> io::Result<MockServer> {
+        serve(self.clone(), addr).await
+    }
+}
+
 /// Serves `provider` over HTTP on `addr` (use a loopback address such as
 /// `127.0.0.1:0`), returning once it is bound.
 ///

@@ -709,3 +709,95 @@ async fn the_judge_holds_under_random_load() {
     assert_eq!(j.max_requests_in_window(SEC * 86_400), 30);
     assert!(j.rate_limited() > 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_dialect_answers_in_its_own_shape() {
+    use ratelayer_mock::ChatRequest;
+    let chat = ChatRequest::new("model-x")
+        .key("key-1")
+        .system("abcd")
+        .user("hello")
+        .max_tokens(10)
+        .request_id("r-1");
+    for dialect in [
+        Dialect::OpenAi,
+        Dialect::Azure,
+        Dialect::Anthropic,
+        Dialect::Gemini,
+        Dialect::Groq,
+    ] {
+        let mock = MockProvider::builder().dialect(dialect).build().unwrap();
+        let r = send(&mock, chat.build(dialect)).await;
+        assert_eq!(r.status(), StatusCode::OK, "{dialect:?}");
+        assert_eq!(header(&r, "x-mock-request-id"), "0");
+        let (_, body) = body_of(r).await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let input = chat.tokens(dialect).input;
+        assert_eq!(input, (1 + 4) + (2 + 4));
+        let (got_in, got_out) = match dialect {
+            Dialect::Anthropic => (&v["usage"]["input_tokens"], &v["usage"]["output_tokens"]),
+            Dialect::Gemini => (
+                &v["usageMetadata"]["promptTokenCount"],
+                &v["usageMetadata"]["candidatesTokenCount"],
+            ),
+            _ => (
+                &v["usage"]["prompt_tokens"],
+                &v["usage"]["completion_tokens"],
+            ),
+        };
+        assert_eq!(
+            (got_in.as_u64(), got_out.as_u64()),
+            (Some(input), Some(5)),
+            "{dialect:?}"
+        );
+        let e = mock.journal().entries()[0].clone();
+        assert_eq!(
+            (e.key.as_str(), e.model.as_str()),
+            ("key-1", "model-x"),
+            "{dialect:?}"
+        );
+        assert_eq!(e.request_id.as_deref(), Some("r-1"));
+        assert_eq!((e.tokens_charged, e.tokens), (input + 10, input + 5));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn input_and_output_token_limits_are_separate() {
+    use ratelayer_mock::ChatRequest;
+    let mock = MockProvider::builder()
+        .dialect(Dialect::Anthropic)
+        .itpm(30)
+        .otpm(100)
+        .completion_fraction(1.0)
+        .build()
+        .unwrap();
+    // 12 input tokens each ("x" * 32 = 8 + 4): two fit in 30, the third waits for the
+    // first; output 40 each: two fit in 100, the third would need 120.
+    let chat = ChatRequest::new("m").user("x".repeat(32)).max_tokens(40);
+    assert_eq!(chat.tokens(Dialect::Anthropic).input, 12);
+    for _ in 0..2 {
+        let r = send(&mock, chat.build(Dialect::Anthropic)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    advance(SEC * 10).await;
+    let r = send(&mock, chat.build(Dialect::Anthropic)).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&r, "retry-after"), "50");
+    assert_eq!(
+        header(&r, "anthropic-ratelimit-input-tokens-remaining"),
+        "6"
+    );
+    assert_eq!(
+        header(&r, "anthropic-ratelimit-output-tokens-remaining"),
+        "20"
+    );
+    // A small request still fits both.
+    let small = ChatRequest::new("m").user("x").max_tokens(20);
+    assert_eq!(
+        send(&mock, small.build(Dialect::Anthropic)).await.status(),
+        StatusCode::OK
+    );
+    let j = mock.journal();
+    assert_eq!(j.max_input_tokens_in_window(SEC * 60), 12 + 12 + 5);
+    assert_eq!(j.max_output_tokens_in_window(SEC * 60), 40 + 40 + 20);
+}
