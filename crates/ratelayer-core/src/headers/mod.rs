@@ -6,7 +6,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, StatusCode};
+use http::header::AsHeaderName;
+use http::{HeaderMap, HeaderName, StatusCode};
 use serde::{Deserialize, Serialize};
 
 mod body;
@@ -371,8 +372,12 @@ pub fn parse(
 ) -> RateLimitSnapshot {
     let h = Headers(headers);
     let mut snap = RateLimitSnapshot::default();
-    for dimension in Dimension::ALL {
-        *snap.get_mut(dimension) = dimension_limit(&h, dimension, now, hint);
+    // Every family's names contain "ratelimit": one pass over the names spares the
+    // dozens of lookups when a response has none.
+    if headers.keys().any(|k| k.as_str().contains("ratelimit")) {
+        for dimension in Dimension::ALL {
+            *snap.get_mut(dimension) = dimension_limit(&h, dimension, now, hint);
+        }
     }
     let delay = [
         (
@@ -412,7 +417,7 @@ pub fn parse(
 struct Headers<'a>(&'a HeaderMap);
 
 impl Headers<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
+    fn get(&self, name: impl AsHeaderName) -> Option<&str> {
         let v = self.0.get(name)?.to_str().ok()?.trim();
         (!v.is_empty()).then_some(v)
     }
@@ -422,116 +427,124 @@ const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// `[limit, remaining, reset]` header names of one family for one dimension.
-type Names = [&'static str; 3];
+type Names = [HeaderName; 3];
 
 /// Anthropic's names, by [`Dimension::ALL`] order.
-const ANTHROPIC: [Names; 4] = [
+static ANTHROPIC: [Names; 4] = [
     [
-        "anthropic-ratelimit-requests-limit",
-        "anthropic-ratelimit-requests-remaining",
-        "anthropic-ratelimit-requests-reset",
+        HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+        HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-requests-reset"),
     ],
     [
-        "anthropic-ratelimit-tokens-limit",
-        "anthropic-ratelimit-tokens-remaining",
-        "anthropic-ratelimit-tokens-reset",
+        HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
+        HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
     ],
     [
-        "anthropic-ratelimit-input-tokens-limit",
-        "anthropic-ratelimit-input-tokens-remaining",
-        "anthropic-ratelimit-input-tokens-reset",
+        HeaderName::from_static("anthropic-ratelimit-input-tokens-limit"),
+        HeaderName::from_static("anthropic-ratelimit-input-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-input-tokens-reset"),
     ],
     [
-        "anthropic-ratelimit-output-tokens-limit",
-        "anthropic-ratelimit-output-tokens-remaining",
-        "anthropic-ratelimit-output-tokens-reset",
+        HeaderName::from_static("anthropic-ratelimit-output-tokens-limit"),
+        HeaderName::from_static("anthropic-ratelimit-output-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-output-tokens-reset"),
     ],
 ];
 
 /// OpenAI's (Azure's, Groq's) names for requests and tokens.
-const OPENAI: [Names; 2] = [
+static OPENAI: [Names; 2] = [
     [
-        "x-ratelimit-limit-requests",
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests",
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
     ],
     [
-        "x-ratelimit-limit-tokens",
-        "x-ratelimit-remaining-tokens",
-        "x-ratelimit-reset-tokens",
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
     ],
 ];
 
 /// The separate IETF fields (requests) and Mistral's by-size fields (tokens).
-const COMBINED: [Names; 2] = [
-    ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
+static COMBINED: [Names; 2] = [
     [
-        "ratelimitbysize-limit",
-        "ratelimitbysize-remaining",
-        "ratelimitbysize-reset",
+        HeaderName::from_static("ratelimit-limit"),
+        HeaderName::from_static("ratelimit-remaining"),
+        HeaderName::from_static("ratelimit-reset"),
+    ],
+    [
+        HeaderName::from_static("ratelimitbysize-limit"),
+        HeaderName::from_static("ratelimitbysize-remaining"),
+        HeaderName::from_static("ratelimitbysize-reset"),
     ],
 ];
 
 /// Kong's per-period `[limit, remaining]` names and period in seconds (Mistral's gateway),
 /// shortest first, for requests and for tokens (by size).
-const PERIODS: [[(&str, &str, u64); 6]; 2] = [
+static PERIODS: [[(HeaderName, HeaderName, u64); 6]; 2] = [
     [
         (
-            "x-ratelimit-limit-second",
-            "x-ratelimit-remaining-second",
+            HeaderName::from_static("x-ratelimit-limit-second"),
+            HeaderName::from_static("x-ratelimit-remaining-second"),
             1,
         ),
         (
-            "x-ratelimit-limit-minute",
-            "x-ratelimit-remaining-minute",
+            HeaderName::from_static("x-ratelimit-limit-minute"),
+            HeaderName::from_static("x-ratelimit-remaining-minute"),
             60,
         ),
         (
-            "x-ratelimit-limit-hour",
-            "x-ratelimit-remaining-hour",
+            HeaderName::from_static("x-ratelimit-limit-hour"),
+            HeaderName::from_static("x-ratelimit-remaining-hour"),
             3_600,
         ),
-        ("x-ratelimit-limit-day", "x-ratelimit-remaining-day", 86_400),
         (
-            "x-ratelimit-limit-month",
-            "x-ratelimit-remaining-month",
+            HeaderName::from_static("x-ratelimit-limit-day"),
+            HeaderName::from_static("x-ratelimit-remaining-day"),
+            86_400,
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-limit-month"),
+            HeaderName::from_static("x-ratelimit-remaining-month"),
             2_592_000,
         ),
         (
-            "x-ratelimit-limit-year",
-            "x-ratelimit-remaining-year",
+            HeaderName::from_static("x-ratelimit-limit-year"),
+            HeaderName::from_static("x-ratelimit-remaining-year"),
             31_536_000,
         ),
     ],
     [
         (
-            "x-ratelimitbysize-limit-second",
-            "x-ratelimitbysize-remaining-second",
+            HeaderName::from_static("x-ratelimitbysize-limit-second"),
+            HeaderName::from_static("x-ratelimitbysize-remaining-second"),
             1,
         ),
         (
-            "x-ratelimitbysize-limit-minute",
-            "x-ratelimitbysize-remaining-minute",
+            HeaderName::from_static("x-ratelimitbysize-limit-minute"),
+            HeaderName::from_static("x-ratelimitbysize-remaining-minute"),
             60,
         ),
         (
-            "x-ratelimitbysize-limit-hour",
-            "x-ratelimitbysize-remaining-hour",
+            HeaderName::from_static("x-ratelimitbysize-limit-hour"),
+            HeaderName::from_static("x-ratelimitbysize-remaining-hour"),
             3_600,
         ),
         (
-            "x-ratelimitbysize-limit-day",
-            "x-ratelimitbysize-remaining-day",
+            HeaderName::from_static("x-ratelimitbysize-limit-day"),
+            HeaderName::from_static("x-ratelimitbysize-remaining-day"),
             86_400,
         ),
         (
-            "x-ratelimitbysize-limit-month",
-            "x-ratelimitbysize-remaining-month",
+            HeaderName::from_static("x-ratelimitbysize-limit-month"),
+            HeaderName::from_static("x-ratelimitbysize-remaining-month"),
             2_592_000,
         ),
         (
-            "x-ratelimitbysize-limit-year",
-            "x-ratelimitbysize-remaining-year",
+            HeaderName::from_static("x-ratelimitbysize-limit-year"),
+            HeaderName::from_static("x-ratelimitbysize-remaining-year"),
             31_536_000,
         ),
     ],
@@ -569,11 +582,13 @@ fn dimension_limit(
 
 /// `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`.
 fn anthropic(h: &Headers<'_>, dimension: Dimension, now: SystemTime) -> DimensionLimit {
-    let i = Dimension::ALL
-        .iter()
-        .position(|d| *d == dimension)
-        .unwrap_or(0);
-    let [limit, remaining, reset] = ANTHROPIC[i];
+    let i = match dimension {
+        Dimension::Requests => 0,
+        Dimension::Tokens => 1,
+        Dimension::InputTokens => 2,
+        Dimension::OutputTokens => 3,
+    };
+    let [limit, remaining, reset] = &ANTHROPIC[i];
     let mut l = DimensionLimit {
         limit: h.get(limit).and_then(parse_count),
         remaining: h.get(remaining).and_then(parse_count),
@@ -592,7 +607,7 @@ fn openai(h: &Headers<'_>, dimension: Dimension, hint: Option<Dialect>) -> Dimen
     let Some(i) = requests_or_tokens(dimension) else {
         return DimensionLimit::default();
     };
-    let [limit, remaining, reset] = OPENAI[i];
+    let [limit, remaining, reset] = &OPENAI[i];
     let mut l = DimensionLimit {
         limit: h.get(limit).and_then(parse_count),
         remaining: h.get(remaining).and_then(parse_count),
@@ -631,7 +646,7 @@ fn kong_combined(h: &Headers<'_>, dimension: Dimension) -> DimensionLimit {
     let Some(i) = requests_or_tokens(dimension) else {
         return DimensionLimit::default();
     };
-    let [limit, remaining, reset] = COMBINED[i];
+    let [limit, remaining, reset] = &COMBINED[i];
     let limit = h.get(limit);
     let mut l = DimensionLimit {
         limit: limit.and_then(|v| parse_count(ietf::first_item(v))),
