@@ -359,7 +359,7 @@ pub(crate) fn status_body(dialect: Dialect, status: StatusCode) -> Bytes {
 
 /// The body of a context-length error (status 400).
 pub(crate) fn context_body(dialect: Dialect, window: u64, input: u64, max_tokens: u64) -> Bytes {
-    let total = input + max_tokens;
+    let total = input.saturating_add(max_tokens);
     match dialect {
         Dialect::Anthropic => anthropic_error(
             "invalid_request_error",
@@ -399,21 +399,33 @@ pub(crate) struct Completion<'a> {
     pub(crate) n: u64,
 }
 
+/// The longest text the mock writes per choice (the `usage` still reports every token).
+pub(crate) const MAX_TEXT_TOKENS: u64 = 16_384;
+
+/// The most choices the mock writes out (OpenAI's own maximum of `n`).
+pub(crate) const MAX_CHOICES: u64 = 128;
+
 impl Completion<'_> {
+    fn choices(&self) -> u64 {
+        self.n.clamp(1, MAX_CHOICES)
+    }
+
     /// The text of one choice: `output / n` tokens of `tok ` (4 characters each, so the
-    /// text counts back to its tokens under the mock's rule).
+    /// text counts back to its tokens under the mock's rule), at most
+    /// [`MAX_TEXT_TOKENS`].
     fn text(&self) -> String {
-        "tok ".repeat((self.output / self.n.max(1)) as usize)
+        let tokens = (self.output / self.n.max(1)).min(MAX_TEXT_TOKENS);
+        "tok ".repeat(tokens as usize)
     }
 
     fn openai_usage(&self) -> Value {
         json!({"prompt_tokens": self.input, "completion_tokens": self.output,
-               "total_tokens": self.input + self.output})
+               "total_tokens": self.input.saturating_add(self.output)})
     }
 
     fn gemini_usage(&self) -> Value {
         json!({"promptTokenCount": self.input, "candidatesTokenCount": self.output,
-               "totalTokenCount": self.input + self.output})
+               "totalTokenCount": self.input.saturating_add(self.output)})
     }
 }
 
@@ -428,7 +440,7 @@ pub(crate) fn completion_body(dialect: Dialect, c: &Completion<'_>) -> Bytes {
             "usage": {"input_tokens": c.input, "output_tokens": c.output},
         })),
         Dialect::Gemini => {
-            let candidates: Vec<Value> = (0..c.n)
+            let candidates: Vec<Value> = (0..c.choices())
                 .map(|i| {
                     json!({"content": {"parts": [{"text": text}], "role": "model"},
                                 "finishReason": "STOP", "index": i})
@@ -440,7 +452,7 @@ pub(crate) fn completion_body(dialect: Dialect, c: &Completion<'_>) -> Bytes {
             )
         }
         _ => {
-            let choices: Vec<Value> = (0..c.n)
+            let choices: Vec<Value> = (0..c.choices())
                 .map(|i| {
                     json!({"index": i, "message": {"role": "assistant", "content": text},
                                 "logprobs": null, "finish_reason": "stop"})
@@ -533,7 +545,7 @@ pub(crate) fn stream_events(dialect: Dialect, c: &Completion<'_>) -> Vec<Bytes> 
                 json!({"id": id, "object": "chat.completion.chunk", "created": c.created,
                        "model": c.model, "choices": choices})
             };
-            for i in 0..c.n {
+            for i in 0..c.choices() {
                 out.push(sse(
                     None,
                     &chunk(

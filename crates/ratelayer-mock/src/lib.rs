@@ -143,6 +143,8 @@ mod window;
 
 pub use config::{ConcurrencyMode, Fault, FaultKind, Latency, Limits, MockBuilder, Tier, Trigger};
 pub use journal::{Journal, JournalEntry};
-pub use provider::{MockBody, MockError, MockProvider, REQUEST_ID_HEADER, ResponseFuture};
+pub use provider::{
+    MAX_BODY, MockBody, MockError, MockProvider, REQUEST_ID_HEADER, ResponseFuture,
+};
 pub use request::ChatRequest;
 pub use server::{MockServer, serve};

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use ratelayer_core::{BoxError, Dialect, Dimension};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -28,6 +28,10 @@ use crate::window::{Fit, SlidingLog};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86_400);
+
+/// The largest request body the mock reads (32 MiB); a larger one fails the request
+/// (over HTTP: the connection is closed).
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// The header carrying the mock's journal id of a request on every response.
 pub const REQUEST_ID_HEADER: &str = "x-mock-request-id";
@@ -156,7 +160,7 @@ impl Account {
 
     fn reconcile(&mut self, id: u64, input: u64, completion: u64) {
         if let Some(l) = self.tpm.as_mut() {
-            l.reconcile(id, input + completion);
+            l.reconcile(id, input.saturating_add(completion));
         }
         if let Some(l) = self.otpm.as_mut() {
             l.reconcile(id, completion);
@@ -434,7 +438,7 @@ impl Ticket {
             e.finish = Some(now);
             e.fault = self.applied;
             if let Some(a) = self.admitted {
-                e.tokens = a.input + a.completion;
+                e.tokens = a.input.saturating_add(a.completion);
             }
         }
         drop(state);
@@ -503,7 +507,7 @@ where
     let config = &shared.config;
     let dialect = config.dialect;
     let (parts, body) = req.into_parts();
-    let bytes = match body.collect().await {
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => return Err(MockError::Body(e.into())),
     };
@@ -528,7 +532,7 @@ where
     }
 
     if let Some(window) = config.context_window
-        && count.input + count.max_tokens > window
+        && count.input.saturating_add(count.max_tokens) > window
     {
         tracing::debug!(id = ticket.id, %model, window, input = count.input, "mock: context length exceeded");
         let body = dialect::context_body(dialect, window, count.input, count.max_tokens);

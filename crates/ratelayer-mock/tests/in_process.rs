@@ -801,3 +801,28 @@ async fn input_and_output_token_limits_are_separate() {
     assert_eq!(j.max_input_tokens_in_window(SEC * 60), 12 + 12 + 5);
     assert_eq!(j.max_output_tokens_in_window(SEC * 60), 40 + 40 + 20);
 }
+
+#[tokio::test(start_paused = true)]
+async fn absurd_requests_are_answered_not_panicked_on() {
+    let mock = MockProvider::builder().build().unwrap();
+    let huge = req(json!({"model": "m", "max_tokens": u64::MAX, "n": u64::MAX,
+                          "messages": [{"role": "user", "content": "hi"}]}));
+    let r = send(&mock, huge).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, body) = body_of(r).await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"].as_array().unwrap().len(), 128);
+    assert_eq!(v["usage"]["total_tokens"], u64::MAX);
+    for body in [
+        &b"\xff\xfe not json"[..],
+        b"{\"messages\": 5}",
+        b"[[[[[[[[[[[[[[[[[[[[",
+    ] {
+        let r = Request::post("/v1/chat/completions").body(Full::new(Bytes::from_static(body)));
+        let r = send(&mock, r.unwrap()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let windowed = MockProvider::builder().context_window(100).build().unwrap();
+    let r = send(&windowed, chat("k", "m", "hi", u64::MAX)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
