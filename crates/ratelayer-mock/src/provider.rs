@@ -509,7 +509,7 @@ where
     let (parts, body) = req.into_parts();
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) => return Err(MockError::Body(e.into())),
+        Err(e) => return Err(MockError::Body(e)),
     };
     let json: Option<Value> = serde_json::from_slice(&bytes).ok();
     let count = TokenCount::of(&bytes);
