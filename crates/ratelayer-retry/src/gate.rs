@@ -1,0 +1,152 @@
+//! Pacing before every attempt, learned from what the provider said.
+//!
+//! Three rules, per scope, checked before every attempt (the first included):
+//!
+//! 1. **Probe first.** Until a response for the scope has been seen, one attempt goes
+//!    out alone and the others wait for its response (or its failure): nothing is known
+//!    about the account yet, so the scope is treated as the most conservative tier.
+//! 2. **Remaining 0 → wait for the reset.** If the last snapshot the tier layer
+//!    published says no requests remain, wait until that reset.
+//! 3. **Learned limit.** With a learned requests limit `L` per window `W` (a minute when
+//!    the dialect does not say), at most `L` attempts start in any window of `W` plus a
+//!    small margin (the server counts a request a little later than the client starts
+//!    it).
+//!
+//! The cooldown (rule 0, in the future) comes first: after a 429 every queued request of
+//! the scope waits for it instead of collecting its own 429.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ratelayer_core::{LimitState, Scope};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The most starts remembered per scope; a learned limit above this is not paced here.
+const MAX_LOG: u64 = 4096;
+
+#[derive(Debug)]
+struct ScopeGate {
+    seen: bool,
+    probing: bool,
+    wake: watch::Sender<u64>,
+    starts: VecDeque<Instant>,
+}
+
+impl ScopeGate {
+    fn new() -> Self {
+        ScopeGate {
+            seen: false,
+            probing: false,
+            wake: watch::Sender::new(0),
+            starts: VecDeque::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    scopes: Mutex<HashMap<Scope, ScopeGate>>,
+}
+
+/// What an attempt may do now.
+pub(crate) enum Admit {
+    /// Go; with a probe guard when this attempt is the scope's probe.
+    Go(Option<ProbeGuard>),
+    /// Wait until then, for this reason.
+    Until(Instant, &'static str),
+    /// Wait for the probe's response.
+    Probe(watch::Receiver<u64>),
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Scope, ScopeGate>> {
+        self.scopes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        scope: &Scope,
+        state: &LimitState,
+        margin: Duration,
+    ) -> Admit {
+        let now = Instant::now();
+        // Read the shared state before taking our own lock (no nested locks).
+        let observed = state.observed(scope);
+        let mut map = self.lock();
+        let g = map.entry(scope.clone()).or_insert_with(ScopeGate::new);
+        if !g.seen {
+            if g.probing {
+                return Admit::Probe(g.wake.subscribe());
+            }
+            g.probing = true;
+            return Admit::Go(Some(ProbeGuard {
+                gate: Arc::clone(self),
+                scope: scope.clone(),
+            }));
+        }
+        let Some(obs) = observed else {
+            return Admit::Go(None);
+        };
+        let req = obs.snapshot.requests;
+        if let (Some(0), Some(reset)) = (req.remaining, req.reset) {
+            let until = obs.at + reset;
+            if until > now {
+                return Admit::Until(until, "remaining 0 until reset");
+            }
+        }
+        let Some(limit) = req.limit.filter(|l| (1..=MAX_LOG).contains(l)) else {
+            return Admit::Go(None);
+        };
+        let window = req.window.unwrap_or(Duration::from_secs(60));
+        let limit = limit as usize;
+        while g.starts.len() > limit {
+            g.starts.pop_front();
+        }
+        if g.starts.len() == limit {
+            if let Some(oldest) = g.starts.front() {
+                let free_at = *oldest + window + margin;
+                if free_at > now {
+                    return Admit::Until(free_at, "learned limit");
+                }
+            }
+            g.starts.pop_front();
+        }
+        g.starts.push_back(now);
+        Admit::Go(None)
+    }
+
+    /// A response for `scope` was seen: the scope is known now.
+    pub(crate) fn seen(&self, scope: &Scope) {
+        let mut map = self.lock();
+        if let Some(g) = map.get_mut(scope)
+            && !g.seen
+        {
+            g.seen = true;
+            g.wake.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    fn probe_done(&self, scope: &Scope) {
+        let mut map = self.lock();
+        if let Some(g) = map.get_mut(scope) {
+            g.probing = false;
+            g.wake.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+}
+
+/// Held by the scope's probe attempt; dropping it (response, error or cancellation) lets
+/// the waiters go on.
+#[derive(Debug)]
+pub(crate) struct ProbeGuard {
+    gate: Arc<Gate>,
+    scope: Scope,
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        self.gate.probe_done(&self.scope);
+    }
+}
