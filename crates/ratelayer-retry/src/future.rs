@@ -59,6 +59,7 @@ pin_project! {
     /// error body up to the bound, classify, then return or sleep and go again. Nothing is
     /// held while sleeping: no readied service (a readied one is swapped for a fresh
     /// clone before any wait), no response (its body is dropped).
+    #[project = FutProj]
     pub struct ResponseFuture<S, ReqB, ResB>
     where
         S: Service<Request<ReqB>>,
@@ -273,34 +274,12 @@ where
                                 });
                                 continue;
                             }
-                            let snap = if parts.status.as_u16() >= 400 {
-                                parse(this.scope, &parts, None)
-                            } else {
-                                RateLimitSnapshot::default()
-                            };
-                            let class = shared.classifier.classify_response(
-                                parts.status,
-                                &parts.headers,
-                                None,
-                                &snap,
-                            );
-                            let body = ResponseBody::new(body);
-                            let progress = Progress {
-                                counters: this.counters,
-                                total_wait: this.total_wait,
-                                attempts: *this.attempts,
-                                deadline: *this.deadline,
-                                replayable: *this.replayable && this.template.is_some(),
-                            };
-                            match finish(shared, this.scope, class, &snap, parts, body, progress) {
-                                Ok(out) => {
-                                    this.state.set(State::Done);
-                                    return Poll::Ready(Ok(out));
-                                }
-                                Err(delay) => {
-                                    this.sleep.as_mut().reset(Instant::now() + delay);
-                                }
+                            if let Some(out) =
+                                conclude(&mut this, parts, None, ResponseBody::new(body))
+                            {
+                                return Poll::Ready(Ok(out));
                             }
+                            continue;
                         }
                         Err(e) => {
                             let e: BoxError = e.into();
@@ -336,8 +315,6 @@ where
                             }
                         }
                     }
-                    // A retry was decided: the response (and its body) is dropped.
-                    this.state.set(State::Sleeping);
                 }
                 StateProj::Reading {
                     parts,
@@ -376,34 +353,15 @@ where
                         return Poll::Ready(Err("ratelayer-retry: polled after completion".into()));
                     };
                     let bytes = std::mem::take(buf).freeze();
-                    let shared = &**this.shared;
-                    let snap = parse(this.scope, &parts, Some(&bytes));
-                    let class = shared.classifier.classify_response(
-                        parts.status,
-                        &parts.headers,
-                        Some(&bytes),
-                        &snap,
+                    let body = ResponseBody::buffered(
+                        bytes.clone(),
+                        error.take(),
+                        trailers.take(),
+                        body.take(),
                     );
-                    let body =
-                        ResponseBody::buffered(bytes, error.take(), trailers.take(), body.take());
-                    let progress = Progress {
-                        counters: this.counters,
-                        total_wait: this.total_wait,
-                        attempts: *this.attempts,
-                        deadline: *this.deadline,
-                        replayable: *this.replayable && this.template.is_some(),
-                    };
-                    match finish(shared, this.scope, class, &snap, parts, body, progress) {
-                        Ok(out) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(out));
-                        }
-                        Err(delay) => {
-                            this.sleep.as_mut().reset(Instant::now() + delay);
-                        }
+                    if let Some(out) = conclude(&mut this, parts, Some(&bytes), body) {
+                        return Poll::Ready(Ok(out));
                     }
-                    // A retry was decided: dropping the state drops the response body.
-                    this.state.set(State::Sleeping);
                 }
                 StateProj::Done => {
                     return Poll::Ready(Err("ratelayer-retry: polled after completion".into()));
@@ -491,4 +449,45 @@ fn too_long(scope: &Scope, wait: Duration, deadline: Instant, now: Instant) -> B
         max_wait: deadline.saturating_duration_since(now),
         reason: "the scope's cooldown or pacing before the request's deadline",
     })
+}
+
+/// Classifies a response and decides: `Some` to return it (the future is done), `None`
+/// to drop it (its body with it) and sleep before the next attempt.
+fn conclude<S, ReqB, ResB>(
+    this: &mut FutProj<'_, S, ReqB, ResB>,
+    parts: http::response::Parts,
+    bytes: Option<&[u8]>,
+    body: ResponseBody<ResB>,
+) -> Option<Response<ResponseBody<ResB>>>
+where
+    S: Service<Request<ReqB>>,
+    ResB: Body,
+{
+    let shared = &**this.shared;
+    let snap = if bytes.is_some() || parts.status.as_u16() >= 400 {
+        parse(this.scope, &parts, bytes)
+    } else {
+        RateLimitSnapshot::default()
+    };
+    let class = shared
+        .classifier
+        .classify_response(parts.status, &parts.headers, bytes, &snap);
+    let progress = Progress {
+        counters: this.counters,
+        total_wait: this.total_wait,
+        attempts: *this.attempts,
+        deadline: *this.deadline,
+        replayable: *this.replayable && this.template.is_some(),
+    };
+    match finish(shared, this.scope, class, &snap, parts, body, progress) {
+        Ok(out) => {
+            this.state.set(State::Done);
+            Some(out)
+        }
+        Err(delay) => {
+            this.sleep.as_mut().reset(Instant::now() + delay);
+            this.state.set(State::Sleeping);
+            None
+        }
+    }
 }

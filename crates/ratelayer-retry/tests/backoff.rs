@@ -502,15 +502,25 @@ impl Write for Logs {
     }
 }
 
+/// One global subscriber per test binary (scoped subscribers and parallel tests make
+/// tracing's callsite cache flaky); assertions look for lines only their test writes.
+fn logs() -> &'static Logs {
+    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let w = logs.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(sub).unwrap();
+        logs
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn every_wait_and_the_outcome_are_events() {
-    let logs = Logs::default();
-    let w = logs.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_writer(move || w.clone())
-        .with_ansi(false)
-        .finish();
-    let _g = tracing::subscriber::set_default(sub);
+    let logs = logs();
     let script = Script::new(|n| match n {
         0 => resp(429, &[], ""),
         1 => resp(429, &[("retry-after", "20")], ""),

@@ -32,15 +32,22 @@ impl Write for Logs {
     }
 }
 
-fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let w = logs.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_writer(move || w.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    (logs, tracing::subscriber::set_default(sub))
+/// One global subscriber per test binary (scoped subscribers and parallel tests make
+/// tracing's callsite cache flaky); assertions look for lines only their test writes.
+fn capture() -> (Logs, ()) {
+    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+    let logs = LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let w = logs.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_global_default(sub).unwrap();
+        logs
+    });
+    (logs.clone(), ())
 }
 
 fn response(status: u16, headers: &[(&str, &str)]) -> Response<String> {
@@ -73,7 +80,7 @@ fn canned(
 
 #[tokio::test(start_paused = true)]
 async fn free_tier_detected_from_a_429_with_event_and_cooldown() {
-    let (logs, _g) = capture();
+    let (logs, ()) = capture();
     let state = LimitState::new();
     let layer = TierDetectLayer::new(state.clone());
     let handle = layer.handle();
@@ -115,7 +122,7 @@ async fn free_tier_detected_from_a_429_with_event_and_cooldown() {
 
 #[tokio::test(start_paused = true)]
 async fn tier_changes_are_published_and_logged_once() {
-    let (logs, _g) = capture();
+    let (logs, ()) = capture();
     let state = LimitState::new();
     let ok = |limit: &str, remaining: &str| {
         response(
@@ -201,7 +208,7 @@ async fn retry_after_http_date_sets_the_cooldown_from_the_wall_clock_passed_in()
 
 #[tokio::test(start_paused = true)]
 async fn configured_fixed_delay_mismatch_warns() {
-    let (logs, _g) = capture();
+    let (logs, ()) = capture();
     let state = LimitState::new();
     let layer = TierDetectLayer::builder(state.clone())
         .configured_delay(Duration::from_secs(1))
