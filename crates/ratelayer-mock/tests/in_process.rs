@@ -826,3 +826,38 @@ async fn absurd_requests_are_answered_not_panicked_on() {
     let r = send(&windowed, chat("k", "m", "hi", u64::MAX)).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+#[test]
+fn the_types_travel_across_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    fn send_unpin<T: Send + Unpin + 'static>() {}
+    send_sync::<MockProvider>();
+    send_sync::<MockBody>();
+    send_sync::<MockError>();
+    send_unpin::<ratelayer_mock::ResponseFuture>();
+    send_unpin::<MockBody>();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_while_queued_leaves_the_queue() {
+    let mock = MockProvider::builder()
+        .concurrency(1)
+        .concurrency_mode(ConcurrencyMode::Queue)
+        .latency(Latency::fixed(SEC))
+        .build()
+        .unwrap();
+    let first = tokio::spawn(mock.clone().oneshot(chat("k", "m", "a", 1)));
+    tokio::task::yield_now().await;
+    let mut queued = Box::pin(mock.clone().oneshot(chat("k", "m", "b", 1)));
+    tokio_test::assert_pending!(futures_poll(&mut queued));
+    let third = tokio::spawn(mock.clone().oneshot(chat("k", "m", "c", 1)));
+    tokio::task::yield_now().await;
+    drop(queued);
+    drop(first.await.unwrap().unwrap());
+    assert_eq!(third.await.unwrap().unwrap().status(), StatusCode::OK);
+    let j = mock.journal();
+    assert_eq!(j.starts(), vec![0, 2]);
+    let dropped = &j.entries()[1];
+    assert!(!dropped.admitted() && dropped.status.is_none() && dropped.finish.is_some());
+    assert_eq!(j.entries()[2].start.unwrap() - j.entries()[2].arrival, SEC);
+}
