@@ -344,14 +344,19 @@ async fn concurrency_above_the_limit_is_refused() {
     assert_eq!(j.rate_limited(), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn concurrency_above_the_limit_queues_in_fifo_order() {
-    let mock = MockProvider::builder()
+/// One request in flight at a time, the rest queued; each takes a second.
+fn one_at_a_time_queued() -> MockProvider {
+    MockProvider::builder()
         .concurrency(1)
         .concurrency_mode(ConcurrencyMode::Queue)
         .latency(Latency::fixed(SEC))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_above_the_limit_queues_in_fifo_order() {
+    let mock = one_at_a_time_queued();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..4 {
@@ -840,12 +845,7 @@ fn the_types_travel_across_threads() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_dropped_while_queued_leaves_the_queue() {
-    let mock = MockProvider::builder()
-        .concurrency(1)
-        .concurrency_mode(ConcurrencyMode::Queue)
-        .latency(Latency::fixed(SEC))
-        .build()
-        .unwrap();
+    let mock = one_at_a_time_queued();
     let first = tokio::spawn(mock.clone().oneshot(chat("k", "m", "a", 1)));
     tokio::task::yield_now().await;
     let mut queued = Box::pin(mock.clone().oneshot(chat("k", "m", "b", 1)));
