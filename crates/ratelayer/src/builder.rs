@@ -20,6 +20,7 @@ use crate::target::TargetLayer;
 /// let svc = ServiceBuilder::new()
 ///     .sensitive_credentials()
 ///     .target(TargetLayer::new(Provider::OpenAi, "https://api.openai.com").unwrap())
+///     .backoff_retry(ratelayer::retry::BackoffRetryLayer::new(state.clone()))
 ///     .tier_detect(ratelayer::tier::TierDetectLayer::new(state.clone()))
 ///     .tpm_limit(ratelayer::tpm::TpmLimitLayer::with_state(Default::default(), state).unwrap())
 ///     .service_fn(|_req: Request<ReplayBody>| async {
@@ -34,6 +35,14 @@ pub trait ServiceBuilderExt<L>: Sized {
 
     /// Points requests at one provider (see [`TargetLayer`]).
     fn target(self, layer: TargetLayer) -> ServiceBuilder<Stack<TargetLayer, L>>;
+
+    /// Retries rate-limited and transient failures with tier-aware backoff (see
+    /// `ratelayer::retry::BackoffRetryLayer`).
+    #[cfg(feature = "retry")]
+    fn backoff_retry(
+        self,
+        layer: ratelayer_retry::BackoffRetryLayer,
+    ) -> ServiceBuilder<Stack<ratelayer_retry::BackoffRetryLayer, L>>;
 
     /// Learns the tier and limits from every response's headers (see
     /// `ratelayer::tier::TierDetectLayer`).
@@ -58,6 +67,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     fn target(self, layer: TargetLayer) -> ServiceBuilder<Stack<TargetLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "retry")]
+    fn backoff_retry(
+        self,
+        layer: ratelayer_retry::BackoffRetryLayer,
+    ) -> ServiceBuilder<Stack<ratelayer_retry::BackoffRetryLayer, L>> {
         self.layer(layer)
     }
 
