@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,7 @@ use http::response::Parts;
 use ratelayer_core::engine::{BucketKey, Committed, Quota, ScopeHandle};
 use ratelayer_core::headers::{self, DimensionLimit};
 use ratelayer_core::meta::TokenEstimator;
-use ratelayer_core::{LimitState, RateLimitSnapshot, Scope};
+use ratelayer_core::{LimitState, NeverFits, RateLimitSnapshot, Scope};
 
 use crate::calibration::Calibration;
 use crate::config::TpmConfig;
@@ -31,14 +32,82 @@ pub(crate) const KEYS: [BucketKey; 3] = [
     BucketKey::OUTPUT_TOKENS_PER_MINUTE,
 ];
 
+/// One scope's budget: the limiter handle and the FIFO queue of requests waiting for it.
+#[derive(Debug)]
+pub(crate) struct ScopeEntry {
+    pub(crate) handle: ScopeHandle,
+    /// Held by the request at the head of the queue while it waits for the budget.
+    pub(crate) queue: Arc<tokio::sync::Mutex<()>>,
+    /// Requests waiting (queued or at the head), and the tokens they will book.
+    waiting: AtomicUsize,
+    queued: [AtomicU64; 3],
+}
+
+impl ScopeEntry {
+    /// Whether no request waits: a new one may book at once without jumping the queue.
+    pub(crate) fn idle(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) == 0
+    }
+
+    /// An estimate of how long a request of `costs` would wait behind the queue: as if
+    /// everything queued and this request were booked at once, plus a window for every
+    /// capacity's worth beyond that.
+    pub(crate) fn queue_wait(&self, costs: &[(BucketKey, u64); 3]) -> Result<Duration, NeverFits> {
+        let mut combined = *costs;
+        let mut windows = 0u32;
+        for (i, (key, cost)) in combined.iter_mut().enumerate() {
+            let total = cost.saturating_add(self.queued[i].load(Ordering::Acquire));
+            match self.handle.capacity(*key) {
+                Some(cap) if cap > 0 && total > cap => {
+                    windows = windows.max(u32::try_from(total / cap).unwrap_or(u32::MAX));
+                    *cost = (total % cap).max(*cost);
+                }
+                _ => *cost = total,
+            }
+        }
+        let base = self
+            .handle
+            .wait_time(&combined)
+            .now_or_never()
+            .unwrap_or(Ok(Duration::ZERO))?;
+        Ok(base.saturating_add(MINUTE.saturating_mul(windows)))
+    }
+}
+
+/// A request's place among the waiters of a scope; leaves it on drop.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    pub(crate) entry: Arc<ScopeEntry>,
+    costs: [(BucketKey, u64); 3],
+}
+
+impl Ticket {
+    pub(crate) fn new(entry: Arc<ScopeEntry>, costs: [(BucketKey, u64); 3]) -> Self {
+        entry.waiting.fetch_add(1, Ordering::AcqRel);
+        for (q, (_, c)) in entry.queued.iter().zip(costs) {
+            q.fetch_add(c, Ordering::AcqRel);
+        }
+        Ticket { entry, costs }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        for (q, (_, c)) in self.entry.queued.iter().zip(self.costs) {
+            q.fetch_sub(c, Ordering::AcqRel);
+        }
+        self.entry.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What every clone of a layer and its services shares.
 pub(crate) struct Shared {
     pub(crate) config: TpmConfig,
     pub(crate) state: LimitState,
     pub(crate) calibration: Calibration,
     pub(crate) estimator: Arc<dyn TokenEstimator>,
-    /// Handles of the scopes seen so far (`None`: no budget applies).
-    scopes: Mutex<HashMap<Scope, Option<ScopeHandle>>>,
+    /// The scopes seen so far (`None`: no budget applies).
+    scopes: Mutex<HashMap<Scope, Option<Arc<ScopeEntry>>>>,
 }
 
 impl fmt::Debug for Shared {
@@ -65,14 +134,14 @@ impl Shared {
         }
     }
 
-    /// The limiter handle of `scope` with its budget's quotas set, or `None` if no budget
+    /// The budget of `scope` (its quotas set on first use), or `None` if no budget
     /// applies.
-    pub(crate) fn handle(&self, scope: &Scope) -> Option<ScopeHandle> {
+    pub(crate) fn entry(&self, scope: &Scope) -> Option<Arc<ScopeEntry>> {
         let mut map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = map.get(scope) {
-            return h.clone();
+        if let Some(e) = map.get(scope) {
+            return e.clone();
         }
-        let handle = self.config.limits_for(scope).map(|limits| {
+        let entry = self.config.limits_for(scope).map(|limits| {
             let h = self.state.handle(scope);
             for (key, limit) in KEYS.into_iter().zip([
                 limits.tokens_per_minute,
@@ -88,10 +157,15 @@ impl Shared {
                     }
                 }
             }
-            h
+            Arc::new(ScopeEntry {
+                handle: h,
+                queue: Arc::new(tokio::sync::Mutex::new(())),
+                waiting: AtomicUsize::new(0),
+                queued: Default::default(),
+            })
         });
-        map.insert(scope.clone(), handle.clone());
-        handle
+        map.insert(scope.clone(), entry.clone());
+        entry
     }
 
     /// Applies the limits a response's headers state (after the safety margin): they

@@ -9,20 +9,32 @@ use std::task::{Context, Poll, ready};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use ratelayer_core::BoxError;
-use ratelayer_core::engine::{Reservation, Reserve, ScopeHandle};
-use tokio::time::{Sleep, sleep_until};
+use std::time::Duration;
+
+use ratelayer_core::WaitTooLong;
+use ratelayer_core::engine::{Reservation, Reserve, ReserveError, ScopeHandle};
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
 use crate::body::{ResponseBody, Watch};
-use crate::charge::{Charge, Estimate, Shared};
+use crate::charge::{Charge, Estimate, Shared, Ticket};
 
-/// A request waiting for its reservation to be usable.
+type Lock = Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>>;
+
+/// A request waiting for its turn and its budget.
 struct Pending<S, B> {
     req: Request<B>,
     svc: S,
-    handle: ScopeHandle,
     shared: Arc<Shared>,
     estimate: Estimate,
+    handle: ScopeHandle,
+    since: Instant,
+    /// Its place among the scope's waiters (until it has booked).
+    ticket: Option<Ticket>,
+    /// The head of the queue's lock (while it waits for the budget).
+    guard: Option<OwnedMutexGuard<()>>,
+    /// The booking, until the request is sent.
     reservation: Option<Reservation>,
 }
 
@@ -30,7 +42,8 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Failed { error: Option<BoxError> },
-        Reserving { reserve: Reserve },
+        Queued { lock: Lock },
+        Trying { reserve: Reserve },
         Sleeping { #[pin] sleep: Sleep },
         Readying,
         Calling { #[pin] fut: F },
@@ -41,9 +54,11 @@ pin_project! {
 pin_project! {
     /// The response future of [`TpmLimit`](crate::TpmLimit).
     ///
-    /// Dropped before the request was sent (while reserving, waiting or driving the inner
-    /// service ready), it gives its reservation back. Dropped after, the tokens stay
-    /// charged: the provider counted them.
+    /// A request that must wait joins its scope's FIFO queue; the request at the head
+    /// sleeps until its tokens fit, books them, and leaves the queue; the inner service is
+    /// then driven ready and called. Dropped before the request was sent (queued, waiting
+    /// or driving the inner service ready), it gives its reservation back and leaves the
+    /// queue. Dropped after, the tokens stay charged: the provider counted them.
     pub struct ResponseFuture<S, B, F> {
         #[pin]
         state: State<F>,
@@ -56,7 +71,8 @@ impl<S, B, F> std::fmt::Debug for ResponseFuture<S, B, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Failed { .. } => "failed",
-            State::Reserving { .. } => "reserving",
+            State::Queued { .. } => "queued",
+            State::Trying { .. } => "trying",
             State::Sleeping { .. } => "sleeping",
             State::Readying => "readying",
             State::Calling { .. } => "calling",
@@ -86,50 +102,34 @@ impl<S, B, F> ResponseFuture<S, B, F> {
         }
     }
 
-    pub(crate) fn sleeping(
+    pub(crate) fn queued(
         req: Request<B>,
         svc: S,
-        reservation: Reservation,
-        handle: ScopeHandle,
+        ticket: Ticket,
         shared: Arc<Shared>,
         estimate: Estimate,
     ) -> Self {
-        let sleep = sleep_until(reservation.ready_at());
+        let lock: Lock = Box::pin(Arc::clone(&ticket.entry.queue).lock_owned());
         ResponseFuture {
-            state: State::Sleeping { sleep },
+            state: State::Queued { lock },
             pending: Some(Pending {
                 req,
                 svc,
-                handle,
                 shared,
                 estimate,
-                reservation: Some(reservation),
-            }),
-            charge: None,
-        }
-    }
-
-    pub(crate) fn reserving(
-        req: Request<B>,
-        svc: S,
-        reserve: Reserve,
-        handle: ScopeHandle,
-        shared: Arc<Shared>,
-        estimate: Estimate,
-    ) -> Self {
-        ResponseFuture {
-            state: State::Reserving { reserve },
-            pending: Some(Pending {
-                req,
-                svc,
-                handle,
-                shared,
-                estimate,
+                handle: ticket.entry.handle.clone(),
+                since: Instant::now(),
+                ticket: Some(ticket),
+                guard: None,
                 reservation: None,
             }),
             charge: None,
         }
     }
+}
+
+fn gone() -> BoxError {
+    "ResponseFuture polled after completion".into()
 }
 
 impl<S, B, F, ResB, E> Future for ResponseFuture<S, B, F>
@@ -146,22 +146,65 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Failed { error } => {
-                    let e = error
-                        .take()
-                        .unwrap_or_else(|| "polled after completion".into());
+                    let e = error.take().unwrap_or_else(gone);
                     this.state.set(State::Done);
                     return Poll::Ready(Err(e));
                 }
-                StateProj::Reserving { reserve } => {
+                StateProj::Queued { lock } => {
+                    let guard = ready!(lock.as_mut().poll(cx));
+                    let Some(p) = this.pending.as_mut() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(gone()));
+                    };
+                    p.guard = Some(guard);
+                    let reserve = match &p.ticket {
+                        Some(t) => t
+                            .entry
+                            .handle
+                            .reserve(&p.estimate.costs(), Some(Duration::ZERO)),
+                        None => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(gone()));
+                        }
+                    };
+                    this.state.set(State::Trying { reserve });
+                }
+                StateProj::Trying { reserve } => {
                     let res = ready!(Pin::new(reserve).poll(cx));
+                    let Some(p) = this.pending.as_mut() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(gone()));
+                    };
                     match res {
                         Ok(reservation) => {
+                            // Booked: leave the queue so the next request can plan.
                             let ready_at = reservation.ready_at();
-                            if let Some(p) = this.pending.as_mut() {
-                                p.reservation = Some(reservation);
+                            p.reservation = Some(reservation);
+                            p.guard = None;
+                            p.ticket = None;
+                            if ready_at > Instant::now() {
+                                this.state.set(State::Sleeping {
+                                    sleep: sleep_until(ready_at),
+                                });
+                            } else {
+                                this.state.set(State::Readying);
+                            }
+                        }
+                        Err(ReserveError::WaitTooLong(e)) => {
+                            let waited = p.since.elapsed();
+                            if let Some(max) = p.shared.config.max_wait
+                                && waited.saturating_add(e.wait) > max
+                            {
+                                *this.pending = None;
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(Box::new(WaitTooLong {
+                                    wait: waited.saturating_add(e.wait),
+                                    max_wait: max,
+                                    ..e
+                                })));
                             }
                             this.state.set(State::Sleeping {
-                                sleep: sleep_until(ready_at),
+                                sleep: sleep_until(Instant::now() + e.wait),
                             });
                         }
                         Err(e) => {
@@ -173,12 +216,26 @@ where
                 }
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.poll(cx));
-                    this.state.set(State::Readying);
+                    let Some(p) = this.pending.as_mut() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(gone()));
+                    };
+                    match &p.ticket {
+                        // Still at the head of the queue: try again.
+                        Some(t) if p.reservation.is_none() => {
+                            let reserve = t
+                                .entry
+                                .handle
+                                .reserve(&p.estimate.costs(), Some(Duration::ZERO));
+                            this.state.set(State::Trying { reserve });
+                        }
+                        _ => this.state.set(State::Readying),
+                    }
                 }
                 StateProj::Readying => {
                     let Some(p) = this.pending.as_mut() else {
                         this.state.set(State::Done);
-                        return Poll::Ready(Err("polled after completion".into()));
+                        return Poll::Ready(Err(gone()));
                     };
                     if let Err(e) = ready!(p.svc.poll_ready(cx)) {
                         // The reservation is given back when `pending` is dropped.
@@ -186,13 +243,21 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err(e.into()));
                     }
-                    if let Some(mut p) = this.pending.take() {
-                        if let Some(r) = p.reservation.take() {
-                            let committed = r.commit();
-                            *this.charge =
-                                Some(Charge::new(committed, p.handle, p.shared, p.estimate));
+                    if let Some(p) = this.pending.take() {
+                        let Pending {
+                            req,
+                            mut svc,
+                            shared,
+                            estimate,
+                            handle,
+                            reservation,
+                            ..
+                        } = p;
+                        if let Some(r) = reservation {
+                            // Committed as it is sent: a late send is counted from now.
+                            *this.charge = Some(Charge::new(r.commit(), handle, shared, estimate));
                         }
-                        let fut = p.svc.call(p.req);
+                        let fut = svc.call(req);
                         this.state.set(State::Calling { fut });
                     }
                 }

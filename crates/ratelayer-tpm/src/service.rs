@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use http::{Request, Response};
-use ratelayer_core::engine::{BucketKey, Reservation, ScopeHandle};
-use ratelayer_core::{BoxError, ReplayableBody, meta};
+use std::time::Duration;
+
+use ratelayer_core::engine::{BucketKey, ReserveError, ScopeHandle};
+use ratelayer_core::{BoxError, ReplayableBody, Scope, WaitTooLong, meta};
 use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::charge::{Estimate, KEYS, Shared};
+use crate::charge::{Charge, Estimate, KEYS, Shared, Ticket};
 use crate::future::ResponseFuture;
 
 /// A service that reserves each request's estimated tokens before sending it. Made by
@@ -69,7 +71,7 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let m = meta::ensure_with(&mut req, &*self.shared.estimator);
         let scope = m.scope();
-        let Some(handle) = self.shared.handle(&scope) else {
+        let Some(entry) = self.shared.entry(&scope) else {
             // No budget applies: pass through.
             return ResponseFuture::calling(self.inner.call(req), None);
         };
@@ -81,51 +83,59 @@ where
             output: m.output_tokens,
         };
         let costs = estimate.costs();
-        let mut reserve = handle.reserve(&costs, self.shared.config.max_wait);
-        // The in-memory store answers at once: decide now, without a clone of the inner
-        // service on the fast path.
-        let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut reserve).poll(&mut cx) {
-            Poll::Ready(Ok(reservation)) => {
-                if reservation.ready_at() <= Instant::now() {
-                    let charge = crate::charge::Charge::new(
+        let max_wait = self.shared.config.max_wait;
+        // Nobody waits: book now if it fits now. The in-memory store answers at once, so
+        // the fast path needs no clone of the inner service and no allocation.
+        let wait = if entry.idle() {
+            let mut reserve = entry.handle.reserve(&costs, Some(Duration::ZERO));
+            let mut cx = Context::from_waker(Waker::noop());
+            match Pin::new(&mut reserve).poll(&mut cx) {
+                Poll::Ready(Ok(reservation)) if reservation.ready_at() <= Instant::now() => {
+                    let charge = Charge::new(
                         reservation.commit(),
-                        handle,
+                        entry.handle.clone(),
                         Arc::clone(&self.shared),
                         estimate,
                     );
                     return ResponseFuture::calling(self.inner.call(req), Some(charge));
                 }
-                log_wait(&handle, &reservation, &estimate);
-                let svc = self.fresh_clone();
-                ResponseFuture::sleeping(
-                    req,
-                    svc,
-                    reservation,
-                    handle,
-                    Arc::clone(&self.shared),
-                    estimate,
-                )
+                Poll::Ready(Ok(_)) => Duration::ZERO,
+                Poll::Ready(Err(ReserveError::WaitTooLong(e))) => e.wait,
+                Poll::Ready(Err(ReserveError::NeverFits(e))) => {
+                    return refuse(&scope, &estimate, Box::new(e));
+                }
+                // A networked store: the head of the queue asks again.
+                Poll::Pending => Duration::ZERO,
             }
-            Poll::Ready(Err(e)) => {
-                tracing::info!(scope = %scope, model = scope.model().unwrap_or("-"),
-                    request = estimate.total(), error = %e, "tpm: request refused");
-                ResponseFuture::failed(e.into_box())
+        } else {
+            match entry.queue_wait(&costs) {
+                Ok(w) => w,
+                Err(e) => return refuse(&scope, &estimate, Box::new(e)),
             }
-            Poll::Pending => {
-                // A networked store: wait for it without holding the readied service.
-                let svc = self.fresh_clone();
-                ResponseFuture::reserving(
-                    req,
-                    svc,
-                    reserve,
-                    handle,
-                    Arc::clone(&self.shared),
-                    estimate,
-                )
-            }
+        };
+        if let Some(max) = max_wait
+            && wait > max
+        {
+            let e = WaitTooLong {
+                scope: scope.clone(),
+                wait,
+                max_wait: max,
+                reason: "tokens per minute",
+            };
+            return refuse(&scope, &estimate, Box::new(e));
         }
+        log_wait(&entry.handle, wait, &estimate);
+        let svc = self.fresh_clone();
+        let ticket = Ticket::new(entry, costs);
+        ResponseFuture::queued(req, svc, ticket, Arc::clone(&self.shared), estimate)
     }
+}
+
+/// Fails a request at once (never sent).
+fn refuse<S, B, F>(scope: &Scope, estimate: &Estimate, e: BoxError) -> ResponseFuture<S, B, F> {
+    tracing::info!(scope = %scope, model = scope.model().unwrap_or("-"),
+        request = estimate.total(), error = %e, "tpm: request refused");
+    ResponseFuture::failed(e)
 }
 
 impl<S: Clone> TpmLimit<S> {
@@ -141,7 +151,7 @@ impl<S: Clone> TpmLimit<S> {
 
 /// The wait event: model, the binding limit and what it holds, the request's size and
 /// the wait.
-fn log_wait(handle: &ScopeHandle, reservation: &Reservation, estimate: &Estimate) {
+fn log_wait(handle: &ScopeHandle, wait: Duration, estimate: &Estimate) {
     let scope = handle.scope();
     let costs = estimate.costs();
     // The fullest configured bucket (relative to its capacity) is the binding one.
@@ -150,18 +160,16 @@ fn log_wait(handle: &ScopeHandle, reservation: &Reservation, estimate: &Estimate
         .filter_map(|key| {
             let limit = handle.capacity(key)?;
             let cost = costs.iter().find(|(k, _)| *k == key).map_or(0, |c| c.1);
-            // What others hold (ours is already booked).
-            let used = handle.used(key).unwrap_or(0).saturating_sub(cost);
+            let used = handle.used(key).unwrap_or(0);
             (cost > 0).then_some((key, limit, used, cost))
         })
         .max_by(|a, b| {
-            let ra = a.2 as f64 / a.1.max(1) as f64;
-            let rb = b.2 as f64 / b.1.max(1) as f64;
+            let ra = (a.2 + a.3) as f64 / a.1.max(1) as f64;
+            let rb = (b.2 + b.3) as f64 / b.1.max(1) as f64;
             ra.total_cmp(&rb)
         });
     let (key, limit, used, cost) =
         binding.unwrap_or((BucketKey::TOKENS_PER_MINUTE, 0, 0, estimate.total()));
-    let wait = reservation.wait();
     tracing::info!(
         scope = %scope,
         model = scope.model().unwrap_or("-"),

@@ -1,0 +1,187 @@
+//! Admission: exact waits, requests that can never fit, waits beyond the maximum, FIFO
+//! order and separate input/output budgets, under paused time.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{answering, anthropic_layer, layer_30k, request};
+use http_body_util::BodyExt;
+use ratelayer_core::{NeverFits, WaitTooLong};
+use ratelayer_mock::MockProvider;
+use ratelayer_mock::contract::StrictService;
+use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
+use tokio::time::{Instant, advance};
+use tokio_test::{assert_pending, assert_ready, task};
+use tower::{Layer, ServiceExt};
+
+#[tokio::test(start_paused = true)]
+async fn a_request_waits_exactly_as_long_as_the_budget_requires() {
+    let inner = StrictService::new(answering("{}"));
+    let probe = inner.probe();
+    let svc = layer_30k().layer(inner);
+
+    let t0 = Instant::now();
+    svc.clone()
+        .oneshot(request("openai", "gpt-4o", 12_071, 0))
+        .await
+        .unwrap();
+    advance(Duration::from_secs(10)).await;
+
+    // 12,071 + 22,117 > 30,000: the request fits only when the first leaves the window,
+    // 60 s after it was admitted: a wait of exactly 50 s.
+    let mut second = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", 22_117, 0)));
+    assert_pending!(second.poll());
+    assert_eq!(probe.calls(), 1);
+    advance(Duration::from_millis(49_999)).await;
+    assert_pending!(second.poll());
+    assert_eq!(probe.calls(), 1, "not sent before the budget allows");
+    advance(Duration::from_millis(1)).await;
+    assert!(second.is_woken());
+    assert_ready!(second.poll()).unwrap();
+    assert_eq!(probe.calls(), 2);
+    assert_eq!(Instant::now() - t0, Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_is_exact_with_the_default_margin_too() {
+    // 2 % margin: the budget holds 29,400; 12,071 + 22,117 still waits for the window.
+    let layer = TpmLimitLayer::new(
+        TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000))),
+    )
+    .unwrap();
+    let svc = layer.layer(answering("{}"));
+    let t0 = Instant::now();
+    svc.clone()
+        .oneshot(request("openai", "gpt-4o", 12_071, 0))
+        .await
+        .unwrap();
+    svc.clone()
+        .oneshot(request("openai", "gpt-4o", 22_117, 0))
+        .await
+        .unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(60));
+    let err = svc
+        .oneshot(request("openai", "gpt-4o", 29_401, 0))
+        .await
+        .unwrap_err();
+    let e = err.downcast_ref::<NeverFits>().unwrap();
+    assert_eq!((e.requested, e.capacity), (29_401, 29_400));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_can_never_fit_fails_at_once_and_is_never_sent() {
+    let mock = MockProvider::builder().tpm(30_000).build().unwrap();
+    let svc = layer_30k().layer(mock.clone());
+    let t0 = Instant::now();
+    let err = svc
+        .oneshot(request("openai", "gpt-4o", 40_000, 666))
+        .await
+        .unwrap_err();
+    let e = err.downcast_ref::<NeverFits>().unwrap();
+    assert_eq!((e.requested, e.capacity), (40_666, 30_000));
+    let msg = err.to_string();
+    assert!(msg.contains("40666") && msg.contains("30000"), "{msg}");
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert!(mock.journal().is_empty(), "the mock saw no request");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_beyond_the_maximum_fails_at_once_and_changes_nothing() {
+    let layer = TpmLimitLayer::new(
+        TpmConfig::new()
+            .budget(Budget::new("openai", ModelLimits::tpm(30_000)))
+            .safety_margin(0.0)
+            .max_wait(Some(Duration::from_secs(10))),
+    )
+    .unwrap();
+    let inner = StrictService::new(answering("{}"));
+    let probe = inner.probe();
+    let svc = layer.layer(inner);
+    svc.clone()
+        .oneshot(request("openai", "gpt-4o", 12_071, 0))
+        .await
+        .unwrap();
+    let err = svc
+        .clone()
+        .oneshot(request("openai", "gpt-4o", 22_117, 0))
+        .await
+        .unwrap_err();
+    let e = err.downcast_ref::<WaitTooLong>().unwrap();
+    assert_eq!(
+        (e.wait, e.max_wait),
+        (Duration::from_secs(60), Duration::from_secs(10))
+    );
+    assert_eq!(probe.calls(), 1);
+    // Nothing was booked: exactly what is left still fits at once.
+    let t0 = Instant::now();
+    svc.oneshot(request("openai", "gpt-4o", 17_929, 0))
+        .await
+        .unwrap();
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert_eq!(probe.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order() {
+    let inner = StrictService::new(answering("{}"));
+    let probe = inner.probe();
+    let svc = layer_30k().layer(inner);
+    svc.clone()
+        .oneshot(request("openai", "gpt-4o", 25_000, 0))
+        .await
+        .unwrap();
+    // A large request waits; a small one that would fit now must not overtake it.
+    let mut large = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", 20_000, 0)));
+    assert_pending!(large.poll());
+    let mut small = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", 1_000, 0)));
+    assert_pending!(small.poll());
+    assert_eq!(probe.calls(), 1);
+    advance(Duration::from_secs(60)).await;
+    assert_ready!(large.poll()).unwrap();
+    assert_ready!(small.poll()).unwrap();
+    assert_eq!(probe.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn input_and_output_budgets_are_reserved_separately() {
+    let layer = anthropic_layer();
+    let svc = layer.layer(answering("{}"));
+    let t0 = Instant::now();
+    svc.clone()
+        .oneshot(request("anthropic", "claude-sonnet-4-5", 1_000, 5_000))
+        .await
+        .unwrap();
+    // Input has room, output does not: waits for the output window.
+    let resp = svc
+        .clone()
+        .oneshot(request("anthropic", "claude-sonnet-4-5", 1_000, 5_000))
+        .await
+        .unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(60));
+    resp.into_body().collect().await.unwrap();
+    // An output allowance above the output budget can never fit.
+    let err = svc
+        .oneshot(request("anthropic", "claude-sonnet-4-5", 10, 9_000))
+        .await
+        .unwrap_err();
+    let e = err.downcast_ref::<NeverFits>().unwrap();
+    assert_eq!(
+        (e.requested, e.capacity, e.what),
+        (9_000, 8_000, "output tokens per minute")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn scopes_without_a_budget_pass_through() {
+    let svc = layer_30k().layer(answering("{}"));
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        svc.clone()
+            .oneshot(request("openai", "gpt-4o-mini", 1_000_000, 0))
+            .await
+            .unwrap();
+    }
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+}

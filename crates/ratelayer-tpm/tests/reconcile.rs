@@ -1,0 +1,258 @@
+//! Reconciliation with what the provider counted: JSON usage, streamed usage, the
+//! remaining-tokens header, a cut stream, a rejected request, calibration.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{ChannelBody, answering, anthropic_layer, layer_30k, request, used};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use ratelayer_core::ReplayBody;
+use ratelayer_core::engine::BucketKey;
+use ratelayer_tpm::TpmLimitLayer;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+
+const TPM: BucketKey = BucketKey::TOKENS_PER_MINUTE;
+const ITPM: BucketKey = BucketKey::INPUT_TOKENS_PER_MINUTE;
+const OTPM: BucketKey = BucketKey::OUTPUT_TOKENS_PER_MINUTE;
+
+fn tpm(layer: &TpmLimitLayer) -> u64 {
+    used(layer, "openai", "gpt-4o", TPM)
+}
+
+#[tokio::test(start_paused = true)]
+async fn json_usage_refunds_the_difference() {
+    let layer = layer_30k();
+    let svc = layer.layer(answering(
+        r#"{"id":"c","choices":[{"message":{"content":"hi"}}],
+            "usage":{"prompt_tokens":3000,"completion_tokens":1000,"total_tokens":4000}}"#,
+    ));
+    let resp = svc
+        .clone()
+        .oneshot(request("openai", "gpt-4o", 10_000, 2_000))
+        .await
+        .unwrap();
+    assert_eq!(tpm(&layer), 12_000, "the estimate until the body is read");
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(tpm(&layer), 4_000, "reconciled with the reported usage");
+    // What was refunded is usable at once.
+    let t0 = Instant::now();
+    svc.oneshot(request("openai", "gpt-4o", 26_000, 0))
+        .await
+        .unwrap();
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn json_usage_above_the_estimate_debits_more() {
+    let layer = layer_30k();
+    let svc = layer.layer(answering(
+        r#"{"usage":{"prompt_tokens":9000,"completion_tokens":500}}"#,
+    ));
+    let resp = svc
+        .oneshot(request("openai", "gpt-4o", 5_000, 500))
+        .await
+        .unwrap();
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(tpm(&layer), 9_500);
+}
+
+type Streamed = std::future::Ready<Result<Response<ChannelBody>, std::convert::Infallible>>;
+
+/// An inner service whose single response streams from a channel the test holds.
+fn streaming(
+    rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>,
+) -> impl tower::Service<
+    Request<ReplayBody>,
+    Response = Response<ChannelBody>,
+    Error = std::convert::Infallible,
+    Future = Streamed,
+> + Clone {
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    tower::service_fn(move |_req: Request<ReplayBody>| {
+        let rx = rx.lock().unwrap().take().unwrap();
+        std::future::ready(Ok(Response::new(ChannelBody(rx))))
+    })
+}
+
+type Sender = mpsc::UnboundedSender<Result<Bytes, std::io::Error>>;
+
+/// `layer` over a streaming inner service, and the response of a request with this
+/// estimate, its body fed through `Sender`.
+async fn streamed(
+    layer: TpmLimitLayer,
+    provider: &str,
+    model: &str,
+    estimate: (u64, u64),
+) -> (
+    TpmLimitLayer,
+    Sender,
+    Response<ratelayer_tpm::ResponseBody<ChannelBody>>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let svc = layer.layer(streaming(rx));
+    let resp = svc
+        .oneshot(request(provider, model, estimate.0, estimate.1))
+        .await
+        .unwrap();
+    (layer, tx, resp)
+}
+
+/// An openai/gpt-4o request estimated at 12,000 tokens (10,000 in, 2,000 out), streamed.
+async fn streamed_openai() -> (
+    TpmLimitLayer,
+    Sender,
+    Response<ratelayer_tpm::ResponseBody<ChannelBody>>,
+) {
+    streamed(layer_30k(), "openai", "gpt-4o", (10_000, 2_000)).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn streamed_usage_is_read_as_the_stream_passes() {
+    let (layer, tx, resp) = streamed_openai().await;
+    let mut body = resp.into_body();
+    tx.send(Ok(Bytes::from_static(
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n",
+    )))
+    .unwrap();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(
+        first.starts_with(b"data: "),
+        "frames pass through unchanged"
+    );
+    assert_eq!(tpm(&layer), 12_000);
+    // The final chunk's usage arrives split across two frames.
+    tx.send(Ok(Bytes::from_static(
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2500,",
+    )))
+    .unwrap();
+    tx.send(Ok(Bytes::from_static(
+        b"\"completion_tokens\":700,\"total_tokens\":3200}}\n\ndata: [DONE]\n\n",
+    )))
+    .unwrap();
+    drop(tx);
+    while let Some(f) = body.frame().await {
+        f.unwrap();
+    }
+    assert_eq!(tpm(&layer), 3_200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_stream_reconciles_input_and_output_budgets() {
+    let (layer, tx, resp) = streamed(
+        anthropic_layer(),
+        "anthropic",
+        "claude-sonnet-4-5",
+        (4_000, 4_096),
+    )
+    .await;
+    let u = |k| used(&layer, "anthropic", "claude-sonnet-4-5", k);
+    assert_eq!((u(ITPM), u(OTPM)), (4_000, 4_096));
+    for event in [
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3100,\"output_tokens\":1}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hi\"}}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":250}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ] {
+        tx.send(Ok(Bytes::from(event))).unwrap();
+    }
+    drop(tx);
+    resp.into_body().collect().await.unwrap();
+    assert_eq!((u(ITPM), u(OTPM)), (3_100, 250));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cut_stream_is_charged_its_estimate() {
+    let (layer, tx, resp) = streamed_openai().await;
+    let mut body = resp.into_body();
+    tx.send(Ok(Bytes::from_static(b"data: {\"choices\":[]}\n\n")))
+        .unwrap();
+    body.frame().await.unwrap().unwrap();
+    drop(body); // the caller gives up mid-stream
+    assert_eq!(tpm(&layer), 12_000);
+
+    // A stream that fails mid-way: the same.
+    let (layer, tx, resp) = streamed_openai().await;
+    tx.send(Err(std::io::Error::other("connection reset")))
+        .unwrap();
+    assert!(resp.into_body().collect().await.is_err());
+    assert_eq!(tpm(&layer), 12_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_remaining_tokens_header_corrects_the_budget() {
+    let layer = layer_30k();
+    let svc = layer.layer(tower::service_fn(|_req: Request<ReplayBody>| async {
+        let resp = Response::builder()
+            .header("x-ratelimit-limit-tokens", "30000")
+            .header("x-ratelimit-remaining-tokens", "0")
+            .header("x-ratelimit-reset-tokens", "20s")
+            .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(resp)
+    }));
+    let resp = svc
+        .clone()
+        .oneshot(request("openai", "gpt-4o", 1_000, 0))
+        .await
+        .unwrap();
+    resp.into_body().collect().await.unwrap();
+    // We booked 1,000 of 30,000, but the provider says nothing remains for 20 s: the next
+    // request waits for its reset.
+    let t0 = Instant::now();
+    svc.oneshot(request("openai", "gpt-4o", 100, 0))
+        .await
+        .unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_request_is_refunded() {
+    let layer = layer_30k();
+    let svc = layer.layer(tower::service_fn(|_req: Request<ReplayBody>| async {
+        let resp = Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(resp)
+    }));
+    let resp = svc
+        .oneshot(request("openai", "gpt-4o", 10_000, 2_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "passed through"
+    );
+    assert_eq!(tpm(&layer), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn calibration_raises_later_estimates() {
+    let layer = layer_30k();
+    let svc = layer.layer(answering(
+        r#"{"usage":{"prompt_tokens":1300,"completion_tokens":0,"total_tokens":1300}}"#,
+    ));
+    let resp = svc
+        .clone()
+        .oneshot(request("openai", "gpt-4o", 1_000, 0))
+        .await
+        .unwrap();
+    resp.into_body().collect().await.unwrap();
+    let scope = ratelayer_core::Scope::new("openai").with_model("gpt-4o");
+    assert!((layer.calibration().factor(&scope) - 1.3).abs() < 1e-9);
+    // The next request of 1,000 estimated input tokens books 1,300.
+    let resp = svc
+        .oneshot(request("openai", "gpt-4o", 1_000, 0))
+        .await
+        .unwrap();
+    assert_eq!(tpm(&layer), 1_300 + 1_300);
+    drop(resp);
+}
