@@ -259,9 +259,18 @@ const INPUT_KEYS: &[&str] = &[
     "tool_choice",
 ];
 
-/// Keys whose array elements are messages (each charged
-/// [`per_message`](TokenEstimator::per_message)).
-const MESSAGE_KEYS: &[&str] = &["messages", "contents", "input"];
+/// Keys whose array elements are messages, or whose value is one message when it is not
+/// an array (each charged [`per_message`](TokenEstimator::per_message)).
+const MESSAGE_KEYS: &[&str] = &["messages", "contents", "input", "prompt"];
+
+/// Keys whose value is one message (each charged
+/// [`per_message`](TokenEstimator::per_message) once).
+const SINGLE_MESSAGE_KEYS: &[&str] = &[
+    "system",
+    "systemInstruction",
+    "system_instruction",
+    "instructions",
+];
 
 /// Types and keys of media parts.
 const MEDIA_TYPES: &[&str] = &[
@@ -308,9 +317,11 @@ fn count_value<E: TokenEstimator + ?Sized>(e: &E, v: &Value, model: Option<&str>
     }
 }
 
-/// A non-negative integer field.
-fn uint(o: &Map<String, Value>, keys: &[&str]) -> Option<u64> {
-    keys.iter().find_map(|k| o.get(*k).and_then(Value::as_u64))
+/// The largest of the non-negative integer fields present.
+fn largest(o: &Map<String, Value>, keys: &[&str]) -> Option<u64> {
+    keys.iter()
+        .filter_map(|k| o.get(*k).and_then(Value::as_u64))
+        .max()
 }
 
 /// The estimate of a request, read from its JSON body. This is what
@@ -321,19 +332,22 @@ fn uint(o: &Map<String, Value>, keys: &[&str]) -> Option<u64> {
 /// `systemInstruction`, `tools`, `functions`, `tool_choice`), counted by
 /// [`count_text`](TokenEstimator::count_text), including roles and tool arguments; a
 /// number in those (a token id) as one token; an image, audio or file part as
-/// [`media_tokens`](TokenEstimator::media_tokens); plus
-/// [`per_message`](TokenEstimator::per_message) per element of `messages`, `contents` or
-/// an `input` array, plus 3 for the priming of the reply (except embeddings).
+/// [`media_tokens`](TokenEstimator::media_tokens). Plus
+/// [`per_message`](TokenEstimator::per_message) per message: each element of a
+/// `messages`, `contents`, `input` or `prompt` array, a string `input` or `prompt`, and a
+/// `system`, `systemInstruction` or `instructions`. Plus 3 for the priming of the reply
+/// (except embeddings). A JSON object with none of the input keys counts by its length,
+/// as an unreadable body does.
 ///
-/// **Output allowance**: `max_completion_tokens`, `max_tokens`, `max_output_tokens` or
-/// Gemini's `generationConfig.maxOutputTokens` (the first present), else
+/// **Output allowance**: the largest of `max_completion_tokens`, `max_tokens`,
+/// `max_output_tokens` and Gemini's `generationConfig.maxOutputTokens` present, else
 /// [`default_output`](TokenEstimator::default_output); times `n` (or Gemini's
 /// `candidateCount`), default 1.
 ///
 /// **Unreadable bodies**: a body that is not a JSON object counts as text of its length
-/// (never zero when non-empty) plus the default output allowance; a body that is not in
-/// memory is estimated from its `content-length` the same way, or as the default output
-/// allowance alone.
+/// (`ceil(bytes / 3)`, never zero when non-empty) plus the default output allowance; a
+/// body that is not in memory is estimated from its `content-length` the same way, or as
+/// the default output allowance alone.
 ///
 /// ```
 /// use ratelayer_core::meta::{estimate_json, DefaultEstimator, EstimateInput, EstimateSource};
@@ -345,51 +359,71 @@ pub fn estimate_json<E: TokenEstimator + ?Sized>(
     e: &E,
     input: &EstimateInput<'_>,
 ) -> TokenEstimate {
-    let conservative = |bytes: u64| TokenEstimate {
-        input_tokens: bytes.div_ceil(3),
-        output_tokens: e.default_output(input.path),
-        source: super::EstimateSource::Conservative,
-    };
+    let by_length = |bytes: u64| bytes.div_ceil(3);
     let Some(body) = input.body else {
-        return conservative(input.content_length.unwrap_or(0));
+        return TokenEstimate {
+            input_tokens: by_length(input.content_length.unwrap_or(0)),
+            output_tokens: e.default_output(input.path),
+            source: super::EstimateSource::Conservative,
+        };
     };
     let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(body) else {
-        return conservative(body.len() as u64);
+        return TokenEstimate {
+            input_tokens: by_length(body.len() as u64),
+            output_tokens: e.default_output(input.path),
+            source: super::EstimateSource::Conservative,
+        };
     };
-    let model = input.model;
-    let mut tokens = 0u64;
-    for key in INPUT_KEYS {
-        let Some(v) = o.get(*key) else { continue };
-        tokens = tokens.saturating_add(count_value(e, v, model));
-        if MESSAGE_KEYS.contains(key)
-            && let Value::Array(items) = v
-        {
-            let overhead = (items.len() as u64).saturating_mul(e.per_message());
-            tokens = tokens.saturating_add(overhead);
-        }
-    }
-    if !is_embeddings(input.path) {
-        tokens = tokens.saturating_add(REPLY_PRIMING);
-    }
     let generation = o
         .get("generationConfig")
         .or_else(|| o.get("generation_config"))
         .and_then(Value::as_object);
-    let max = uint(
-        &o,
-        &["max_completion_tokens", "max_tokens", "max_output_tokens"],
-    )
-    .or_else(|| generation.and_then(|g| uint(g, &["maxOutputTokens", "max_output_tokens"])));
-    let n = uint(&o, &["n"])
-        .or_else(|| generation.and_then(|g| uint(g, &["candidateCount", "candidate_count"])))
+    let max = [
+        largest(
+            &o,
+            &["max_completion_tokens", "max_tokens", "max_output_tokens"],
+        ),
+        generation.and_then(|g| largest(g, &["maxOutputTokens", "max_output_tokens"])),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let n = largest(&o, &["n"])
+        .or_else(|| generation.and_then(|g| largest(g, &["candidateCount", "candidate_count"])))
         .unwrap_or(1)
         .max(1);
-    let output = max
+    let output_tokens = max
         .unwrap_or_else(|| e.default_output(input.path))
         .saturating_mul(n);
+
+    let model = input.model;
+    let (mut tokens, mut found) = (0u64, false);
+    for key in INPUT_KEYS {
+        let Some(v) = o.get(*key).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        found = true;
+        tokens = tokens.saturating_add(count_value(e, v, model));
+        let messages = match v {
+            Value::Array(items) if MESSAGE_KEYS.contains(key) => items.len() as u64,
+            _ if MESSAGE_KEYS.contains(key) || SINGLE_MESSAGE_KEYS.contains(key) => 1,
+            _ => 0,
+        };
+        tokens = tokens.saturating_add(messages.saturating_mul(e.per_message()));
+    }
+    if !found {
+        return TokenEstimate {
+            input_tokens: by_length(body.len() as u64),
+            output_tokens,
+            source: super::EstimateSource::Conservative,
+        };
+    }
+    if !is_embeddings(input.path) {
+        tokens = tokens.saturating_add(REPLY_PRIMING);
+    }
     TokenEstimate {
         input_tokens: tokens,
-        output_tokens: output,
+        output_tokens,
         source: super::EstimateSource::Body,
     }
 }

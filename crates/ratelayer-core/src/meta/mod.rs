@@ -257,7 +257,8 @@ pub fn ensure<B: ReplayableBody>(req: &mut Request<B>) -> &RequestMeta {
 /// let mut req = Request::post("https://api.openai.com/v1/embeddings")
 ///     .body(String::from(r#"{"model":"text-embedding-3-small","input":"abcdef"}"#))
 ///     .unwrap();
-/// assert_eq!(meta::ensure_with(&mut req, &Generous).input_tokens, 6);
+/// // 6 characters + 4 for the one input item (embeddings have no reply priming).
+/// assert_eq!(meta::ensure_with(&mut req, &Generous).input_tokens, 6 + 4);
 /// ```
 pub fn ensure_with<'r, B: ReplayableBody, E: TokenEstimator + ?Sized>(
     req: &'r mut Request<B>,

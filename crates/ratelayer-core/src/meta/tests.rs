@@ -279,18 +279,18 @@ fn openai_completions_responses_and_embeddings() {
     );
     assert_eq!(
         (e.input_tokens, e.output_tokens),
-        (c("Say this is a test") + 3, 14)
+        (c("Say this is a test") + 4 + 3, 14)
     );
     let e = estimate(
         "/v1/completions",
         json!({"prompt": ["one", "two"], "max_tokens": 1}),
     );
-    assert_eq!(e.input_tokens, 2 + 3);
+    assert_eq!(e.input_tokens, 2 + 2 * 4 + 3);
     let e = estimate(
         "/v1/completions",
         json!({"prompt": [1212, 318, 257], "max_tokens": 1}),
     );
-    assert_eq!(e.input_tokens, 3 + 3);
+    assert_eq!(e.input_tokens, 3 + 3 * 4 + 3);
 
     let e = estimate(
         "/v1/responses",
@@ -298,7 +298,7 @@ fn openai_completions_responses_and_embeddings() {
     );
     assert_eq!(
         (e.input_tokens, e.output_tokens),
-        (c("Be brief.") + c("Tell me a joke.") + 3, 200)
+        (c("Be brief.") + c("Tell me a joke.") + 2 * 4 + 3, 200)
     );
     let e = estimate(
         "/v1/responses",
@@ -323,7 +323,7 @@ fn openai_completions_responses_and_embeddings() {
     );
     assert_eq!(e.output_tokens, 0);
     let e = estimate("/v1/embeddings", json!({"input": "hello", "n": 4}));
-    assert_eq!((e.input_tokens, e.output_tokens), (c("hello"), 0));
+    assert_eq!((e.input_tokens, e.output_tokens), (c("hello") + 4, 0));
 }
 
 #[test]
@@ -348,7 +348,7 @@ fn anthropic_messages() {
     let m1 = c("user") + c("Write a haiku.");
     let m2 = c("assistant") + c("tool_use") + c("t1") + c("rhyme") + c("moon");
     let m3 = c("user") + c("tool_result") + c("t1") + c("spoon") + 1_600;
-    assert_eq!(e.input_tokens, system + m1 + m2 + m3 + 3 * 4 + 3);
+    assert_eq!(e.input_tokens, system + m1 + m2 + m3 + 4 * 4 + 3);
     assert_eq!(e.output_tokens, 1_024);
     let e = estimate(
         "/v1/messages",
@@ -356,7 +356,7 @@ fn anthropic_messages() {
     );
     assert_eq!(
         (e.input_tokens, e.output_tokens),
-        (c("Be kind.") + c("user") + c("Hi") + 4 + 3, 10)
+        (c("Be kind.") + 4 + c("user") + c("Hi") + 4 + 3, 10)
     );
 }
 
@@ -374,7 +374,7 @@ fn gemini_generate_content() {
         }),
     );
     let input =
-        c("You are a cat.") + c("user") + c("Hello") + 1_600 + c("model") + c("Meow") + 2 * 4 + 3;
+        c("You are a cat.") + c("user") + c("Hello") + 1_600 + c("model") + c("Meow") + 3 * 4 + 3;
     assert_eq!((e.input_tokens, e.output_tokens), (input, 1_600));
     let e = estimate(
         "/v1beta/models/gemini-2.0-flash:generateContent",
@@ -418,7 +418,7 @@ fn malformed_and_unreadable_bodies_are_conservative() {
         "/v1/chat/completions",
         json!({"messages": "hi", "max_tokens": -5, "n": 0.5}),
     );
-    assert_eq!((e.input_tokens, e.output_tokens), (c("hi") + 3, 1_024));
+    assert_eq!((e.input_tokens, e.output_tokens), (c("hi") + 4 + 3, 1_024));
     // A huge n saturates instead of wrapping.
     let e = estimate(
         "/v1/chat/completions",
@@ -494,23 +494,133 @@ fn an_arc_estimator_is_an_estimator() {
     assert_eq!(ensure_with(&mut req, &shared).output_tokens, 10);
 }
 
+#[test]
+fn unknown_shapes_and_conflicting_maxima_are_conservative() {
+    let body = json!({"query": "x".repeat(300), "max_tokens": 7});
+    let e = estimate("/v1/custom", body.clone());
+    let len = body.to_string().len() as u64;
+    assert_eq!(
+        e,
+        TokenEstimate {
+            input_tokens: len.div_ceil(3),
+            output_tokens: 7,
+            source: EstimateSource::Conservative
+        }
+    );
+    // The largest of the output fields present.
+    let e = estimate(
+        "/v1/chat/completions",
+        json!({"messages": [], "max_tokens": 900, "max_completion_tokens": 50}),
+    );
+    assert_eq!(e.output_tokens, 900);
+    let e = estimate(
+        "/v1/x:generateContent",
+        json!({"contents": [], "max_tokens": 5, "generationConfig": {"maxOutputTokens": 70}}),
+    );
+    assert_eq!(e.output_tokens, 70);
+}
+
+/// ratelayer-mock's documented charging rule (its `tokens` module), restated: each
+/// message costs ceil(chars / 4) + 4 (messages[], system, contents[], systemInstruction,
+/// prompt / input as a string or each element); no such field: ceil(bytes / 4); output
+/// allowance max_tokens (or synonyms, 16 when absent) × n.
+fn mock_rule(body: &serde_json::Value) -> (u64, u64) {
+    use serde_json::Value;
+    let msg = |chars: usize| (chars as u64).div_ceil(4) + 4;
+    let text = |v: &Value| -> usize {
+        match v {
+            Value::String(s) => s.chars().count(),
+            Value::Array(parts) => parts
+                .iter()
+                .map(|p| {
+                    p.get("text")
+                        .and_then(Value::as_str)
+                        .or(p.as_str())
+                        .map_or(0, |t| t.chars().count())
+                })
+                .sum(),
+            Value::Object(o) => o
+                .get("text")
+                .and_then(Value::as_str)
+                .map_or(0, |t| t.chars().count()),
+            _ => 0,
+        }
+    };
+    let gemini = |c: &Value| c.get("parts").map_or(0, text);
+    let items = |v: &Value| -> u64 {
+        match v {
+            Value::String(s) => msg(s.chars().count()),
+            Value::Array(xs) => xs
+                .iter()
+                .map(|m| match m {
+                    Value::Object(o) => msg(o.get("content").map_or(0, text)),
+                    other => msg(text(other)),
+                })
+                .sum(),
+            _ => 0,
+        }
+    };
+    let mut input = None::<u64>;
+    let mut add = |n: u64| input = Some(input.unwrap_or(0) + n);
+    if let Some(v) = body.get("messages") {
+        add(items(v));
+    }
+    if let Some(v) = body.get("system") {
+        add(msg(text(v)));
+    }
+    if let Some(Value::Array(cs)) = body.get("contents") {
+        add(cs.iter().map(|c| msg(gemini(c))).sum());
+    }
+    if let Some(v) = body.get("systemInstruction") {
+        add(msg(gemini(v)));
+    }
+    for k in ["prompt", "input"] {
+        if let Some(v) = body.get(k) {
+            add(items(v));
+        }
+    }
+    let input = input.unwrap_or_else(|| (body.to_string().len() as u64).div_ceil(4));
+    let max = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .unwrap_or(16);
+    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+    (input, max * n)
+}
+
+fn shape() -> impl Strategy<Value = serde_json::Value> {
+    let texts = || proptest::collection::vec("\\PC{0,120}", 0..6);
+    prop_oneof![
+        (texts(), proptest::option::of("\\PC{0,60}")).prop_map(|(ts, system)| {
+            let mut b = json!({"model": "m", "messages": ts.iter().map(|t| json!({"role": "user", "content": t})).collect::<Vec<_>>()});
+            if let Some(s) = system { b["system"] = json!(s); }
+            b
+        }),
+        texts().prop_map(|ts| json!({"system": [{"type": "text", "text": ts.concat()}], "messages": ts.iter().map(|t| json!({"role": "user", "content": [{"type": "text", "text": t}]})).collect::<Vec<_>>()})),
+        texts().prop_map(|ts| json!({"systemInstruction": {"parts": [{"text": ts.concat()}]}, "contents": ts.iter().map(|t| json!({"role": "user", "parts": [{"text": t}]})).collect::<Vec<_>>()})),
+        texts().prop_map(|ts| json!({"prompt": ts})),
+        "\\PC{0,200}".prop_map(|t| json!({"prompt": t})),
+        "\\PC{0,200}".prop_map(|t| json!({"input": t, "instructions": "x"})),
+        texts().prop_map(|ts| json!({"input": ts})),
+        "\\PC{0,200}".prop_map(|t| json!({"unknown": t})),
+    ]
+}
+
 proptest! {
-    /// The default estimate never under-counts ratelayer-mock's documented rule:
-    /// ceil(chars / 4) of message text + 4 per message.
+    /// The default estimate never under-counts what ratelayer-mock charges, whatever the
+    /// shape.
     #[test]
     fn never_below_the_mocks_rule(
-        texts in proptest::collection::vec("\\PC{0,200}", 0..8),
+        mut body in shape(),
         max_tokens in proptest::option::of(0u64..100_000),
+        n in proptest::option::of(0u64..4),
     ) {
-        let messages: Vec<_> = texts.iter().map(|t| json!({"role": "user", "content": t})).collect();
-        let mut body = json!({"model": "gpt-4o", "messages": messages});
-        if let Some(m) = max_tokens {
-            body["max_tokens"] = json!(m);
-        }
-        let e = estimate("/v1/chat/completions", body);
-        let mock: u64 = texts.iter().map(|t| (t.chars().count() as u64).div_ceil(4) + 4).sum();
-        prop_assert!(e.input_tokens >= mock, "{} < {}", e.input_tokens, mock);
-        prop_assert_eq!(e.output_tokens, max_tokens.unwrap_or(1_024));
+        if let Some(m) = max_tokens { body["max_tokens"] = json!(m); }
+        if let Some(n) = n { body["n"] = json!(n); }
+        let (mock_input, mock_output) = mock_rule(&body);
+        let e = estimate("/v1/chat/completions", body.clone());
+        prop_assert!(e.input_tokens >= mock_input, "input {} < {} for {}", e.input_tokens, mock_input, body);
+        prop_assert!(e.output_tokens >= mock_output, "output {} < {}", e.output_tokens, mock_output);
     }
 
     /// Arbitrary bytes never panic and a non-empty body never estimates to zero.
