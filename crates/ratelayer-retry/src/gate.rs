@@ -35,6 +35,14 @@ struct ScopeGate {
 }
 
 impl ScopeGate {
+    /// Records a start, keeping at most `keep` starts.
+    fn record(&mut self, now: Instant, keep: u64) {
+        self.starts.push_back(now);
+        while self.starts.len() as u64 > keep {
+            self.starts.pop_front();
+        }
+    }
+
     fn new() -> Self {
         ScopeGate {
             seen: false,
@@ -81,12 +89,14 @@ impl Gate {
                 return Admit::Probe(g.wake.subscribe());
             }
             g.probing = true;
+            g.record(now, MAX_LOG);
             return Admit::Go(Some(ProbeGuard {
                 gate: Arc::clone(self),
                 scope: scope.clone(),
             }));
         }
         let Some(obs) = observed else {
+            g.record(now, MAX_LOG);
             return Admit::Go(None);
         };
         let req = obs.snapshot.requests;
@@ -97,23 +107,23 @@ impl Gate {
             }
         }
         let Some(limit) = req.limit.filter(|l| (1..=MAX_LOG).contains(l)) else {
+            g.record(now, MAX_LOG);
             return Admit::Go(None);
         };
         let window = req.window.unwrap_or(Duration::from_secs(60));
-        let limit = limit as usize;
-        while g.starts.len() > limit {
+        // Only the `limit` most recent starts matter.
+        while g.starts.len() as u64 > limit {
             g.starts.pop_front();
         }
-        if g.starts.len() == limit {
-            if let Some(oldest) = g.starts.front() {
-                let free_at = *oldest + window + margin;
-                if free_at > now {
-                    return Admit::Until(free_at, "learned limit");
-                }
+        if g.starts.len() as u64 == limit
+            && let Some(oldest) = g.starts.front()
+        {
+            let free_at = *oldest + window + margin;
+            if free_at > now {
+                return Admit::Until(free_at, "learned limit");
             }
-            g.starts.pop_front();
         }
-        g.starts.push_back(now);
+        g.record(now, limit);
         Admit::Go(None)
     }
 
