@@ -24,6 +24,19 @@ fn chat(uri: &str) -> Request<ReplayBody> {
         .unwrap()
 }
 
+/// Retry outside tier detection, both on one shared state, around `inner`.
+fn stack<S: Clone>(
+    inner: S,
+    pacing: bool,
+) -> ratelayer_retry::BackoffRetry<ratelayer_tier::TierDetect<S>> {
+    let state = LimitState::new();
+    BackoffRetryLayer::builder(state.clone())
+        .pacing(pacing)
+        .build()
+        .unwrap()
+        .layer(TierDetectLayer::new(state).layer(inner))
+}
+
 /// Free tier (3 RPM): ten concurrent requests all succeed, in (about) the minimum time
 /// 3 RPM allows (requests 10 needs the fourth minute: 180 s), collecting (almost) no 429s:
 /// the first request probes the scope, the tier layer learns limit 3 and remaining, and
@@ -35,9 +48,7 @@ async fn free_tier_ten_concurrent_requests_in_minimum_time() {
         .tpm(1_000_000)
         .build()
         .unwrap();
-    let state = LimitState::new();
-    let stack = BackoffRetryLayer::new(state.clone())
-        .layer(TierDetectLayer::new(state.clone()).layer(mock.clone()));
+    let stack = stack(mock.clone(), true);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..10 {
@@ -79,12 +90,7 @@ async fn cooldown_alone_keeps_queued_requests_from_collecting_429s() {
         .tpm(1_000_000)
         .build()
         .unwrap();
-    let state = LimitState::new();
-    let stack = BackoffRetryLayer::builder(state.clone())
-        .pacing(false)
-        .build()
-        .unwrap()
-        .layer(TierDetectLayer::new(state.clone()).layer(mock.clone()));
+    let stack = stack(mock.clone(), false);
     // Use up the minute, then collect one 429.
     for _ in 0..3 {
         stack
@@ -125,13 +131,8 @@ async fn hyper_util_client_sends_exactly_the_layers_attempts() {
     let server = mock.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("{}/v1/chat/completions", server.url());
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody>();
-    let state = LimitState::new();
     // Pacing off, so that the layer does collect 429s and has to retry them.
-    let stack = BackoffRetryLayer::builder(state.clone())
-        .pacing(false)
-        .build()
-        .unwrap()
-        .layer(TierDetectLayer::new(state.clone()).layer(client));
+    let stack = stack(client, false);
     let mut attempts = 0;
     let mut statuses = vec![];
     for _ in 0..4 {
