@@ -212,6 +212,19 @@ pub enum Latency {
         /// Longest.
         max: Duration,
     },
+    /// Exponentially distributed with this mean (a long tail, like real completions),
+    /// seeded.
+    Exponential {
+        /// The mean.
+        mean: Duration,
+    },
+}
+
+impl From<Duration> for Latency {
+    /// A fixed latency.
+    fn from(d: Duration) -> Self {
+        Latency::Fixed(d)
+    }
 }
 
 impl Latency {
@@ -237,6 +250,17 @@ impl Latency {
         Latency::Uniform { min, max }
     }
 
+    /// An exponentially distributed latency with mean `mean`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let l = ratelayer_mock::Latency::exponential(Duration::from_millis(800));
+    /// # let _ = l;
+    /// ```
+    pub fn exponential(mean: Duration) -> Self {
+        Latency::Exponential { mean }
+    }
+
     pub(crate) fn sample(&self, rng: &mut crate::rng::Rng) -> Duration {
         match *self {
             Latency::None => Duration::ZERO,
@@ -244,6 +268,11 @@ impl Latency {
             Latency::Uniform { min, max } => {
                 let span = max.saturating_sub(min).as_millis() as u64;
                 min + Duration::from_millis(rng.below(span + 1))
+            }
+            Latency::Exponential { mean } => {
+                // Inverse transform; 1 - u is in (0, 1], so the logarithm is finite.
+                let x = -(1.0 - rng.unit()).ln();
+                Duration::try_from_secs_f64(mean.as_secs_f64() * x).unwrap_or(Duration::MAX)
             }
         }
     }
@@ -264,8 +293,9 @@ pub enum FaultKind {
     /// For streamed requests: cut the stream after about half of its events, before the
     /// usage chunk (the body fails with [`MockError::StreamCut`](crate::MockError)).
     StreamCut,
-    /// Add this much latency to an admitted request.
-    Latency(Duration),
+    /// Add latency to an admitted request: drawn from this distribution when configured;
+    /// in the journal, the total the latency faults added, as `Latency::Fixed`.
+    Latency(Latency),
 }
 
 /// When a fault fires.
@@ -384,14 +414,17 @@ impl Fault {
         Fault::new(FaultKind::StreamCut)
     }
 
-    /// Added latency.
+    /// Added latency: a fixed duration or a [`Latency`] distribution.
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # let _ = ratelayer_mock::Fault::latency(Duration::from_secs(2)).probability(0.5);
+    /// use ratelayer_mock::{Fault, Latency};
+    /// let spike = Fault::latency(Duration::from_secs(2)).probability(0.05);
+    /// let tail = Fault::latency(Latency::exponential(Duration::from_millis(300)));
+    /// # let _ = (spike, tail);
     /// ```
-    pub fn latency(d: Duration) -> Self {
-        Fault::new(FaultKind::Latency(d))
+    pub fn latency(latency: impl Into<Latency>) -> Self {
+        Fault::new(FaultKind::Latency(latency.into()))
     }
 
     /// Fires on each request with probability `p` (seeded, deterministic).
@@ -729,13 +762,19 @@ impl MockBuilder {
                 "must be within [0, 1]: the real usage never exceeds max_tokens",
             ));
         }
-        if let Latency::Uniform { min, max } = c.latency
-            && min > max
-        {
-            return Err(ConfigError::new(
-                "latency",
-                "uniform latency needs min <= max",
-            ));
+        let latencies = c.faults.iter().filter_map(|f| match f.kind {
+            FaultKind::Latency(l) => Some(l),
+            _ => None,
+        });
+        for l in std::iter::once(c.latency).chain(latencies) {
+            if let Latency::Uniform { min, max } = l
+                && min > max
+            {
+                return Err(ConfigError::new(
+                    "latency",
+                    "uniform latency needs min <= max",
+                ));
+            }
         }
         for f in &c.faults {
             match &f.trigger {
@@ -763,5 +802,52 @@ impl MockBuilder {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn latency_distributions_have_their_shape() {
+        let mut rng = Rng::new(5);
+        let ms = Duration::from_millis;
+        let n = 20_000;
+        let exp = Latency::exponential(ms(800));
+        let mean = (0..n)
+            .map(|_| exp.sample(&mut rng).as_secs_f64())
+            .sum::<f64>()
+            / n as f64;
+        assert!((0.76..0.84).contains(&mean), "{mean}");
+        let uni = Latency::uniform(ms(10), ms(20));
+        let xs: Vec<Duration> = (0..n).map(|_| uni.sample(&mut rng)).collect();
+        assert!(xs.iter().all(|x| (ms(10)..=ms(20)).contains(x)));
+        assert!(xs.contains(&ms(10)) && xs.contains(&ms(20)));
+        assert_eq!(Latency::from(ms(3)).sample(&mut rng), ms(3));
+        assert_eq!(Latency::None.sample(&mut rng), Duration::ZERO);
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_the_setting_named() {
+        let b = MockBuilder::default;
+        let err = |b: MockBuilder| b.build().unwrap_err().setting;
+        assert_eq!(err(b().dialect(Dialect::Mistral)), "dialect");
+        assert_eq!(err(b().concurrency(0)), "concurrency");
+        assert_eq!(err(b().completion_fraction(1.5)), "completion_fraction");
+        assert_eq!(
+            err(b().fault(Fault::unavailable().probability(-0.1))),
+            "fault.probability"
+        );
+        assert_eq!(err(b().fault(Fault::unavailable().every(0))), "fault.every");
+        assert_eq!(
+            err(b().fault(Fault::status(StatusCode::OK))),
+            "fault.status"
+        );
+        let backwards = Latency::uniform(Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!(err(b().fault(Fault::latency(backwards))), "latency");
+        assert_eq!(err(b().latency(backwards)), "latency");
+        assert!(b().tier(Tier::Free).build().is_ok());
     }
 }

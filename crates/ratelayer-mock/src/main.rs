@@ -28,7 +28,9 @@ OPTIONS:
   --queue                     queue requests above the concurrency limit (default: 429)
   --context-window <N>        context window in tokens
   --completion-fraction <F>   fraction of max_tokens really generated (default 0.5)
-  --latency <D | MIN..MAX>    added latency, e.g. 200ms or 50ms..300ms
+  --latency <D | MIN..MAX | exp:MEAN>
+                              added latency: fixed, uniform or exponential,
+                              e.g. 200ms, 50ms..300ms, exp:800ms
   --stream-delay <D>          delay between streamed events
   --fault <SPEC>              a fault (repeatable): KIND[:P] with KIND one of
                               500, 502, 503, 529, quota, close, cut, latency=D
@@ -177,9 +179,10 @@ fn parse(args: &[String]) -> Result<(MockBuilder, u16), String> {
             }
             "--latency" => {
                 let v = value(args, &mut i, flag)?;
-                let l = match v.split_once("..") {
-                    Some((lo, hi)) => Latency::uniform(duration(lo)?, duration(hi)?),
-                    None => Latency::fixed(duration(v)?),
+                let l = match (v.strip_prefix("exp:"), v.split_once("..")) {
+                    (Some(mean), _) => Latency::exponential(duration(mean)?),
+                    (None, Some((lo, hi))) => Latency::uniform(duration(lo)?, duration(hi)?),
+                    (None, None) => Latency::fixed(duration(v)?),
                 };
                 b = b.latency(l);
             }

@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::config::{ConcurrencyMode, Config, FaultKind, MockBuilder};
+use crate::config::{ConcurrencyMode, Config, FaultKind, Latency, MockBuilder};
 use crate::dialect::{self, Completion, LimitView, Refusal, Views};
 use crate::journal::{Journal, JournalEntry};
 use crate::rng::Rng;
@@ -307,19 +307,23 @@ impl MockProvider {
         let mut fault = None;
         let mut extra = Duration::ZERO;
         for f in &config.faults {
-            // Every fault rolls on every request, so one fault's rate does not depend on
-            // the others'.
+            // Every fault rolls on every request (and every latency fault samples), so one
+            // fault's rate does not depend on the others'.
             let roll = state.rng.unit();
+            let sample = match f.kind {
+                FaultKind::Latency(l) => l.sample(&mut state.rng),
+                _ => Duration::ZERO,
+            };
             if !f.fires(id, roll) {
                 continue;
             }
             match f.kind {
-                FaultKind::Latency(d) => extra += d,
+                FaultKind::Latency(_) => extra = extra.saturating_add(sample),
                 kind if fault.is_none() => fault = Some(kind),
                 _ => {}
             }
         }
-        let latency = config.latency.sample(&mut state.rng) + extra;
+        let latency = config.latency.sample(&mut state.rng).saturating_add(extra);
         let key = api_key(headers, uri);
         state.journal.push(JournalEntry {
             id,
@@ -611,7 +615,7 @@ where
     tracing::debug!(id = ticket.id, %model, charged = count.charged(), "mock: admitted");
 
     if !ticket.extra_latency.is_zero() {
-        ticket.applied = Some(FaultKind::Latency(ticket.extra_latency));
+        ticket.applied = Some(FaultKind::Latency(Latency::Fixed(ticket.extra_latency)));
     }
     if !ticket.latency.is_zero() {
         tokio::time::sleep(ticket.latency).await;

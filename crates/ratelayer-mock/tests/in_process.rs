@@ -450,15 +450,15 @@ async fn faults_appear_at_their_configured_rates_and_are_deterministic() {
     assert!((0.17..0.23).contains(&share), "{share}");
     assert!(
         slow.iter()
-            .all(|e| e.fault == Some(FaultKind::Latency(SEC))),
+            .all(|e| e.fault == Some(FaultKind::Latency(Latency::Fixed(SEC)))),
         "{:?}",
         slow.iter()
-            .find(|e| e.fault != Some(FaultKind::Latency(SEC)))
+            .find(|e| e.fault != Some(FaultKind::Latency(Latency::Fixed(SEC))))
     );
     assert!(
         j.entries()
             .iter()
-            .filter(|e| e.fault == Some(FaultKind::Latency(SEC)))
+            .filter(|e| e.fault == Some(FaultKind::Latency(Latency::Fixed(SEC))))
             .count()
             == slow.len()
     );
