@@ -495,3 +495,29 @@ fn a_user_classifier_through_arc() {
     assert_eq!(classify_with(&shared, 429, &[], ""), Classification::Fatal);
     assert!(!shared.wants_body(StatusCode::TOO_MANY_REQUESTS));
 }
+
+proptest::proptest! {
+    /// Any status, headers and body: no panic, success exactly below 400, and a result
+    /// that only a 4xx can make a context overflow.
+    #[test]
+    fn arbitrary_responses_never_panic(
+        status in 100u16..600,
+        body in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)),
+        text in "\\PC{0,80}",
+        retry_after in proptest::option::of(0u64..10_000_000),
+    ) {
+        let status = StatusCode::from_u16(status).unwrap();
+        let snapshot = RateLimitSnapshot {
+            retry_after: retry_after.map(Duration::from_secs),
+            ..RateLimitSnapshot::default()
+        };
+        let c = DefaultClassifier::new();
+        for b in [body.as_deref(), Some(text.as_bytes())] {
+            let got = c.classify_response(status, &HeaderMap::new(), b, &snapshot);
+            proptest::prop_assert_eq!(got == Classification::Success, status.as_u16() < 400);
+            if got == Classification::ContextOverflow {
+                proptest::prop_assert!(status.is_client_error());
+            }
+        }
+    }
+}
