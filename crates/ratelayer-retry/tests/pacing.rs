@@ -1,0 +1,115 @@
+//! Pacing before every attempt: the probe, remaining 0 until the reset, the learned
+//! limit, and the cooldown.
+#![allow(clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use ratelayer_core::{LimitState, ReplayBody};
+use ratelayer_retry::BackoffRetryLayer;
+use ratelayer_tier::TierDetectLayer;
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt, service_fn};
+
+/// Retry outside tier detection around a service with 1 s latency answering 200 with
+/// `headers`; returns the stack and the call instants.
+#[allow(clippy::type_complexity)]
+fn stack(
+    headers: &'static [(&'static str, &'static str)],
+) -> (
+    impl tower::Service<
+        Request<ReplayBody>,
+        Response = Response<ratelayer_retry::ResponseBody<String>>,
+        Error = ratelayer_core::BoxError,
+        Future = impl Future + Send,
+    > + Clone
+    + Send
+    + 'static,
+    Arc<Mutex<Vec<Instant>>>,
+) {
+    let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let c = calls.clone();
+    let inner = service_fn(move |_req: Request<ReplayBody>| {
+        c.lock().unwrap().push(Instant::now());
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut b = Response::builder();
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            Ok::<_, Infallible>(b.body(String::new()).unwrap())
+        }
+    });
+    let state = LimitState::new();
+    let svc = BackoffRetryLayer::builder(state.clone())
+        .pacing_margin(Duration::ZERO)
+        .build()
+        .unwrap()
+        .layer(TierDetectLayer::new(state).layer(inner));
+    (svc, calls)
+}
+
+fn offsets(calls: &Mutex<Vec<Instant>>, start: Instant) -> Vec<u64> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| (*t - start).as_millis() as u64)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_request_of_a_scope_probes_alone() {
+    let (svc, calls) = stack(&[("x-ratelimit-limit-requests", "1000")]);
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        set.spawn(svc.clone().oneshot(Request::new(ReplayBody::empty())));
+    }
+    while let Some(r) = set.join_next().await {
+        assert_eq!(r.unwrap().unwrap().status(), 200);
+    }
+    // The probe at 0; the others once its response (1 s latency) was seen.
+    assert_eq!(offsets(&calls, start), [0, 1000, 1000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn remaining_zero_waits_for_the_reset() {
+    let (svc, calls) = stack(&[
+        ("x-ratelimit-limit-requests", "1000"),
+        ("x-ratelimit-remaining-requests", "0"),
+        ("x-ratelimit-reset-requests", "30s"),
+    ]);
+    let start = Instant::now();
+    svc.clone()
+        .oneshot(Request::new(ReplayBody::empty()))
+        .await
+        .unwrap();
+    svc.clone()
+        .oneshot(Request::new(ReplayBody::empty()))
+        .await
+        .unwrap();
+    // The first response (at 1 s) said none remain for 30 s.
+    assert_eq!(offsets(&calls, start), [0, 31_000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn learned_limit_spaces_starts_over_the_window() {
+    let (svc, calls) = stack(&[("x-ratelimit-limit-requests", "2")]);
+    let start = Instant::now();
+    svc.clone()
+        .oneshot(Request::new(ReplayBody::empty()))
+        .await
+        .unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        set.spawn(svc.clone().oneshot(Request::new(ReplayBody::empty())));
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap().unwrap();
+    }
+    // Limit 2 per minute: starts at 0 and 1 s, then 60 s and 61 s (a minute after each).
+    assert_eq!(offsets(&calls, start), [0, 1000, 60_000, 61_000]);
+}
