@@ -23,47 +23,45 @@
 //!
 //! # Example: a test of a client against the mock
 //!
+//! (Paused time needs tokio's `test-util` feature; `oneshot` is tower's `util`.)
+//!
 //! ```
 //! use std::time::Duration;
-//! use http::{Request, StatusCode};
-//! use http_body_util::Full;
-//! use ratelayer_mock::MockProvider;
+//! use http::StatusCode;
+//! use ratelayer_core::Dialect;
+//! use ratelayer_mock::{ChatRequest, MockProvider};
 //! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! // (in your tests: #[tokio::test(start_paused = true)])
 //! let mock = MockProvider::builder().rpm(3).tpm(10_000).build().unwrap();
-//! let request = || {
-//!     Request::post("/v1/chat/completions")
-//!         .header("authorization", "Bearer sk-test")
-//!         .body(Full::new(bytes::Bytes::from_static(
-//!             br#"{"model":"gpt-4o-mini","max_tokens":50,
-//!                  "messages":[{"role":"user","content":"Hello"}]}"#,
-//!         )))
-//!         .unwrap()
-//! };
+//! let chat = ChatRequest::new("gpt-4o-mini").key("sk-test").user("Hello").max_tokens(50);
 //!
 //! let mut statuses = Vec::new();
 //! for _ in 0..4 {
-//!     let response = mock.clone().oneshot(request()).await.unwrap();
+//!     let response = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
 //!     statuses.push(response.status());
 //! }
 //! assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
 //!
 //! // A client that waits out the minute gets in again.
 //! tokio::time::advance(Duration::from_secs(60)).await;
-//! let response = mock.clone().oneshot(request()).await.unwrap();
+//! let response = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::OK);
 //! assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "2");
 //! drop(response);
 //!
-//! // The judge: never more than 3 requests admitted in any minute.
+//! // The judge: never more than 3 requests admitted in any minute, one 429.
 //! let journal = mock.journal();
 //! assert!(journal.max_requests_in_window(Duration::from_secs(60)) <= 3);
 //! assert_eq!(journal.rate_limited(), 1);
+//! assert_eq!(journal.entries()[0].tokens_charged, chat.tokens(Dialect::OpenAi).charged());
 //! # }
 //! ```
+//!
+//! Over HTTP, the same mock: `let server = mock.serve(([127, 0, 0, 1], 0).into()).await?;`
+//! then send `ChatRequest::new(..).base_url(server.url()).build(dialect)` with any client.
 //!
 //! # What the mock enforces
 //!
