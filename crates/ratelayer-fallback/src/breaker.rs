@@ -1,0 +1,308 @@
+//! A circuit breaker per provider.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ratelayer_core::ConfigError;
+use tokio::time::Instant;
+
+/// When a provider's circuit opens, and for how long.
+///
+/// The circuit opens after `consecutive_failures` failures in a row, or when at least
+/// `min_calls` outcomes in the current `window` include a share of failures of at least
+/// `failure_ratio`. An open circuit skips the provider without waiting for `open_for`;
+/// then it is half-open: one request probes the provider (others skip it), and the
+/// probe's outcome closes the circuit or opens it again.
+///
+/// Failures are unexpected ones (5xx, overloaded, transport errors); rate limits, quota
+/// and context errors say nothing about the provider's health and are not counted.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_fallback::BreakerConfig;
+/// let b = BreakerConfig::default()
+///     .consecutive_failures(3)
+///     .open_for(Duration::from_secs(10));
+/// assert!(b.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    consecutive_failures: u32,
+    failure_ratio: f64,
+    min_calls: u32,
+    window: Duration,
+    open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    /// 5 consecutive failures, or 50 % of at least 20 outcomes in 60 s; open for 30 s.
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            min_calls: 20,
+            window: Duration::from_secs(60),
+            open_for: Duration::from_secs(30),
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// Opens after this many failures in a row (at least 1).
+    ///
+    /// ```
+    /// # let _ = ratelayer_fallback::BreakerConfig::default().consecutive_failures(2);
+    /// ```
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
+        self.consecutive_failures = n;
+        self
+    }
+
+    /// Opens when the failure share of the window reaches `ratio` (in `(0, 1]`)...
+    ///
+    /// ```
+    /// # let _ = ratelayer_fallback::BreakerConfig::default().failure_ratio(0.8);
+    /// ```
+    pub fn failure_ratio(mut self, ratio: f64) -> Self {
+        self.failure_ratio = ratio;
+        self
+    }
+
+    /// ...once the window holds at least this many outcomes (at least 1).
+    ///
+    /// ```
+    /// # let _ = ratelayer_fallback::BreakerConfig::default().min_calls(10);
+    /// ```
+    pub fn min_calls(mut self, n: u32) -> Self {
+        self.min_calls = n;
+        self
+    }
+
+    /// The window over which the failure ratio is counted (a tumbling window; non-zero).
+    ///
+    /// ```
+    /// # let _ = ratelayer_fallback::BreakerConfig::default().window(std::time::Duration::from_secs(30));
+    /// ```
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How long an open circuit skips the provider before letting a probe through
+    /// (non-zero).
+    ///
+    /// ```
+    /// # let _ = ratelayer_fallback::BreakerConfig::default().open_for(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn open_for(mut self, d: Duration) -> Self {
+        self.open_for = d;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// ```
+    /// use ratelayer_fallback::BreakerConfig;
+    /// assert!(BreakerConfig::default().consecutive_failures(0).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.consecutive_failures == 0 {
+            return Err(ConfigError::new(
+                "fallback.breaker.consecutive_failures",
+                "must be at least 1",
+            ));
+        }
+        if !(self.failure_ratio > 0.0 && self.failure_ratio <= 1.0) {
+            return Err(ConfigError::new(
+                "fallback.breaker.failure_ratio",
+                format!("must be in (0, 1], got {}", self.failure_ratio),
+            ));
+        }
+        if self.min_calls == 0 {
+            return Err(ConfigError::new(
+                "fallback.breaker.min_calls",
+                "must be at least 1",
+            ));
+        }
+        if self.window.is_zero() || self.open_for.is_zero() {
+            return Err(ConfigError::new(
+                "fallback.breaker.window/open_for",
+                "must be non-zero durations",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The state of a circuit, as reported by [`FallbackLayer::circuit`](crate::FallbackLayer::circuit).
+///
+/// ```
+/// use ratelayer_fallback::CircuitState;
+/// assert_ne!(CircuitState::Closed, CircuitState::HalfOpen);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Requests go through.
+    Closed,
+    /// The provider is skipped until the instant.
+    Open {
+        /// When a probe may go through.
+        until: Instant,
+    },
+    /// One probe may go through (or is in flight).
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct State {
+    circuit: CircuitState,
+    probing: bool,
+    consecutive: u32,
+    window_start: Instant,
+    calls: u32,
+    failures: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    name: Arc<str>,
+    config: BreakerConfig,
+    state: Mutex<State>,
+}
+
+/// Permission to send one request; a half-open probe is released when dropped without an
+/// outcome (cancellation).
+#[derive(Debug)]
+pub(crate) struct Permit {
+    breaker: Option<Arc<Breaker>>,
+    probe: bool,
+}
+
+impl Permit {
+    /// A permit outside any breaker (a preferred provider bypasses it).
+    pub(crate) fn none() -> Self {
+        Permit {
+            breaker: None,
+            probe: false,
+        }
+    }
+
+    pub(crate) fn record(mut self, outcome: Option<bool>) {
+        if let Some(b) = self.breaker.take() {
+            b.record(outcome, self.probe);
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(b) = self.breaker.take() {
+            b.record(None, self.probe);
+        }
+    }
+}
+
+impl Breaker {
+    pub(crate) fn new(name: Arc<str>, config: BreakerConfig) -> Self {
+        Breaker {
+            name,
+            config,
+            state: Mutex::new(State {
+                circuit: CircuitState::Closed,
+                probing: false,
+                consecutive: 0,
+                window_start: Instant::now(),
+                calls: 0,
+                failures: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn state(&self) -> CircuitState {
+        let mut s = self.lock();
+        Self::refresh(&mut s);
+        s.circuit
+    }
+
+    fn refresh(s: &mut State) {
+        if let CircuitState::Open { until } = s.circuit
+            && Instant::now() >= until
+        {
+            s.circuit = CircuitState::HalfOpen;
+            s.probing = false;
+        }
+    }
+
+    /// A permit to send, or `None` when the circuit is open (or its probe is in flight).
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let mut s = self.lock();
+        Self::refresh(&mut s);
+        let probe = match s.circuit {
+            CircuitState::Closed => false,
+            CircuitState::Open { .. } => return None,
+            CircuitState::HalfOpen if s.probing => return None,
+            CircuitState::HalfOpen => {
+                s.probing = true;
+                true
+            }
+        };
+        Some(Permit {
+            breaker: Some(Arc::clone(self)),
+            probe,
+        })
+    }
+
+    /// `Some(true)`: a success; `Some(false)`: a failure; `None`: no verdict.
+    fn record(&self, outcome: Option<bool>, probe: bool) {
+        let now = Instant::now();
+        let mut s = self.lock();
+        if probe {
+            s.probing = false;
+        }
+        let Some(ok) = outcome else { return };
+        if now.saturating_duration_since(s.window_start) >= self.config.window {
+            s.window_start = now;
+            s.calls = 0;
+            s.failures = 0;
+        }
+        s.calls += 1;
+        if ok {
+            s.consecutive = 0;
+            if probe || s.circuit == CircuitState::HalfOpen {
+                s.circuit = CircuitState::Closed;
+                s.calls = 0;
+                s.failures = 0;
+                s.window_start = now;
+                tracing::info!(target: "ratelayer::fallback", provider = %self.name, "circuit closed after a successful probe");
+            }
+            return;
+        }
+        s.failures += 1;
+        s.consecutive += 1;
+        let ratio_trips = s.calls >= self.config.min_calls
+            && f64::from(s.failures) / f64::from(s.calls) >= self.config.failure_ratio;
+        let trips = probe
+            || s.circuit == CircuitState::HalfOpen
+            || s.consecutive >= self.config.consecutive_failures
+            || ratio_trips;
+        if trips && !matches!(s.circuit, CircuitState::Open { .. }) {
+            let until = now + self.config.open_for;
+            s.circuit = CircuitState::Open { until };
+            s.probing = false;
+            tracing::warn!(
+                target: "ratelayer::fallback",
+                provider = %self.name,
+                consecutive = s.consecutive,
+                failures = s.failures,
+                calls = s.calls,
+                open_for_ms = self.config.open_for.as_millis() as u64,
+                "circuit opened"
+            );
+        }
+    }
+}
