@@ -24,6 +24,8 @@
 //! - Budgets are configured ([`TpmConfig`], serde) and tightened by the limits the
 //!   provider's headers state (never loosened beyond the configuration); each budget is
 //!   enforced with a small safety margin ([`config::DEFAULT_SAFETY_MARGIN`], 2 %).
+//! - Token counting: core's conservative default estimator; with the `tiktoken` feature,
+//!   `tiktoken::TiktokenEstimator` counts OpenAI models exactly, offline.
 //! - Memory is constant per scope: a fixed ring per budget, one calibration factor, no
 //!   per-request history.
 //!
@@ -74,6 +76,8 @@ pub mod config;
 mod future;
 mod layer;
 mod service;
+#[cfg(feature = "tiktoken")]
+pub mod tiktoken;
 pub mod usage;
 
 pub use body::ResponseBody;
