@@ -11,6 +11,8 @@ use super::store::ReceiptItem;
 struct LearnedCap {
     remaining: u64,
     until: u64,
+    /// Identifies the statement, so a cancellation gives back only to the one it took from.
+    id: u16,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,6 +31,8 @@ struct Ring {
     len: usize,
     /// The latest booked admission time: bookings are in non-decreasing time order (FIFO).
     last: u64,
+    /// The sum of every entry's `sum`.
+    total: u64,
 }
 
 impl Ring {
@@ -38,15 +42,27 @@ impl Ring {
             head: 0,
             len: 0,
             last: 0,
+            total: 0,
         }
+    }
+
+    /// Takes up to `amount` from entry `j` (an index into `entries`).
+    fn take(&mut self, j: usize, amount: u64) {
+        let e = &mut self.entries[j];
+        let taken = amount.min(e.sum);
+        e.sum -= taken;
+        self.total = self.total.saturating_sub(taken);
     }
 
     fn cap(&self) -> usize {
         self.entries.len()
     }
 
+    #[inline]
     fn idx(&self, i: usize) -> usize {
-        (self.head + i) % self.cap()
+        // `head < cap` and `i <= cap`: one conditional subtraction, no division.
+        let j = self.head + i;
+        if j >= self.cap() { j - self.cap() } else { j }
     }
 
     fn get(&self, i: usize) -> &Entry {
@@ -64,16 +80,25 @@ impl Ring {
     /// Drops entries that no admission at or after `t` can see.
     fn expire(&mut self, t: u64, window: u64) {
         while self.len > 0 && self.entries[self.head].latest.saturating_add(window) <= t {
-            self.head = (self.head + 1) % self.cap();
+            self.total = self.total.saturating_sub(self.entries[self.head].sum);
+            self.head = self.idx(1);
             self.len -= 1;
         }
     }
 
+    /// What counts at `t`: the total less the expired entries at the head (an expired
+    /// entry behind a live one still counts: conservative). Amortized O(1).
+    #[inline]
     fn live_sum(&self, t: u64, window: u64) -> u64 {
-        (0..self.len)
-            .map(|i| self.get(i))
-            .filter(|e| e.latest.saturating_add(window) > t)
-            .fold(0u64, |a, e| a.saturating_add(e.sum))
+        let mut sum = self.total;
+        for i in 0..self.len {
+            let e = self.get(i);
+            if e.latest.saturating_add(window) > t {
+                break;
+            }
+            sum = sum.saturating_sub(e.sum);
+        }
+        sum
     }
 
     /// Records `amount` admitted at `at` (`at >= last`): merged into the newest slot if
@@ -85,6 +110,7 @@ impl Ring {
         self.expire(now, window);
         self.last = self.last.max(at);
         let full = self.len == self.cap();
+        self.total = self.total.saturating_add(amount);
         match self.tail_mut() {
             Some(e) if at < e.start.saturating_add(width) || full => {
                 let prev = (e.start, e.latest, false);
@@ -129,6 +155,7 @@ impl Ring {
             next.entries[j] = *self.get(i);
             next.len += 1;
         }
+        next.total = self.total;
         *self = next;
     }
 }
@@ -156,6 +183,10 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct Bucket {
     pub(crate) key: BucketKey,
+    /// Identifies the bucket in receipts (a re-created bucket gets a new id).
+    pub(crate) id: u16,
+    /// Counts learned statements (for [`LearnedCap::id`]).
+    caps: u16,
     quota: Quota,
     learned_limit: Option<u64>,
     cap: Option<LearnedCap>,
@@ -187,16 +218,11 @@ fn note_booking(tat_before: u128, at_l: u128, now_l: u128, min_slack: &mut u128)
     }
 }
 
-fn split(v: u128) -> [u64; 2] {
-    [v as u64, (v >> 64) as u64]
-}
-
-fn join(lo: u64, hi: u64) -> u128 {
-    u128::from(lo) | (u128::from(hi) << 64)
-}
+/// Marks a sliding-window receipt whose booking opened a new slot.
+const CREATED: u64 = u64::MAX;
 
 impl Bucket {
-    pub(crate) fn new(key: BucketKey, quota: Quota, now: u64) -> Self {
+    pub(crate) fn new(key: BucketKey, id: u16, quota: Quota, now: u64) -> Self {
         let state = match quota.algorithm {
             Algorithm::Gcra { .. } => State::Gcra {
                 tat: u128::from(now) * u128::from(quota.limit),
@@ -207,6 +233,8 @@ impl Bucket {
         };
         Bucket {
             key,
+            id,
+            caps: 0,
             quota,
             learned_limit: None,
             cap: None,
@@ -268,7 +296,12 @@ impl Bucket {
             State::Gcra { tat, .. } => {
                 let burst = u128::from(self.capacity());
                 let need = (*tat + u128::from(cost) * w).saturating_sub(burst * w);
-                sat64(div_ceil(need, l)).max(now)
+                if need <= u128::from(now) * l {
+                    // Fits now: no division on the hot path.
+                    now
+                } else {
+                    sat64(div_ceil(need, l)).max(now)
+                }
             }
             State::Sliding(ring) => {
                 let t0 = now.max(ring.last);
@@ -308,7 +341,7 @@ impl Bucket {
     /// Books `cost` for admission at `at` (`at >= now`, `at >= earliest(now, cost)`).
     pub(crate) fn book(&mut self, at: u64, cost: u64, now: u64) -> ReceiptItem {
         self.seq += 1;
-        let mut data = [0u64; 5];
+        let data: [u64; 2];
         let w = u128::from(self.window());
         let l = u128::from(self.limit());
         let win = self.window();
@@ -323,24 +356,30 @@ impl Bucket {
                 note_booking(prev, u128::from(at) * l, u128::from(now) * l, min_slack);
                 *last_book = seq;
                 *tat = prev.max(u128::from(at) * l) + u128::from(cost) * w;
-                let [a, b] = split(prev);
-                let [c, d] = split(*tat);
-                data[..4].copy_from_slice(&[a, b, c, d]);
+                // The booking's end in whole nanoseconds (rounded down: refunds computed
+                // from it are never too large), and how far the booking moved the start
+                // past the previous `tat` (below one nanosecond when it waited; saturated
+                // when the bucket was idle, where any value up to `now` restores the same
+                // state).
+                let moved = sat64(*tat - u128::from(cost) * w - prev);
+                data = [sat64(*tat / l), moved];
             }
             State::Sliding(ring) => {
-                let prev_last = ring.last;
                 let (start, prev_latest, created) = ring.record(at, cost, now, win);
-                data = [start, prev_latest, prev_last, u64::from(created), 0];
+                data = [start, if created { CREATED } else { prev_latest }];
             }
         }
+        let mut cap_id = 0;
         if let Some(cap) = &mut self.cap
             && at < cap.until
         {
             cap.remaining = cap.remaining.saturating_sub(cost);
-            data[4] = cap.until;
+            cap_id = cap.id;
         }
         ReceiptItem {
-            key: self.key,
+            bucket: self.id,
+            cap: cap_id,
+            dimension: self.key.dimension,
             cost,
             seq: self.seq,
             data,
@@ -355,22 +394,27 @@ impl Bucket {
             self.seq += 1;
             match &mut self.state {
                 State::Gcra { tat, last_book, .. } => {
-                    *tat = join(item.data[0], item.data[1]);
+                    let w = u128::from(window_ns(&self.quota));
+                    *tat -= u128::from(item.cost) * w + u128::from(item.data[1]);
                     *last_book = 0;
                 }
                 State::Sliding(ring) => {
-                    let created = item.data[3] == 1;
-                    if let Some(e) = ring.tail_mut()
-                        && e.start == item.data[0]
-                    {
+                    let created = item.data[1] == CREATED;
+                    if ring.len > 0 && ring.get(ring.len - 1).start == item.data[0] {
+                        let j = ring.idx(ring.len - 1);
+                        ring.take(j, item.cost);
                         if created {
-                            *e = Entry::default();
+                            ring.entries[j] = Entry::default();
                             ring.len -= 1;
                         } else {
-                            e.sum = e.sum.saturating_sub(item.cost);
-                            e.latest = item.data[1];
+                            ring.entries[j].latest = item.data[1];
                         }
-                        ring.last = item.data[2];
+                        // The latest booking before this one is now the newest slot's.
+                        ring.last = if ring.len > 0 {
+                            ring.get(ring.len - 1).latest
+                        } else {
+                            0
+                        };
                     }
                 }
             }
@@ -382,8 +426,8 @@ impl Bucket {
 
     fn give_back_cap(&mut self, item: &ReceiptItem, amount: u64) {
         if let Some(cap) = &mut self.cap
-            && item.data[4] != 0
-            && item.data[4] == cap.until
+            && item.cap != 0
+            && item.cap == cap.id
         {
             cap.remaining = cap.remaining.saturating_add(amount);
         }
@@ -401,7 +445,7 @@ impl Bucket {
                 min_slack,
             } => {
                 let floor = u128::from(now) * l;
-                let end = join(item.data[2], item.data[3]).min(*tat);
+                let end = (u128::from(item.data[0]) * l).min(*tat);
                 let mut back = (u128::from(amount) * w).min(end.saturating_sub(floor));
                 if item.seq != *last_book {
                     back = back.min(*min_slack);
@@ -413,8 +457,7 @@ impl Bucket {
                 for i in 0..ring.len {
                     let j = ring.idx(i);
                     if ring.entries[j].start == item.data[0] {
-                        let e = &mut ring.entries[j];
-                        e.sum = e.sum.saturating_sub(amount);
+                        ring.take(j, amount);
                         break;
                     }
                 }
@@ -462,7 +505,7 @@ impl Bucket {
         let l = u128::from(self.limit());
         match &mut self.state {
             State::Gcra { tat, last_book, .. } => {
-                let end = join(item.data[2], item.data[3]);
+                let end = u128::from(item.data[0]) * l;
                 *tat = (*tat).max(end + u128::from(used - ready) * l);
                 *last_book = 0;
             }
@@ -525,9 +568,11 @@ impl Bucket {
             let until = reset_at.unwrap_or_else(|| now.saturating_add(self.window()));
             if until > now {
                 self.seq += 1;
+                self.caps = self.caps.wrapping_add(1).max(1);
                 self.cap = Some(LearnedCap {
                     remaining: r,
                     until,
+                    id: self.caps,
                 });
             }
         }
@@ -581,6 +626,7 @@ impl Bucket {
                     };
                     ring.len = 1;
                     ring.last = now;
+                    ring.total = sat64(load);
                 }
                 self.state = State::Sliding(ring);
             }

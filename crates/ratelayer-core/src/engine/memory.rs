@@ -1,7 +1,7 @@
 //! The in-memory store: the default backend.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -72,6 +72,7 @@ impl MemoryStore {
             wider: wider.into_boxed_slice(),
             cooldown: AtomicU64::new(0),
             buckets: Mutex::new(Vec::new()),
+            next_bucket: AtomicU16::new(0),
             leases: Leases::new(scope.clone()),
         });
         map.insert(scope.clone(), Arc::clone(&s));
@@ -101,6 +102,7 @@ pub struct MemoryScope {
     /// Cooldown end in nanoseconds since `epoch`; 0 means none.
     cooldown: AtomicU64,
     buckets: Mutex<Vec<Bucket>>,
+    next_bucket: AtomicU16,
     leases: Arc<Leases>,
 }
 
@@ -174,8 +176,8 @@ impl MemoryScope {
         &self,
         costs: &[(BucketKey, u64)],
         max_wait: Option<Duration>,
+        now_i: Instant,
     ) -> Result<Booking, ReserveError> {
-        let now_i = Instant::now();
         let now = self.nanos(now_i);
         let mut buckets = self.lock();
         let (ready, reason) = self
@@ -207,7 +209,7 @@ impl MemoryScope {
         };
         Ok(Booking {
             ready_at,
-            wait: Duration::from_nanos(ready - now),
+            waits: ready > now,
             receipt,
         })
     }
@@ -248,7 +250,10 @@ impl ScopeStore for MemoryScope {
                             ),
                         ));
                     }
-                    None => buckets.push(Bucket::new(key, q, now)),
+                    None => {
+                        let id = self.next_bucket.fetch_add(1, Ordering::Relaxed);
+                        buckets.push(Bucket::new(key, id, q, now));
+                    }
                 }
                 tracing::debug!(scope = %self.scope, bucket = key.describe(), limit = q.limit,
                     window_ms = q.window.as_millis() as u64, "quota set");
@@ -281,8 +286,9 @@ impl ScopeStore for MemoryScope {
         &self,
         costs: &[(BucketKey, u64)],
         max_wait: Option<Duration>,
+        now: Instant,
     ) -> StoreFuture<Result<Booking, ReserveError>> {
-        StoreFuture::ready(self.reserve_now(costs, max_wait))
+        StoreFuture::ready(self.reserve_now(costs, max_wait, now))
     }
 
     fn wait_time(&self, costs: &[(BucketKey, u64)]) -> StoreFuture<Result<Duration, NeverFits>> {
@@ -299,7 +305,7 @@ impl ScopeStore for MemoryScope {
         let mut buckets = self.lock();
         // Undo in reverse booking order so exact restores stack.
         for item in receipt.items().iter().rev() {
-            if let Some(b) = buckets.iter_mut().find(|b| b.key == item.key) {
+            if let Some(b) = buckets.iter_mut().find(|b| b.id == item.bucket) {
                 b.cancel(item, now);
             }
         }
@@ -310,16 +316,20 @@ impl ScopeStore for MemoryScope {
         let used = self.nanos(used_at);
         let mut buckets = self.lock();
         for item in receipt.items() {
-            if let Some(b) = buckets.iter_mut().find(|b| b.key == item.key) {
+            if let Some(b) = buckets.iter_mut().find(|b| b.id == item.bucket) {
                 b.commit_late(item, ready, used);
             }
         }
     }
 
+    fn bucket_id(&self, key: BucketKey) -> Option<u16> {
+        self.lock().iter().find(|b| b.key == key).map(|b| b.id)
+    }
+
     fn adjust(&self, item: &mut ReceiptItem, actual: u64) {
         let now = self.nanos(Instant::now());
         let mut buckets = self.lock();
-        match buckets.iter_mut().find(|b| b.key == item.key) {
+        match buckets.iter_mut().find(|b| b.id == item.bucket) {
             Some(b) => b.adjust(item, actual, now),
             None => item.cost = actual,
         }

@@ -228,8 +228,21 @@ impl ScopeHandle {
     /// Reserves `costs` all-or-nothing. See the [module documentation](self).
     #[inline]
     pub fn reserve(&self, costs: &[(BucketKey, u64)], max_wait: Option<Duration>) -> Reserve {
+        self.reserve_at(costs, max_wait, Instant::now())
+    }
+
+    /// [`reserve`](Self::reserve) with the current instant read by the caller, who reads
+    /// the clock once per operation (and may pass the same instant to
+    /// [`Reservation::commit_at`]).
+    #[inline]
+    pub fn reserve_at(
+        &self,
+        costs: &[(BucketKey, u64)],
+        max_wait: Option<Duration>,
+        now: Instant,
+    ) -> Reserve {
         Reserve {
-            fut: self.store.reserve(costs, max_wait),
+            fut: self.store.reserve(costs, max_wait, now),
             store: Some(Arc::clone(&self.store)),
         }
     }
@@ -317,9 +330,10 @@ impl Future for Reserve {
         };
         Poll::Ready(match res {
             Ok(booking) => {
-                if !booking.wait.is_zero() {
+                if booking.waits {
+                    let wait = booking.ready_at.saturating_duration_since(Instant::now());
                     tracing::debug!(scope = %store.scope(),
-                        wait_ms = booking.wait.as_millis() as u64, "reservation waits");
+                        wait_ms = wait.as_millis() as u64, "reservation waits");
                 }
                 Ok(Reservation {
                     store,
@@ -373,22 +387,25 @@ impl Reservation {
         &self.booking.receipt
     }
 
-    /// Marks the reservation used: it is no longer given back on drop.
+    /// Marks the reservation used (the request is being sent now): it is no longer given
+    /// back on drop.
     ///
     /// Call it when the request is sent, at or after [`ready_at`](Self::ready_at). A use
     /// more than [`LATE_COMMIT_SLACK`] after `ready_at` is recorded at its real time, so
     /// a window-safe bucket counts the cost from when it was really sent.
-    pub fn commit(mut self) -> Committed {
+    pub fn commit(self) -> Committed {
+        self.commit_at(Instant::now())
+    }
+
+    /// [`commit`](Self::commit) with the current instant read by the caller.
+    #[inline]
+    pub fn commit_at(mut self, now: Instant) -> Committed {
         self.live = false;
-        let now = Instant::now();
         if now > self.booking.ready_at + LATE_COMMIT_SLACK {
             self.store
                 .commit_late(&self.booking.receipt, self.booking.ready_at, now);
         }
-        Committed {
-            store: Arc::clone(&self.store),
-            receipt: self.booking.receipt,
-        }
+        Committed { inner: self }
     }
 }
 
@@ -403,15 +420,15 @@ impl Drop for Reservation {
 /// A used reservation: adjust it when the actual cost is known. Dropping it changes
 /// nothing.
 pub struct Committed {
-    store: Arc<dyn ScopeStore>,
-    receipt: Receipt,
+    /// The reservation, no longer live (nothing happens on drop).
+    inner: Reservation,
 }
 
 impl fmt::Debug for Committed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Committed")
-            .field("scope", self.store.scope())
-            .field("receipt", &self.receipt)
+            .field("scope", self.inner.store.scope())
+            .field("receipt", &self.inner.booking.receipt)
             .finish()
     }
 }
@@ -421,26 +438,32 @@ impl Committed {
     /// booked, refunds it if less (a refund never creates capacity beyond the limit).
     /// No effect for a bucket the reservation did not book.
     pub fn adjust(&mut self, key: BucketKey, actual: u64) {
-        if let Some(item) = self.receipt.items_mut().iter_mut().find(|i| i.key == key)
+        let r = &mut self.inner;
+        let Some(id) = r.store.bucket_id(key) else {
+            return;
+        };
+        let items = r.booking.receipt.items_mut();
+        if let Some(item) = items.iter_mut().find(|i| i.bucket == id)
             && item.cost != actual
         {
-            self.store.adjust(item, actual);
+            r.store.adjust(item, actual);
         }
     }
 
     /// Sets the actual cost of every booked bucket of `dimension` (such as tokens per
     /// minute and per day together).
     pub fn adjust_dimension(&mut self, dimension: Dimension, actual: u64) {
-        for item in self.receipt.items_mut() {
-            if item.key.dimension == dimension && item.cost != actual {
-                self.store.adjust(item, actual);
+        let r = &mut self.inner;
+        for item in r.booking.receipt.items_mut() {
+            if item.dimension == dimension && item.cost != actual {
+                r.store.adjust(item, actual);
             }
         }
     }
 
     /// What is booked now.
     pub fn receipt(&self) -> &Receipt {
-        &self.receipt
+        &self.inner.booking.receipt
     }
 }
 

@@ -65,7 +65,7 @@ impl Sim {
     }
 
     fn use_it(&mut self, r: Reservation, pct: u8) {
-        let cost = r.receipt().cost(KEY);
+        let cost = r.receipt().cost(KEY.dimension);
         let mut c = r.commit();
         let actual = cost * u64::from(pct) / 100;
         c.adjust(KEY, actual);

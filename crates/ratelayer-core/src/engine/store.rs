@@ -109,73 +109,100 @@ impl<T> fmt::Debug for StoreFuture<T> {
 }
 
 /// What one bucket booked for a reservation: enough for the store to undo or adjust it.
-/// `seq` and `data` are the store's own bookkeeping.
+/// Everything but `dimension` and `cost` is the store's own bookkeeping. Kept small: it
+/// travels with every reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiptItem {
-    /// The bucket.
-    pub key: BucketKey,
+    /// Store-defined identity of the bucket within the scope.
+    pub bucket: u16,
+    /// Store-defined identity of a learned cap the booking took from (0: none).
+    pub cap: u16,
+    /// What the bucket counts.
+    pub dimension: Dimension,
     /// What is currently booked in this bucket for the reservation.
     pub cost: u64,
     /// Store-defined change counter at booking time.
     pub seq: u64,
     /// Store-defined data.
-    pub data: [u64; 5],
+    pub data: [u64; 2],
 }
 
 impl ReceiptItem {
     const EMPTY: ReceiptItem = ReceiptItem {
-        key: BucketKey::REQUESTS_PER_MINUTE,
+        bucket: 0,
+        cap: 0,
+        dimension: Dimension::Requests,
         cost: 0,
         seq: 0,
-        data: [0; 5],
+        data: [0; 2],
     };
 }
 
-/// What a reservation booked, bucket by bucket (inline: at most
-/// [`MAX_BUCKETS`](super::MAX_BUCKETS) items, no allocation).
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Items kept inline (no allocation) in a [`Receipt`]; more spill to the heap.
+const INLINE: usize = 2;
+
+/// What a reservation booked, bucket by bucket: up to two buckets (such as requests and
+/// tokens per minute) inline, without allocation; more on the heap.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Receipt {
-    items: [ReceiptItem; MAX_BUCKETS],
-    len: u8,
+    repr: Repr,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Repr {
+    Inline([ReceiptItem; INLINE], u8),
+    Heap(Vec<ReceiptItem>),
 }
 
 impl Default for Receipt {
     fn default() -> Self {
         Receipt {
-            items: [ReceiptItem::EMPTY; MAX_BUCKETS],
-            len: 0,
+            repr: Repr::Inline([ReceiptItem::EMPTY; INLINE], 0),
         }
     }
 }
 
 impl Receipt {
-    /// Appends an item; returns `false` (and drops it) when the receipt is full.
-    pub fn push(&mut self, item: ReceiptItem) -> bool {
-        match self.items.get_mut(usize::from(self.len)) {
-            Some(slot) => {
-                *slot = item;
-                self.len += 1;
-                true
-            }
-            None => false,
+    /// Appends an item.
+    pub fn push(&mut self, item: ReceiptItem) {
+        match &mut self.repr {
+            Repr::Inline(items, len) => match items.get_mut(usize::from(*len)) {
+                Some(slot) => {
+                    *slot = item;
+                    *len += 1;
+                }
+                None => {
+                    let mut v = Vec::with_capacity(MAX_BUCKETS);
+                    v.extend_from_slice(&items[..]);
+                    v.push(item);
+                    self.repr = Repr::Heap(v);
+                }
+            },
+            Repr::Heap(v) => v.push(item),
         }
     }
 
     /// The booked items.
     pub fn items(&self) -> &[ReceiptItem] {
-        &self.items[..usize::from(self.len)]
+        match &self.repr {
+            Repr::Inline(items, len) => &items[..usize::from(*len)],
+            Repr::Heap(v) => v,
+        }
     }
 
     /// The booked items, mutably (to record adjustments).
     pub fn items_mut(&mut self) -> &mut [ReceiptItem] {
-        &mut self.items[..usize::from(self.len)]
+        match &mut self.repr {
+            Repr::Inline(items, len) => &mut items[..usize::from(*len)],
+            Repr::Heap(v) => v,
+        }
     }
 
-    /// What is booked in bucket `key` (zero if none).
-    pub fn cost(&self, key: BucketKey) -> u64 {
+    /// What is booked in the buckets of `dimension` (summed; zero if none).
+    pub fn cost(&self, dimension: Dimension) -> u64 {
         self.items()
             .iter()
-            .filter(|i| i.key == key)
+            .filter(|i| i.dimension == dimension)
             .map(|i| i.cost)
             .sum()
     }
@@ -188,12 +215,12 @@ impl fmt::Debug for Receipt {
 }
 
 /// A booking made by [`ScopeStore::reserve`]: usable at `ready_at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Booking {
     /// When the reservation may be used (now, or later: the caller sleeps until then).
     pub ready_at: Instant,
-    /// The wait from when it was booked until `ready_at`.
-    pub wait: Duration,
+    /// Whether `ready_at` was later than the instant of booking.
+    pub waits: bool,
     /// What was booked.
     pub receipt: Receipt,
 }
@@ -275,10 +302,12 @@ pub trait ScopeStore: Send + Sync + fmt::Debug + 'static {
     /// Books `costs` in every configured bucket, all-or-nothing, for the earliest instant
     /// they all fit (and the cooldown is over). Buckets without a quota are not limited.
     /// With `max_wait`, a longer wait is declined without changing any state.
+    /// `now` is the current instant (the caller reads the clock once per operation).
     fn reserve(
         &self,
         costs: &[(BucketKey, u64)],
         max_wait: Option<Duration>,
+        now: Instant,
     ) -> StoreFuture<Result<Booking, ReserveError>>;
 
     /// How long a reservation of `costs` would wait now. No side effects.
@@ -290,6 +319,9 @@ pub trait ScopeStore: Send + Sync + fmt::Debug + 'static {
     /// Records that a booking made for `ready_at` was used later, at `used_at`: its cost
     /// counts from then (a window-safe bucket must not forget it early).
     fn commit_late(&self, receipt: &Receipt, ready_at: Instant, used_at: Instant);
+
+    /// The identity of bucket `key` in receipts ([`ReceiptItem::bucket`]).
+    fn bucket_id(&self, key: BucketKey) -> Option<u16>;
 
     /// Changes what `item` has booked to `actual` (debits more or refunds).
     fn adjust(&self, item: &mut ReceiptItem, actual: u64);

@@ -136,7 +136,7 @@ async fn adjust_refunds_and_debits_but_never_beyond_the_limit() {
     assert_eq!(h.wait_time(&[(TPM, 601)]).await.unwrap(), MIN);
     c.adjust(TPM, 900);
     assert_eq!(h.wait_time(&[(TPM, 101)]).await.unwrap(), MIN);
-    assert_eq!(c.receipt().cost(TPM), 900);
+    assert_eq!(c.receipt().cost(Dimension::Tokens), 900);
     // Refunding more than was used never gives more than the limit.
     c.adjust(TPM, 0);
     c.adjust(TPM, 0);
@@ -412,4 +412,11 @@ async fn observed_snapshots_publish_learned_limits() {
     assert_eq!(h.wait_time(&[(TPM, 1)]).await.unwrap(), secs(5));
     assert!(state.observed(&scope).is_some());
     assert!(state.scopes().contains(&scope));
+}
+
+#[test]
+fn reservations_stay_small() {
+    // They travel through futures on the hot path: moves must stay cheap.
+    assert!(std::mem::size_of::<Reservation>() <= 136);
+    assert!(std::mem::size_of::<ReceiptItem>() <= 40);
 }
