@@ -306,3 +306,70 @@ impl Breaker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(config: BreakerConfig) -> Arc<Breaker> {
+        Arc::new(Breaker::new(Arc::from("p"), config))
+    }
+
+    fn outcome(b: &Arc<Breaker>, ok: bool) {
+        b.try_acquire().expect("closed").record(Some(ok));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_ratio_over_the_window_opens_the_circuit() {
+        let b = breaker(
+            BreakerConfig::default()
+                .consecutive_failures(10)
+                .min_calls(4)
+                .failure_ratio(0.5),
+        );
+        outcome(&b, true);
+        outcome(&b, false);
+        outcome(&b, true);
+        assert_eq!(b.state(), CircuitState::Closed);
+        outcome(&b, false); // 2 of 4
+        assert!(matches!(b.state(), CircuitState::Open { .. }));
+        assert!(b.try_acquire().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_forgets_old_outcomes() {
+        let b = breaker(
+            BreakerConfig::default()
+                .consecutive_failures(10)
+                .min_calls(4)
+                .window(Duration::from_secs(10)),
+        );
+        outcome(&b, false);
+        outcome(&b, false);
+        outcome(&b, false);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        outcome(&b, true);
+        outcome(&b, true);
+        outcome(&b, true);
+        outcome(&b, false); // 1 of 4 in this window (4 of 7 over both)
+        assert_eq!(b.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_lets_exactly_one_probe_through() {
+        let b = breaker(BreakerConfig::default().consecutive_failures(1));
+        outcome(&b, false);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        let probe = b.try_acquire().expect("one probe");
+        assert!(b.try_acquire().is_none(), "only one");
+        probe.record(None); // no verdict (say, a 429): the next request probes
+        let probe = b.try_acquire().expect("probe again");
+        probe.record(Some(false));
+        assert!(matches!(b.state(), CircuitState::Open { .. }));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        b.try_acquire().expect("probe").record(Some(true));
+        assert_eq!(b.state(), CircuitState::Closed);
+        outcome(&b, true);
+    }
+}

@@ -1,0 +1,234 @@
+//! The fallback in front of real provider stacks (retry, tier detection, TPM) over
+//! in-process mock providers, under paused time.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use ratelayer_core::{LimitState, ReplayBody};
+use ratelayer_fallback::{Fallback, FallbackReason, ProviderSpec};
+use ratelayer_mock::{Fault, Journal, MockProvider};
+use ratelayer_retry::{Backoff, BackoffRetryLayer};
+use ratelayer_tier::TierDetectLayer;
+use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
+use tower::{Layer, ServiceBuilder, ServiceExt};
+
+fn chat(id: u64, max_tokens: u64) -> Request<ReplayBody> {
+    let body = format!(
+        r#"{{"model":"gpt-4o","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"Summarize request {id}"}}]}}"#
+    );
+    Request::post("http://127.0.0.1/v1/chat/completions")
+        .header("authorization", "Bearer sk-test")
+        .header("x-request-id", id.to_string())
+        .body(ReplayBody::from(body))
+        .unwrap()
+}
+
+/// Request ids (x-request-id) answered 200 by a mock.
+fn served(j: &Journal) -> BTreeSet<u64> {
+    j.entries()
+        .iter()
+        .filter(|e| e.status == Some(StatusCode::OK))
+        .filter_map(|e| e.request_id.as_deref()?.parse().ok())
+        .collect()
+}
+
+/// 1,000 requests in bursts of 40 to 130 (seeded) every 45 s against a primary allowing
+/// 100 requests a minute and failing 3 % of requests with a 503: bursts of 429s whose
+/// Retry-After is about 15 s. Each provider's stack is retry (one rate-limit retry, no
+/// overloaded retries) > tier detection > mock; the fallback waits first (the shared
+/// state's cooldown), retries a 503 once, and falls back when the primary's retries are
+/// exhausted or it fails twice.
+#[tokio::test(start_paused = true)]
+async fn a_thousand_requests_through_bursts_of_429s() {
+    let state = LimitState::new();
+    let primary = MockProvider::builder()
+        .rpm(100)
+        .fault(Fault::unavailable().probability(0.03))
+        .seed(11)
+        .build()
+        .unwrap();
+    let backup = MockProvider::builder().build().unwrap();
+    let stack = |mock: &MockProvider| {
+        ServiceBuilder::new()
+            .layer(
+                BackoffRetryLayer::builder(state.clone())
+                    .max_rate_limit_retries(1)
+                    .overloaded(Backoff::new(Duration::from_secs(1), 2.0, 0))
+                    .pacing(false)
+                    .seed(7)
+                    .build()
+                    .unwrap(),
+            )
+            .layer(TierDetectLayer::new(state.clone()))
+            .service(mock.clone())
+    };
+    let f = Fallback::builder()
+        .provider(ProviderSpec::new("primary").service(stack(&primary)))
+        .provider(
+            ProviderSpec::new("backup")
+                .model("backup-model")
+                .service(stack(&backup)),
+        )
+        .limit_state(state.clone())
+        .rate_limit_retries(0)
+        .wait_budget(Duration::from_secs(120))
+        .build()
+        .unwrap();
+
+    let mut tasks = Vec::new();
+    let mut seed: u64 = 0x5eed;
+    let mut id = 0u64;
+    while id < 1_000 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let size = 40 + (seed >> 33) % 91;
+        for _ in 0..size.min(1_000 - id) {
+            let f = f.clone();
+            let req = chat(id, 50);
+            tasks.push(tokio::spawn(async move {
+                f.oneshot(req).await.map(|r| r.status())
+            }));
+            id += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(45)).await;
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), StatusCode::OK);
+    }
+
+    let s = f.stats().snapshot();
+    let pj = primary.journal();
+    let bj = backup.journal();
+    let on_primary = served(&pj);
+    let on_backup = served(&bj);
+    eprintln!(
+        "primary: {} requests, {} 429s; backup: {} requests; stats: {s:?}",
+        pj.len(),
+        pj.rate_limited(),
+        bj.len()
+    );
+
+    // The workload really had bursts of 429s, with short delays.
+    assert!(pj.rate_limited() >= 10, "{}", pj.rate_limited());
+    // Every request succeeded exactly once.
+    assert_eq!((s.requests, s.successes, s.failures), (1_000, 1_000, 0));
+    assert!(on_primary.is_disjoint(&on_backup));
+    assert_eq!(on_primary.len() + on_backup.len(), 1_000);
+    // The stats say what the judges' journals say.
+    let p = s.provider("primary").unwrap();
+    let b = s.provider("backup").unwrap();
+    assert_eq!(p.successes as usize, on_primary.len());
+    assert_eq!(b.successes as usize, on_backup.len());
+    assert_eq!(s.served_by_fallback as usize, on_backup.len());
+    assert_eq!(b.requests as usize, bj.len(), "the backup never retried");
+    let fallbacks: u64 = s.fallbacks.values().sum();
+    assert_eq!(fallbacks as usize, on_backup.len());
+    // Requests that left the primary rate limited are those the primary's journal ends
+    // with a 429 for; the others never reached it (wait first).
+    let mut last: BTreeMap<u64, Option<StatusCode>> = BTreeMap::new();
+    for e in pj.entries() {
+        if let Some(id) = e.request_id.as_deref().and_then(|i| i.parse().ok()) {
+            last.insert(id, e.status);
+        }
+    }
+    let left_limited = last
+        .values()
+        .filter(|st| **st == Some(StatusCode::TOO_MANY_REQUESTS))
+        .count();
+    let rate_limited = s
+        .fallbacks
+        .get(&FallbackReason::RateLimited)
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(rate_limited as usize, left_limited);
+    // Each request the fallback sent to the primary's stack reached the mock once, plus
+    // once more per 429 the retry layer retried (every 429 but a request's last).
+    assert_eq!(
+        p.requests as usize,
+        pj.len() - pj.rate_limited() + left_limited
+    );
+    // The second 503 of a request is a fallback; its first was retried by the fallback.
+    let unexpected = s
+        .fallbacks
+        .get(&FallbackReason::Unexpected)
+        .copied()
+        .unwrap_or(0);
+    let fives = pj.count_status(StatusCode::SERVICE_UNAVAILABLE) as u64;
+    assert_eq!(p.requests, last.len() as u64 + fives - unexpected);
+    // Waiting first kept the fallback share low.
+    assert!(s.fallback_share() <= 0.10, "{}", s.fallback_share());
+    assert!(s.primary_share() >= 0.90);
+    // The judge: the primary never admitted more than its limit in any minute.
+    assert!(pj.max_requests_in_window(Duration::from_secs(60)) <= 100);
+}
+
+fn tpm_stack(
+    state: &LimitState,
+    mock: &MockProvider,
+    tpm: u64,
+    provider: &str,
+) -> impl tower::Service<
+    Request<ReplayBody>,
+    Response = http::Response<ratelayer_tpm::ResponseBody<ratelayer_mock::MockBody>>,
+    Error = ratelayer_core::BoxError,
+    Future: Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let config = TpmConfig::new()
+        .budget(Budget::new(provider, ModelLimits::tpm(tpm)))
+        .safety_margin(0.0)
+        .max_wait(Some(Duration::from_secs(1)));
+    TpmLimitLayer::with_state(config, state.clone())
+        .unwrap()
+        .layer(mock.clone())
+}
+
+type TpmChain = Fallback<ReplayBody, ratelayer_tpm::ResponseBody<ratelayer_mock::MockBody>>;
+
+/// A primary with a 1,000 TPM budget and an unlimited backup, each behind a TPM layer
+/// (maximum wait 1 s) on one shared state; the fallback reads that state if `wait_first`.
+fn tpm_chain(wait_first: bool) -> (TpmChain, MockProvider, MockProvider) {
+    let state = LimitState::new();
+    let primary = MockProvider::builder().build().unwrap();
+    let backup = MockProvider::builder().build().unwrap();
+    let mut b = Fallback::builder()
+        .provider(
+            ProviderSpec::new("primary").service(tpm_stack(&state, &primary, 1_000, "primary")),
+        )
+        .provider(
+            ProviderSpec::new("backup").service(tpm_stack(&state, &backup, 1_000_000, "backup")),
+        )
+        .wait_budget(Duration::from_secs(10));
+    if wait_first {
+        b = b.limit_state(state);
+    }
+    (b.build().unwrap(), primary, backup)
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_budgets_are_waited_for_first_and_their_errors_fall_back() {
+    // With the shared state, the fallback sees the TPM wait before choosing.
+    let (f, primary, backup) = tpm_chain(true);
+    f.clone().oneshot(chat(0, 600)).await.unwrap();
+    f.clone().oneshot(chat(1, 600)).await.unwrap();
+    assert_eq!((primary.journal().len(), backup.journal().len()), (1, 1));
+    let s = f.stats().snapshot();
+    assert_eq!(s.fallbacks[&FallbackReason::WaitTooLong], 1);
+    assert_eq!(s.provider("primary").unwrap().requests, 1);
+
+    // Without it, the TPM layer's own WaitTooLong and NeverFits errors fall back.
+    let (f, primary, backup) = tpm_chain(false);
+    f.clone().oneshot(chat(0, 600)).await.unwrap();
+    f.clone().oneshot(chat(1, 600)).await.unwrap();
+    f.clone().oneshot(chat(2, 5_000)).await.unwrap();
+    assert_eq!((primary.journal().len(), backup.journal().len()), (1, 2));
+    let s = f.stats().snapshot();
+    assert_eq!(s.provider("primary").unwrap().requests, 3);
+    assert_eq!(s.fallbacks[&FallbackReason::WaitTooLong], 1);
+    assert_eq!(s.fallbacks[&FallbackReason::NeverFits], 1);
+}
