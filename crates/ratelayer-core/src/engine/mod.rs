@@ -32,7 +32,9 @@
 //!   a bucket (never above the configured limit, and a later statement can raise it back
 //!   only up to the configured limit); `remaining` until `reset` caps what may be booked
 //!   before the reset. [`ScopeHandle::set_cooldown`] (after a 429) makes every
-//!   reservation of the scope, and of narrower scopes, wait until then.
+//!   reservation of the scope, and of narrower scopes, wait until then; a reservation
+//!   booked before the cooldown sees it in [`Reservation::ready_at_now`] (check it after
+//!   sleeping).
 //! - [`ScopeHandle::lease`] acquires a concurrency lease: at most `limit` holders, FIFO
 //!   within two [`Priority`] classes (with no starvation of `Normal`), a bounded queue
 //!   ([`QueueFull`] or wait), runtime resize, released on drop. Leases do not wait for
@@ -256,7 +258,40 @@ impl ScopeHandle {
         self.store.wait_time(costs)
     }
 
-    /// Applies what a provider said about `dimension`.
+    /// Applies what a provider said about `dimension` to this scope's buckets of that
+    /// dimension (those whose window equals `said.window`, or all of them when the window
+    /// is not stated):
+    ///
+    /// - `limit` below the configured limit tightens the bucket; a later statement can
+    ///   raise it again, but never above the configured limit.
+    /// - `remaining` until `reset` (a window from now when not stated) caps what may be
+    ///   booked before the reset; a newer statement replaces it. Reservations already in
+    ///   flight that the provider had not counted yet are not subtracted.
+    ///
+    /// A dimension without a configured bucket is not limited, and the statement is
+    /// ignored (the cooldown after a 429 still applies).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::headers::DimensionLimit;
+    /// use ratelayer_core::{Dimension, LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// h.set_quota(BucketKey::TOKENS_PER_MINUTE, Quota::sliding_window(90_000, Duration::from_secs(60))).unwrap();
+    /// h.learn(Dimension::Tokens, &DimensionLimit {
+    ///     limit: Some(30_000),
+    ///     remaining: Some(0),
+    ///     reset: Some(Duration::from_secs(3)),
+    ///     window: Some(Duration::from_secs(60)),
+    /// });
+    /// assert_eq!(h.capacity(BucketKey::TOKENS_PER_MINUTE), Some(30_000));
+    /// let wait = h.wait_time(&[(BucketKey::TOKENS_PER_MINUTE, 1)]).await.unwrap();
+    /// assert_eq!(wait, Duration::from_secs(3));
+    /// # }
+    /// ```
     pub fn learn(&self, dimension: Dimension, said: &DimensionLimit) {
         self.store.learn(dimension, said);
     }
@@ -373,6 +408,33 @@ impl Reservation {
     /// `tokio::time::sleep_until`.
     pub fn ready_at(&self) -> Instant {
         self.booking.ready_at
+    }
+
+    /// [`ready_at`](Self::ready_at), or later if a cooldown was set on the scope (or a
+    /// wider one) after the booking: a 429 seen by another request while this one slept.
+    /// Check it again after sleeping, and sleep again if it moved:
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::{LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let r = h.reserve(&[], None).await.unwrap();
+    /// h.set_cooldown(tokio::time::Instant::now() + Duration::from_secs(20));
+    /// loop {
+    ///     let at = r.ready_at_now();
+    ///     if at <= tokio::time::Instant::now() { break; }
+    ///     tokio::time::sleep_until(at).await;
+    /// }
+    /// let _used = r.commit();
+    /// # }
+    /// ```
+    pub fn ready_at_now(&self) -> Instant {
+        match self.store.cooldown_until() {
+            Some(cd) if cd > self.booking.ready_at => cd,
+            _ => self.booking.ready_at,
+        }
     }
 
     /// How long from now until [`ready_at`](Self::ready_at).

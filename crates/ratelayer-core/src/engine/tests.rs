@@ -420,3 +420,36 @@ fn reservations_stay_small() {
     assert!(std::mem::size_of::<Reservation>() <= 136);
     assert!(std::mem::size_of::<ReceiptItem>() <= 40);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cooldown_set_while_waiting_delays_every_waiter() {
+    let h = handle();
+    h.set_quota(RPM, Quota::gcra(6, MIN).with_burst(1)).unwrap();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = h.reserve(&[(RPM, 1)], None).await.unwrap();
+            loop {
+                let at = r.ready_at_now();
+                if at <= Instant::now() {
+                    break;
+                }
+                tokio::time::sleep_until(at).await;
+            }
+            drop(r.commit());
+            Instant::now()
+        }));
+    }
+    tokio::task::yield_now().await;
+    // Booked at 0 s, 10 s, 20 s. A 429 at 5 s asks for 30 s.
+    advance(secs(5)).await;
+    h.set_cooldown(Instant::now() + secs(30));
+    let mut used = Vec::new();
+    for t in tasks {
+        used.push(t.await.unwrap() - start);
+    }
+    used.sort();
+    assert_eq!(used, vec![Duration::ZERO, secs(35), secs(35)]);
+}
