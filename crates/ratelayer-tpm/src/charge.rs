@@ -38,12 +38,21 @@ pub(crate) struct ScopeEntry {
     pub(crate) handle: ScopeHandle,
     /// Held by the request at the head of the queue while it waits for the budget.
     pub(crate) queue: Arc<tokio::sync::Mutex<()>>,
+    /// Woken when a settled request gives tokens back: the head of the queue plans again.
+    pub(crate) refunded: Arc<tokio::sync::Notify>,
     /// Requests waiting (queued or at the head), and the tokens they will book.
     waiting: AtomicUsize,
     queued: [AtomicU64; 3],
 }
 
 impl ScopeEntry {
+    /// Tells the head of the queue, if any, that tokens came back.
+    fn wake_head(&self) {
+        if !self.idle() {
+            self.refunded.notify_waiters();
+        }
+    }
+
     /// Whether no request waits: a new one may book at once without jumping the queue.
     pub(crate) fn idle(&self) -> bool {
         self.waiting.load(Ordering::Acquire) == 0
@@ -160,6 +169,7 @@ impl Shared {
             Arc::new(ScopeEntry {
                 handle: h,
                 queue: Arc::new(tokio::sync::Mutex::new(())),
+                refunded: Arc::new(tokio::sync::Notify::new()),
                 waiting: AtomicUsize::new(0),
                 queued: Default::default(),
             })
@@ -240,7 +250,7 @@ impl Estimate {
 /// estimate charged.
 pub(crate) struct Charge {
     committed: Committed,
-    handle: ScopeHandle,
+    entry: Arc<ScopeEntry>,
     shared: Arc<Shared>,
     estimate: Estimate,
     snapshot: Option<RateLimitSnapshot>,
@@ -249,7 +259,7 @@ pub(crate) struct Charge {
 impl fmt::Debug for Charge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Charge")
-            .field("scope", self.handle.scope())
+            .field("scope", self.entry.handle.scope())
             .field("estimate", &self.estimate)
             .finish_non_exhaustive()
     }
@@ -258,13 +268,13 @@ impl fmt::Debug for Charge {
 impl Charge {
     pub(crate) fn new(
         committed: Committed,
-        handle: ScopeHandle,
+        entry: Arc<ScopeEntry>,
         shared: Arc<Shared>,
         estimate: Estimate,
     ) -> Self {
         Charge {
             committed,
-            handle,
+            entry,
             shared,
             estimate,
             snapshot: None,
@@ -278,7 +288,7 @@ impl Charge {
         if !self.shared.config.reconcile {
             return None;
         }
-        let dialect = headers::Dialect::for_provider(self.handle.scope().provider());
+        let dialect = headers::Dialect::for_provider(self.entry.handle.scope().provider());
         let snapshot = headers::parse(
             parts.status,
             &parts.headers,
@@ -286,18 +296,19 @@ impl Charge {
             SystemTime::now(),
             dialect,
         );
-        self.shared.learn_limits(&self.handle, &snapshot);
+        self.shared.learn_limits(&self.entry.handle, &snapshot);
         let status = parts.status;
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_client_error() {
             for (key, _) in self.estimate.costs() {
                 self.committed.adjust(key, 0);
             }
-            tracing::debug!(scope = %self.handle.scope(), status = status.as_u16(),
+            tracing::debug!(scope = %self.entry.handle.scope(), status = status.as_u16(),
                 refunded = self.estimate.total(), "tpm: rejected by the provider, refunded");
+            self.entry.wake_head();
             return None;
         }
         if status.is_server_error() {
-            tracing::debug!(scope = %self.handle.scope(), status = status.as_u16(),
+            tracing::debug!(scope = %self.entry.handle.scope(), status = status.as_u16(),
                 charged = self.estimate.total(), "tpm: server error, estimate kept");
             return None;
         }
@@ -310,13 +321,13 @@ impl Charge {
     /// The body ended: reconcile with the usage it reported, else with the
     /// remaining-tokens headers, else keep the estimate.
     pub(crate) fn settle(mut self, usage: Option<Usage>) {
-        let scope = self.handle.scope().clone();
+        let scope = self.entry.handle.scope().clone();
         let e = self.estimate;
         let Some(u) = usage else {
             let corrected = self
                 .snapshot
                 .as_ref()
-                .is_some_and(|s| self.shared.learn_remaining(&self.handle, s));
+                .is_some_and(|s| self.shared.learn_remaining(&self.entry.handle, s));
             if !corrected {
                 tracing::debug!(scope = %scope, charged = e.total(),
                     "tpm: no usage reported, estimate kept");
@@ -340,5 +351,6 @@ impl Charge {
         }
         tracing::debug!(scope = %scope, estimated = e.total(), actual = ?total,
             input = ?u.input, output = ?u.output, "tpm: reconciled with reported usage");
+        self.entry.wake_head();
     }
 }

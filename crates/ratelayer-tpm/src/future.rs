@@ -12,13 +12,13 @@ use ratelayer_core::BoxError;
 use std::time::Duration;
 
 use ratelayer_core::WaitTooLong;
-use ratelayer_core::engine::{Reservation, Reserve, ReserveError, ScopeHandle};
-use tokio::sync::OwnedMutexGuard;
+use ratelayer_core::engine::{Reservation, Reserve, ReserveError};
+use tokio::sync::{OwnedMutexGuard, futures::OwnedNotified};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
 use crate::body::{ResponseBody, Watch};
-use crate::charge::{Charge, Estimate, Shared, Ticket};
+use crate::charge::{Charge, Estimate, ScopeEntry, Shared, Ticket};
 
 type Lock = Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>>;
 
@@ -28,7 +28,7 @@ struct Pending<S, B> {
     svc: S,
     shared: Arc<Shared>,
     estimate: Estimate,
-    handle: ScopeHandle,
+    entry: Arc<ScopeEntry>,
     since: Instant,
     /// Its place among the scope's waiters (until it has booked).
     ticket: Option<Ticket>,
@@ -44,7 +44,7 @@ pin_project! {
         Failed { error: Option<BoxError> },
         Queued { lock: Lock },
         Trying { reserve: Reserve },
-        Sleeping { #[pin] sleep: Sleep },
+        Sleeping { #[pin] sleep: Sleep, #[pin] refunded: Option<OwnedNotified> },
         Readying,
         Calling { #[pin] fut: F },
         Done,
@@ -117,7 +117,7 @@ impl<S, B, F> ResponseFuture<S, B, F> {
                 svc,
                 shared,
                 estimate,
-                handle: ticket.entry.handle.clone(),
+                entry: Arc::clone(&ticket.entry),
                 since: Instant::now(),
                 ticket: Some(ticket),
                 guard: None,
@@ -185,6 +185,7 @@ where
                             if ready_at > Instant::now() {
                                 this.state.set(State::Sleeping {
                                     sleep: sleep_until(ready_at),
+                                    refunded: None,
                                 });
                             } else {
                                 this.state.set(State::Readying);
@@ -203,8 +204,11 @@ where
                                     ..e
                                 })));
                             }
+                            // Sleep until it fits, or until a request gives tokens back.
+                            let refunded = Arc::clone(&p.entry.refunded).notified_owned();
                             this.state.set(State::Sleeping {
                                 sleep: sleep_until(Instant::now() + e.wait),
+                                refunded: Some(refunded),
                             });
                         }
                         Err(e) => {
@@ -214,8 +218,11 @@ where
                         }
                     }
                 }
-                StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
+                StateProj::Sleeping { sleep, refunded } => {
+                    let woken = refunded.as_pin_mut().is_some_and(|n| n.poll(cx).is_ready());
+                    if !woken {
+                        ready!(sleep.poll(cx));
+                    }
                     let Some(p) = this.pending.as_mut() else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(gone()));
@@ -249,13 +256,13 @@ where
                             mut svc,
                             shared,
                             estimate,
-                            handle,
+                            entry,
                             reservation,
                             ..
                         } = p;
                         if let Some(r) = reservation {
                             // Committed as it is sent: a late send is counted from now.
-                            *this.charge = Some(Charge::new(r.commit(), handle, shared, estimate));
+                            *this.charge = Some(Charge::new(r.commit(), entry, shared, estimate));
                         }
                         let fut = svc.call(req);
                         this.state.set(State::Calling { fut });

@@ -7,10 +7,12 @@
 //!   plus output allowance, from [`ratelayer_core::meta`], corrected by the
 //!   [calibration](Calibration)) in every budget of the request's scope (provider,
 //!   credential, model), all or nothing. If they fit, the request is sent at once.
-//!   Otherwise it waits exactly until they fit (a sliding window matching the providers'
-//!   accounting), with a tracing event naming the model, the limit, what is used, the
-//!   request's size and the wait. The inner service is driven ready only after the wait:
-//!   no permit or readiness is held while sleeping.
+//!   Otherwise it joins the scope's FIFO queue and waits exactly until they fit (a sliding
+//!   window matching the providers' accounting), with a tracing event naming the model,
+//!   the limit, what is used, the request's size and the wait. Tokens are booked when the
+//!   request is sent, so a refund from a finished request serves the next one at once
+//!   (the head of the queue wakes for it). The inner service is driven ready only after
+//!   the wait: no permit or readiness is held while sleeping.
 //! - A request that would wait longer than [`TpmConfig::max_wait`] fails at once with
 //!   [`WaitTooLong`](ratelayer_core::WaitTooLong), changing nothing (a fallback layer
 //!   goes elsewhere); a request larger than a budget can ever hold fails at once with

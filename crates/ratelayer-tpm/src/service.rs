@@ -93,7 +93,7 @@ where
                 Poll::Ready(Ok(reservation)) if reservation.ready_at() <= Instant::now() => {
                     let charge = Charge::new(
                         reservation.commit(),
-                        entry.handle.clone(),
+                        Arc::clone(&entry),
                         Arc::clone(&self.shared),
                         estimate,
                     );

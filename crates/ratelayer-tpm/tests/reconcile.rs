@@ -256,3 +256,24 @@ async fn calibration_raises_later_estimates() {
     assert_eq!(tpm(&layer), 1_300 + 1_300);
     drop(resp);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refund_wakes_the_request_waiting_for_it() {
+    let (layer, tx, resp) = streamed(layer_30k(), "openai", "gpt-4o", (18_000, 2_000)).await;
+    // 20,000 booked and in flight: a request of 15,000 waits (for the window, 60 s).
+    let svc = layer.layer(answering("{}"));
+    let mut waiting = tokio_test::task::spawn(svc.oneshot(request("openai", "gpt-4o", 15_000, 0)));
+    tokio_test::assert_pending!(waiting.poll());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    tokio_test::assert_pending!(waiting.poll());
+    // The response reports 3,000 tokens: the refund lets the waiting request go now.
+    tx.send(Ok(Bytes::from_static(
+        b"{\"usage\":{\"prompt_tokens\":2000,\"completion_tokens\":1000,\"total_tokens\":3000}}",
+    )))
+    .unwrap();
+    drop(tx);
+    resp.into_body().collect().await.unwrap();
+    assert!(waiting.is_woken());
+    tokio_test::assert_ready!(waiting.poll()).unwrap();
+    assert_eq!(tpm(&layer), 18_000);
+}
