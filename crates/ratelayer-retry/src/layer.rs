@@ -291,8 +291,9 @@ impl BackoffRetryLayerBuilder {
         pacing_margin: Duration => pacing_margin
     );
     setter!(
-        /// Publish every rate-limit wait as the scope's cooldown, so queued requests wait
-        /// too.
+        /// Publish every wait after a rate-limited response as the scope's cooldown, so
+        /// queued requests wait too (inner layers' own refusals, such as a `WaitTooLong`
+        /// error, are not published).
         ///
         /// ```
         /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
@@ -561,7 +562,9 @@ impl Shared {
             return Decision::Stop(StopReason::RetryBudgetExhausted);
         }
         *count += 1;
-        if rate_limited && cfg.share_cooldown && !delay.is_zero() {
+        // Only a provider's rate-limited response makes the whole scope wait: an inner
+        // layer's own refusal (a `WaitTooLong` for one large request) does not.
+        if rate_limited && a.status.is_some() && cfg.share_cooldown && !delay.is_zero() {
             self.state.set_cooldown(a.scope, now + delay);
         }
         let status = a

@@ -44,7 +44,8 @@ impl Script {
         Response = Response<String>,
         Error = BoxError,
         Future = std::future::Ready<Reply>,
-    > + Clone {
+    > + Clone
+    + use<B> {
         let s = self.clone();
         service_fn(move |_req: Request<B>| {
             let mut calls = s.calls.lock().unwrap();
@@ -544,4 +545,31 @@ async fn every_wait_and_the_outcome_are_events() {
         text.contains("request finished after 3 attempt(s), waited 40.0s: success"),
         "{text}"
     );
+}
+
+/// An inner layer's own refusal (`WaitTooLong`, such as a TPM layer's for one large
+/// request) is waited out and retried, but does not put the whole scope in cooldown.
+#[tokio::test(start_paused = true)]
+async fn inner_wait_too_long_is_retried_without_a_scope_cooldown() {
+    let state = LimitState::new();
+    let scope = Scope::new("default");
+    let script = Script::new(move |n| {
+        if n == 0 {
+            Err(Box::new(ratelayer_core::WaitTooLong {
+                scope: Scope::new("default"),
+                wait: Duration::from_secs(5),
+                max_wait: Duration::from_secs(1),
+                reason: "tokens per minute",
+            }))
+        } else {
+            resp(200, &[], "")
+        }
+    });
+    let layer = BackoffRetryLayer::builder(state.clone()).build().unwrap();
+    let svc = layer.layer(script.service());
+    let fut = tokio::spawn(svc.oneshot(Request::new(ReplayBody::empty())));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(state.cooldown_until(&scope), None);
+    assert_eq!(fut.await.unwrap().unwrap().status(), 200);
+    assert_eq!(script.gaps_ms(), [5000]);
 }
