@@ -36,7 +36,10 @@
 //! `tier`, `base_delay_ms`, `source`. The outcome is an event too, and every returned
 //! response carries a [`RetryReport`] extension (attempts, total wait, reason). When
 //! retries are exhausted, the last response is returned unchanged (apart from that
-//! extension).
+//! extension). An error of the inner service (a transport failure) is returned as is
+//! once its retries are used up. A wait before an attempt (cooldown, pacing) that would
+//! end after the request's [`Deadline`] fails at once with
+//! [`WaitTooLong`](ratelayer_core::WaitTooLong).
 //!
 //! # Waiting before every attempt (the first included)
 //!

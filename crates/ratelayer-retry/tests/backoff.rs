@@ -573,3 +573,29 @@ async fn inner_wait_too_long_is_retried_without_a_scope_cooldown() {
     assert_eq!(fut.await.unwrap().unwrap().status(), 200);
     assert_eq!(script.gaps_ms(), [5000]);
 }
+
+/// A cooldown that outlasts the request's deadline fails at once with a typed
+/// `WaitTooLong`, without sending anything.
+#[tokio::test(start_paused = true)]
+async fn cooldown_past_the_deadline_fails_at_once() {
+    let state = LimitState::new();
+    let scope = Scope::new("default");
+    state.set_cooldown(&scope, Instant::now() + Duration::from_secs(60));
+    let script = always(200);
+    let mut req = Request::new(ReplayBody::empty());
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(10)));
+    let start = Instant::now();
+    let err = BackoffRetryLayer::new(state)
+        .layer(script.service())
+        .oneshot(req)
+        .await
+        .unwrap_err();
+    let w = err.downcast_ref::<ratelayer_core::WaitTooLong>().unwrap();
+    assert_eq!(
+        (w.wait, w.max_wait),
+        (Duration::from_secs(60), Duration::from_secs(10))
+    );
+    assert_eq!(script.count(), 0);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
