@@ -1,14 +1,15 @@
 //! [`TpmLimitLayer`]: builds [`TpmLimit`] services that share one token budget.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use ratelayer_core::LimitState;
 use ratelayer_core::error::ConfigError;
 use ratelayer_core::meta::{DefaultEstimator, TokenEstimator};
+use ratelayer_core::{LimitState, NeverFits, RequestMeta};
 use tower_layer::Layer;
 
 use crate::calibration::Calibration;
-use crate::charge::Shared;
+use crate::charge::{Estimate, Shared};
 use crate::config::TpmConfig;
 use crate::service::TpmLimit;
 
@@ -43,7 +44,7 @@ impl TpmLimitLayer {
     /// (the tier detector's learned limits and cooldowns then apply here).
     ///
     /// ```
-    /// use ratelayer_core::LimitState;
+    /// use ratelayer_core::{LimitState, NeverFits, RequestMeta};
     /// use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
     /// let state = LimitState::new();
     /// let layer = TpmLimitLayer::with_state(TpmConfig::new(), state.clone()).unwrap();
@@ -57,7 +58,7 @@ impl TpmLimitLayer {
     /// `TiktokenEstimator` with the `tiktoken` feature).
     ///
     /// ```
-    /// use ratelayer_core::LimitState;
+    /// use ratelayer_core::{LimitState, NeverFits, RequestMeta};
     /// use ratelayer_core::meta::DefaultEstimator;
     /// use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
     /// let layer = TpmLimitLayer::with_estimator(TpmConfig::new(), LimitState::new(), DefaultEstimator::new()).unwrap();
@@ -113,6 +114,51 @@ impl TpmLimitLayer {
     /// ```
     pub fn calibration(&self) -> &Calibration {
         &self.shared.calibration
+    }
+}
+
+impl TpmLimitLayer {
+    /// How long a request with this metadata would wait now for its token budget,
+    /// including the requests already queued for it; `Err(NeverFits)` if it can never
+    /// fit; zero for a scope without a budget. No side effects: a fallback layer can ask
+    /// it before choosing a provider (the engine's own wait query cannot see the requests
+    /// queued in this layer, which book only when they are sent).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::RequestMeta;
+    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
+    ///
+    /// let layer = TpmLimitLayer::new(
+    ///     TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000))),
+    /// )
+    /// .unwrap();
+    /// let small = RequestMeta::new("openai", 1_000, 100).with_model("gpt-4o");
+    /// assert_eq!(layer.wait_time(&small).unwrap(), Duration::ZERO);
+    /// let huge = RequestMeta::new("openai", 40_000, 666).with_model("gpt-4o");
+    /// assert_eq!(layer.wait_time(&huge).unwrap_err().requested, 40_666);
+    /// ```
+    pub fn wait_time(&self, meta: &RequestMeta) -> Result<Duration, NeverFits> {
+        let scope = meta.scope();
+        let Some(entry) = self.shared.entry(&scope) else {
+            return Ok(Duration::ZERO);
+        };
+        let input = self.shared.calibration.correct(&scope, meta.input_tokens);
+        let estimate = Estimate {
+            raw_input: meta.input_tokens,
+            input,
+            output: meta.output_tokens,
+        };
+        let costs = estimate.costs();
+        if entry.idle() {
+            entry
+                .handle
+                .wait_time(&costs)
+                .now_or_never()
+                .unwrap_or(Ok(Duration::ZERO))
+        } else {
+            entry.queue_wait(&costs)
+        }
     }
 }
 
