@@ -152,7 +152,21 @@ pub const LATE_COMMIT_SLACK: Duration = Duration::from_millis(1);
 /// The limiter state of one scope: a cheap, cloneable handle (an `Arc`). Get it from
 /// [`LimitState::handle`](crate::LimitState::handle) once and keep it.
 ///
-/// See the [module documentation](self) for an example.
+/// Clones (and handles resolved again for the same scope from the same state) share the
+/// state. See the [module documentation](self) for a full example.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, Quota};
+/// use ratelayer_core::{LimitState, Scope};
+///
+/// let state = LimitState::new();
+/// let a = state.handle(&Scope::new("groq"));
+/// a.set_quota(BucketKey::REQUESTS_PER_DAY, Quota::sliding_window(14_400, Duration::from_secs(86_400)))
+///     .unwrap();
+/// let b = state.handle(&Scope::new("groq"));
+/// assert_eq!(b.capacity(BucketKey::REQUESTS_PER_DAY), Some(14_400));
+/// ```
 #[derive(Clone)]
 pub struct ScopeHandle {
     store: Arc<dyn ScopeStore>,
@@ -386,6 +400,23 @@ impl Future for Reserve {
 
 /// A booked reservation: usable at [`ready_at`](Self::ready_at). Dropped before
 /// [`commit`](Self::commit), it gives back what it booked.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, Quota};
+/// use ratelayer_core::{LimitState, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let h = LimitState::new().handle(&Scope::new("openai"));
+/// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+/// h.set_quota(rpm, Quota::gcra(1, Duration::from_secs(60))).unwrap();
+/// let r = h.reserve(&[(rpm, 1)], None).await.unwrap();
+/// assert_eq!(h.wait_time(&[(rpm, 1)]).await.unwrap(), Duration::from_secs(60));
+/// drop(r); // cancelled (say, the caller went away): given back
+/// assert_eq!(h.wait_time(&[(rpm, 1)]).await.unwrap(), Duration::ZERO);
+/// # }
+/// ```
 #[must_use = "a reservation dropped at once is cancelled"]
 pub struct Reservation {
     store: Arc<dyn ScopeStore>,
@@ -481,6 +512,22 @@ impl Drop for Reservation {
 
 /// A used reservation: adjust it when the actual cost is known. Dropping it changes
 /// nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, Quota};
+/// use ratelayer_core::{LimitState, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let h = LimitState::new().handle(&Scope::new("openai"));
+/// let tpm = BucketKey::TOKENS_PER_MINUTE;
+/// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+/// let mut used = h.reserve(&[(tpm, 8_000)], None).await.unwrap().commit();
+/// used.adjust(tpm, 3_000); // the response said 3,000 tokens: 5,000 come back
+/// assert_eq!(h.wait_time(&[(tpm, 7_000)]).await.unwrap(), Duration::ZERO);
+/// # }
+/// ```
 pub struct Committed {
     /// The reservation, no longer live (nothing happens on drop).
     inner: Reservation,
@@ -549,7 +596,8 @@ impl Future for LeaseFuture {
     }
 }
 
-/// A held concurrency lease, released on drop.
+/// A held concurrency lease, released on drop. See [`ScopeHandle::lease`] and the
+/// [module documentation](self) for an example.
 pub struct Lease {
     store: Arc<dyn ScopeStore>,
     grant: LeaseGrant,

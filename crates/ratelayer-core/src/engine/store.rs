@@ -164,6 +164,7 @@ impl Default for Receipt {
 
 impl Receipt {
     /// Appends an item.
+    #[inline]
     pub fn push(&mut self, item: ReceiptItem) {
         match &mut self.repr {
             Repr::Inline(items, len) => match items.get_mut(usize::from(*len)) {
@@ -183,6 +184,7 @@ impl Receipt {
     }
 
     /// The booked items.
+    #[inline]
     pub fn items(&self) -> &[ReceiptItem] {
         match &self.repr {
             Repr::Inline(items, len) => &items[..usize::from(*len)],
@@ -226,6 +228,25 @@ pub struct Booking {
 }
 
 /// Why a reservation was not booked. Nothing changed in the store.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, Quota, ReserveError};
+/// use ratelayer_core::{LimitState, NeverFits, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let h = LimitState::new().handle(&Scope::new("openai"));
+/// let tpm = BucketKey::TOKENS_PER_MINUTE;
+/// h.set_quota(tpm, Quota::sliding_window(30_000, Duration::from_secs(60))).unwrap();
+/// match h.reserve(&[(tpm, 40_666)], None).await {
+///     Err(ReserveError::NeverFits(NeverFits { requested, capacity, .. })) => {
+///         assert_eq!((requested, capacity), (40_666, 30_000));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveError {
     /// The cost exceeds a bucket's capacity: it can never fit.
@@ -264,6 +285,19 @@ impl std::error::Error for ReserveError {
 }
 
 /// A backend for limiter state: resolves scopes to per-scope handles.
+///
+/// ```
+/// use std::sync::Arc;
+/// use ratelayer_core::engine::{MemoryStore, Store};
+/// use ratelayer_core::{LimitState, Scope};
+///
+/// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+/// let scope = store.scope(&Scope::new("openai").with_model("gpt-4o"));
+/// assert_eq!(scope.scope().to_string(), "openai/gpt-4o");
+/// // Resolving a model scope also creates its wider scopes (their cooldowns cover it).
+/// assert_eq!(store.scopes().len(), 2);
+/// let _state = LimitState::with_store(MemoryStore::new());
+/// ```
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The handle of `scope`, created if new. Resolve once and keep it: the handle is the
     /// hot path.
