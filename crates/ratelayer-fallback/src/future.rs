@@ -134,8 +134,18 @@ fn prepare<B: ReplayableBody + 'static>(
         .scope_provider
         .clone()
         .unwrap_or_else(|| spec.name.clone());
-    req.extensions_mut().insert(ProviderName::new(provider));
+    req.extensions_mut()
+        .insert(ProviderName::new(provider.clone()));
     req.extensions_mut().remove::<RequestMeta>();
+    if spec.rewrites.is_empty() {
+        // Same body, same headers: only the provider (scope) changes.
+        let m = RequestMeta {
+            provider,
+            ..original.clone()
+        };
+        meta::set(req, m.clone());
+        return m;
+    }
     let fresh = meta::compute(req, &DefaultEstimator::new());
     let m = if original.source == EstimateSource::Explicit {
         RequestMeta {
