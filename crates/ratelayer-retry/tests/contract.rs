@@ -168,3 +168,50 @@ async fn poll_ready_is_delegated() {
     send.send_response(Response::new(String::from("ok")));
     assert_eq!(fut.await.unwrap().unwrap().status(), 200);
 }
+
+/// A body that never ends and records its drop.
+struct Stalled(Arc<AtomicUsize>);
+
+impl http_body::Body for Stalled {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Cancelled while reading an error body to classify it: the body is dropped with the
+/// future, and the probe is released.
+#[tokio::test(start_paused = true)]
+async fn cancellation_while_reading_an_error_body() {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let d = dropped.clone();
+    let strict = StrictService::new(service_fn(move |_req: Request<ReplayBody>| {
+        let body = Stalled(d.clone());
+        std::future::ready(Ok::<_, Infallible>(
+            Response::builder().status(500).body(body).unwrap(),
+        ))
+    }));
+    let probe = strict.probe();
+    let svc = BackoffRetryLayer::new(LimitState::new()).layer(strict);
+    let mut fut = tokio_test::task::spawn(svc.clone().oneshot(req()));
+    assert_pending!(fut.poll());
+    assert_eq!(probe.calls(), 1);
+    assert_eq!(dropped.load(Ordering::SeqCst), 0);
+    drop(fut);
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(probe.in_flight(), 0);
+    // The scope is not stuck behind a probe.
+    let mut next = tokio_test::task::spawn(svc.clone().oneshot(req()));
+    assert_pending!(next.poll());
+    assert_eq!(probe.calls(), 2);
+}
