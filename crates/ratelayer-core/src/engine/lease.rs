@@ -161,7 +161,7 @@ impl LeaseState {
             expires_at: self
                 .config
                 .and_then(|c| c.lease_ttl)
-                .map(|t| Instant::now() + t),
+                .and_then(|t| Instant::now().checked_add(t)),
         }
     }
 

@@ -117,7 +117,10 @@ impl MemoryScope {
 
     #[inline]
     fn instant(&self, n: u64) -> Instant {
-        self.epoch + Duration::from_nanos(n)
+        let d = Duration::from_nanos(n);
+        self.epoch
+            .checked_add(d)
+            .unwrap_or_else(|| self.epoch + Duration::from_secs(86_400 * 365 * 100))
     }
 
     #[inline]
@@ -344,7 +347,10 @@ impl ScopeStore for MemoryScope {
         }
         let now_i = Instant::now();
         let now = self.nanos(now_i);
-        let reset_at = said.reset.map(|r| self.nanos(now_i + r));
+        // A reset from the network may be absurdly far: saturate, never panic.
+        let reset_at = said
+            .reset
+            .map(|r| now.saturating_add(u64::try_from(r.as_nanos()).unwrap_or(u64::MAX)));
         let mut buckets = self.lock();
         for b in buckets.iter_mut().filter(|b| b.key.dimension == dimension) {
             if said.window.is_some_and(|w| w != b.key.window) {

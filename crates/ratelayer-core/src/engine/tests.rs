@@ -453,3 +453,28 @@ async fn a_cooldown_set_while_waiting_delays_every_waiter() {
     used.sort();
     assert_eq!(used, vec![Duration::ZERO, secs(35), secs(35)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn absurd_network_values_never_panic() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(100, MIN)).unwrap();
+    h.set_quota(RPM, Quota::gcra(u64::MAX, MIN).with_burst(u64::MAX))
+        .unwrap();
+    h.learn(
+        Dimension::Tokens,
+        &DimensionLimit {
+            limit: Some(u64::MAX),
+            remaining: Some(0),
+            reset: Some(Duration::MAX),
+            window: None,
+        },
+    );
+    let wait = h.wait_time(&[(TPM, 1)]).await.unwrap();
+    assert!(wait > secs(86_400 * 365));
+    let r = reserve(&h, &[(RPM, u64::MAX)]).await;
+    assert_eq!(r.wait(), Duration::ZERO);
+    h.set_concurrency(ConcurrencyConfig::new(1).with_lease_ttl(Duration::MAX))
+        .unwrap();
+    let l = h.lease(Priority::High).await.unwrap();
+    assert_eq!(l.expires_at(), None);
+}
