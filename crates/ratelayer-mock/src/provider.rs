@@ -516,7 +516,7 @@ where
         Err(e) => return Err(MockError::Body(e)),
     };
     let json: Option<Value> = serde_json::from_slice(&bytes).ok();
-    let count = TokenCount::of(&bytes);
+    let count = TokenCount::for_request(parts.uri.path(), &bytes);
     let model = model_of(json.as_ref(), parts.uri.path());
     let stream = json
         .as_ref()

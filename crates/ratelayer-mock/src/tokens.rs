@@ -17,7 +17,9 @@
 //!
 //! **Output allowance.** The first present of `max_tokens`, `max_completion_tokens`,
 //! `max_output_tokens`, `generationConfig.maxOutputTokens` (16 when absent), times `n`
-//! (or Gemini's `generationConfig.candidateCount`; 1 when absent or 0).
+//! (or Gemini's `generationConfig.candidateCount`; 1 when absent or 0). An embeddings
+//! request (a path ending in `/embeddings`, see [`TokenCount::for_request`]) has no output
+//! allowance, as at the real providers.
 //!
 //! **Charged at admission** (tokens per minute): input tokens + output allowance. Input
 //! tokens per minute are charged the input tokens, output tokens per minute the allowance.
@@ -85,6 +87,24 @@ impl TokenCount {
             .unwrap_or(1)
             .max(1);
         TokenCount::with_input(input, max_tokens, n)
+    }
+
+    /// Counts a request body sent to `path`: as [`TokenCount::of`], except that an
+    /// embeddings request (a path ending in `/embeddings`) has no output allowance.
+    ///
+    /// ```
+    /// use ratelayer_mock::tokens::TokenCount;
+    /// let body = br#"{"model":"text-embedding-3-small","input":"Hello, world!"}"#;
+    /// assert_eq!(TokenCount::for_request("/v1/embeddings", body).charged(), 8);
+    /// assert_eq!(TokenCount::for_request("/v1/responses", body).charged(), 8 + 16);
+    /// ```
+    pub fn for_request(path: &str, body: &[u8]) -> TokenCount {
+        let count = TokenCount::of(body);
+        if path.trim_end_matches('/').ends_with("/embeddings") {
+            TokenCount::with_input(count.input, 0, count.n)
+        } else {
+            count
+        }
     }
 
     fn with_input(input: u64, max_tokens: u64, n: u64) -> TokenCount {

@@ -177,6 +177,23 @@ async fn usage_is_real_and_the_charge_is_reconciled_when_the_body_ends() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn embeddings_are_charged_their_input_only_and_agree_with_core_s_estimate() {
+    let mock = MockProvider::builder().tpm(1_000).build().unwrap();
+    let body = json!({"model": "text-embedding-3-small", "input": "abcdefgh"});
+    let r = Request::post("/v1/embeddings")
+        .header("authorization", "Bearer k")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let mut probe = Request::post("/v1/embeddings").body(body.to_string()).unwrap();
+    let estimate = ratelayer_core::meta::ensure(&mut probe).total_tokens();
+    let r = send(&mock, r).await;
+    // ceil(8 / 4) + 4 input tokens and no output allowance.
+    assert_eq!(header(&r, "x-ratelimit-remaining-tokens"), "994");
+    assert_eq!(mock.journal().entries()[0].tokens_charged, 6);
+    assert!(estimate >= 6, "core's estimate {estimate} under-counts the judge's 6");
+}
+
+#[tokio::test(start_paused = true)]
 async fn openai_headers_parse_back_to_what_the_mock_enforces() {
     let mock = MockProvider::builder().rpm(60).tpm(10_000).build().unwrap();
     let r = send(&mock, chat("k", "m", "xxxx", 95)).await; // 100 tokens
