@@ -277,3 +277,36 @@ async fn a_refund_wakes_the_request_waiting_for_it() {
     tokio_test::assert_ready!(waiting.poll()).unwrap();
     assert_eq!(tpm(&layer), 18_000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lower_limit_in_the_headers_tightens_the_budget() {
+    let layer = layer_30k();
+    let svc = layer.layer(tower::service_fn(|_req: Request<ReplayBody>| async {
+        let resp = Response::builder()
+            .header("x-ratelimit-limit-tokens", "10000")
+            .body(http_body_util::Full::new(Bytes::from_static(
+                br#"{"usage":{"prompt_tokens":1000,"completion_tokens":0}}"#,
+            )))
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(resp)
+    }));
+    let resp = svc
+        .clone()
+        .oneshot(request("openai", "gpt-4o", 1_000, 0))
+        .await
+        .unwrap();
+    resp.into_body().collect().await.unwrap();
+    // Configured 30,000, but the provider says 10,000: 1,000 + 9,500 must wait.
+    let t0 = Instant::now();
+    svc.clone()
+        .oneshot(request("openai", "gpt-4o", 9_500, 0))
+        .await
+        .unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(60));
+    let err = svc
+        .oneshot(request("openai", "gpt-4o", 10_001, 0))
+        .await
+        .unwrap_err();
+    let e = err.downcast_ref::<ratelayer_core::NeverFits>().unwrap();
+    assert_eq!(e.capacity, 10_000);
+}
