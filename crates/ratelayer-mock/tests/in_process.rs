@@ -184,13 +184,18 @@ async fn embeddings_are_charged_their_input_only_and_agree_with_core_s_estimate(
         .header("authorization", "Bearer k")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
-    let mut probe = Request::post("/v1/embeddings").body(body.to_string()).unwrap();
+    let mut probe = Request::post("/v1/embeddings")
+        .body(body.to_string())
+        .unwrap();
     let estimate = ratelayer_core::meta::ensure(&mut probe).total_tokens();
     let r = send(&mock, r).await;
     // ceil(8 / 4) + 4 input tokens and no output allowance.
     assert_eq!(header(&r, "x-ratelimit-remaining-tokens"), "994");
     assert_eq!(mock.journal().entries()[0].tokens_charged, 6);
-    assert!(estimate >= 6, "core's estimate {estimate} under-counts the judge's 6");
+    assert!(
+        estimate >= 6,
+        "core's estimate {estimate} under-counts the judge's 6"
+    );
 }
 
 #[tokio::test(start_paused = true)]
