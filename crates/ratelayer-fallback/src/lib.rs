@@ -8,7 +8,9 @@
 //! 1. **Wait first.** Before a provider is tried, a [`WaitEstimator`] says how long it
 //!    would make the request wait now (by default [`EngineWait`]: the shared
 //!    [`LimitState`](ratelayer_core::LimitState)'s cooldowns, token budgets and
-//!    reservoirs, without side effects). If that fits the request's wait budget
+//!    reservoirs, without side effects; pair it with a TPM layer's `wait_time`, which
+//!    also sees the requests queued in that layer, as `(EngineWait, closure)`). If that
+//!    fits the request's wait budget
 //!    ([`FallbackBuilder::wait_budget`], a per-request [`WaitBudget`], and its
 //!    [`Deadline`]), the request goes there and the provider's stack waits; otherwise the
 //!    next provider is tried.

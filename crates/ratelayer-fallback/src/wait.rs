@@ -41,6 +41,32 @@ where
     }
 }
 
+/// Two estimators together: the longer of their waits (and `NeverFits` if either says
+/// so). For example the engine's view and a TPM layer's, which also sees the requests
+/// queued in that layer:
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+/// use ratelayer_fallback::{EngineWait, WaitEstimator};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let queue = |_: &str, _: &RequestMeta| -> Result<Duration, NeverFits> { Ok(Duration::from_secs(3)) };
+/// let both = (EngineWait::new(LimitState::new()), queue);
+/// let m = RequestMeta::new("openai", 10, 10);
+/// assert_eq!(both.wait("openai", &m).unwrap(), Duration::from_secs(3));
+/// # }
+/// ```
+impl<A: WaitEstimator, C: WaitEstimator> WaitEstimator for (A, C) {
+    fn wait(&self, provider: &str, meta: &RequestMeta) -> Result<Duration, NeverFits> {
+        Ok(self
+            .0
+            .wait(provider, meta)?
+            .max(self.1.wait(provider, meta)?))
+    }
+}
+
 /// The default estimator: asks the limiter engine of the shared [`LimitState`] how long a
 /// reservation of this request would wait now on its scope (cooldowns after 429s, learned
 /// and configured token and request budgets), without side effects.

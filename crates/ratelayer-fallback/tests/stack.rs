@@ -232,3 +232,40 @@ async fn token_budgets_are_waited_for_first_and_their_errors_fall_back() {
     assert_eq!(s.fallbacks[&FallbackReason::WaitTooLong], 1);
     assert_eq!(s.fallbacks[&FallbackReason::NeverFits], 1);
 }
+
+/// The engine cannot see requests queued in a TPM layer (they book when sent); the TPM
+/// layer's own query can. Combined with the engine's, the fallback skips a provider whose
+/// queue is longer than the budget.
+#[tokio::test(start_paused = true)]
+async fn a_tpm_layers_queue_is_seen_before_choosing() {
+    let state = LimitState::new();
+    let config = TpmConfig::new()
+        .budget(Budget::new("primary", ModelLimits::tpm(1_000)))
+        .safety_margin(0.0)
+        .max_wait(None);
+    let tpm = TpmLimitLayer::with_state(config, state.clone()).unwrap();
+    let primary = MockProvider::builder().build().unwrap();
+    let backup = MockProvider::builder().build().unwrap();
+    let queue = tpm.clone();
+    let queue_wait = move |_: &str, m: &ratelayer_core::RequestMeta| queue.wait_time(m);
+    let f = Fallback::builder()
+        .provider(ProviderSpec::new("primary").service(tpm.layer(primary.clone())))
+        .provider(ProviderSpec::new("backup").service(tpm.layer(backup.clone())))
+        .wait_estimator((ratelayer_fallback::EngineWait::new(state), queue_wait))
+        .wait_budget(Duration::from_secs(20))
+        .build()
+        .unwrap();
+
+    f.clone().oneshot(chat(0, 590)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(50)).await;
+    // Waits about 10 s (fits the budget) in the TPM layer's queue.
+    let queued = tokio::spawn(f.clone().oneshot(chat(1, 890)));
+    tokio::task::yield_now().await;
+    // 300 tokens fit the engine now, but not before the queued 900 leave the window.
+    f.clone().oneshot(chat(2, 290)).await.unwrap();
+    assert_eq!(backup.journal().len(), 1);
+    queued.await.unwrap().unwrap();
+    assert_eq!(primary.journal().len(), 2);
+    let s = f.stats().snapshot();
+    assert_eq!(s.fallbacks[&FallbackReason::WaitTooLong], 1);
+}
