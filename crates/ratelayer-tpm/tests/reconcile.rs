@@ -22,6 +22,34 @@ const TPM: BucketKey = BucketKey::TOKENS_PER_MINUTE;
 const ITPM: BucketKey = BucketKey::INPUT_TOKENS_PER_MINUTE;
 const OTPM: BucketKey = BucketKey::OUTPUT_TOKENS_PER_MINUTE;
 
+type Replied =
+    std::future::Ready<Result<Response<http_body_util::Full<Bytes>>, std::convert::Infallible>>;
+
+/// An inner service answering every request with this status, headers and body.
+fn replying(
+    status: StatusCode,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+) -> impl tower::Service<
+    Request<ReplayBody>,
+    Response = Response<http_body_util::Full<Bytes>>,
+    Error = std::convert::Infallible,
+    Future = Replied,
+> + Clone {
+    tower::service_fn(move |_req: Request<ReplayBody>| {
+        let mut resp = Response::builder().status(status);
+        for (name, value) in headers {
+            resp = resp.header(*name, *value);
+        }
+        let resp = resp
+            .body(http_body_util::Full::new(Bytes::from_static(
+                body.as_bytes(),
+            )))
+            .unwrap();
+        std::future::ready(Ok(resp))
+    })
+}
+
 fn tpm(layer: &TpmLimitLayer) -> u64 {
     used(layer, "openai", "gpt-4o", TPM)
 }
@@ -188,15 +216,15 @@ async fn a_cut_stream_is_charged_its_estimate() {
 #[tokio::test(start_paused = true)]
 async fn the_remaining_tokens_header_corrects_the_budget() {
     let layer = layer_30k();
-    let svc = layer.layer(tower::service_fn(|_req: Request<ReplayBody>| async {
-        let resp = Response::builder()
-            .header("x-ratelimit-limit-tokens", "30000")
-            .header("x-ratelimit-remaining-tokens", "0")
-            .header("x-ratelimit-reset-tokens", "20s")
-            .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
-            .unwrap();
-        Ok::<_, std::convert::Infallible>(resp)
-    }));
+    let svc = layer.layer(replying(
+        StatusCode::OK,
+        &[
+            ("x-ratelimit-limit-tokens", "30000"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "20s"),
+        ],
+        "{}",
+    ));
     let resp = svc
         .clone()
         .oneshot(request("openai", "gpt-4o", 1_000, 0))
@@ -215,13 +243,7 @@ async fn the_remaining_tokens_header_corrects_the_budget() {
 #[tokio::test(start_paused = true)]
 async fn a_rejected_request_is_refunded() {
     let layer = layer_30k();
-    let svc = layer.layer(tower::service_fn(|_req: Request<ReplayBody>| async {
-        let resp = Response::builder()
-            .status(StatusCode::TOO_MANY_REQUESTS)
-            .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
-            .unwrap();
-        Ok::<_, std::convert::Infallible>(resp)
-    }));
+    let svc = layer.layer(replying(StatusCode::TOO_MANY_REQUESTS, &[], "{}"));
     let resp = svc
         .oneshot(request("openai", "gpt-4o", 10_000, 2_000))
         .await
@@ -281,15 +303,11 @@ async fn a_refund_wakes_the_request_waiting_for_it() {
 #[tokio::test(start_paused = true)]
 async fn a_lower_limit_in_the_headers_tightens_the_budget() {
     let layer = layer_30k();
-    let svc = layer.layer(tower::service_fn(|_req: Request<ReplayBody>| async {
-        let resp = Response::builder()
-            .header("x-ratelimit-limit-tokens", "10000")
-            .body(http_body_util::Full::new(Bytes::from_static(
-                br#"{"usage":{"prompt_tokens":1000,"completion_tokens":0}}"#,
-            )))
-            .unwrap();
-        Ok::<_, std::convert::Infallible>(resp)
-    }));
+    let svc = layer.layer(replying(
+        StatusCode::OK,
+        &[("x-ratelimit-limit-tokens", "10000")],
+        r#"{"usage":{"prompt_tokens":1000,"completion_tokens":0}}"#,
+    ));
     let resp = svc
         .clone()
         .oneshot(request("openai", "gpt-4o", 1_000, 0))
