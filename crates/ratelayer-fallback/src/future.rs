@@ -395,7 +395,10 @@ impl<B> Walk<'_, B> {
                     let detail = Self::error_detail(&verdict);
                     return Step::Leave(self.leave(FallbackReason::WaitTooLong, detail, status));
                 }
-                let delay = retry_after.or_else(|| chain.estimator.wait(self.name, m).ok());
+                // Without a delay to wait for, a retry now would meet the same limit.
+                let delay = retry_after
+                    .or_else(|| chain.estimator.wait(self.name, m).ok())
+                    .filter(|d| !d.is_zero());
                 let fits = delay.filter(|d| self.bypass || *d <= allowed_now);
                 if fits.is_some() && self.rate_limit_waits < chain.policy.rate_limit_retries {
                     self.rate_limit_waits += 1;

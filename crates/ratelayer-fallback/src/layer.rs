@@ -192,6 +192,8 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// `Retry-After`, or the provider's wait estimate) on the same provider when the wait
     /// fits the budget, before falling back. Default 1. Set 0 when every provider's stack
     /// has its own retry layer (its 429s then mean "still limited after its retries").
+    /// A 429 with no delay (neither in the response nor from the wait estimate) falls
+    /// back at once: retrying now would meet the same limit.
     ///
     /// ```
     /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new().rate_limit_retries(0);

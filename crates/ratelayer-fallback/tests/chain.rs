@@ -119,6 +119,23 @@ async fn a_long_retry_after_falls_back_and_the_next_request_skips_the_cooled_dow
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_429_without_a_delay_falls_back_at_once() {
+    let primary = MockProvider::builder()
+        .fault(Fault::status(StatusCode::TOO_MANY_REQUESTS))
+        .build()
+        .unwrap();
+    let backup = MockProvider::builder().build().unwrap();
+    let f = two(&primary, &backup).build().unwrap();
+    assert_eq!(send(&f, chat(10)).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(statuses(&primary), [Some(429)], "not retried blindly");
+    assert_eq!(statuses(&backup), [Some(200)]);
+    assert_eq!(
+        f.stats().snapshot().fallbacks[&FallbackReason::RateLimited],
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn wait_first_follows_the_shared_state_the_budget_and_the_deadline() {
     let state = LimitState::new();
     let primary = MockProvider::builder().build().unwrap();
