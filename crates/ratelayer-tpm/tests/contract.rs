@@ -162,3 +162,22 @@ async fn cancelled_after_sending_keeps_the_estimate_and_leaves_flight() {
     // The provider may have counted it: the estimate stays charged.
     assert_eq!(tpm(&layer), 10_000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn futures_and_bodies_are_send_for_multi_threaded_runtimes() {
+    fn send<T: Send + 'static>(t: T) -> T {
+        t
+    }
+    let mut svc = send(layer_30k().layer(answering("{}")));
+    svc.ready().await.unwrap();
+    let resp = send(svc.call(request("openai", "gpt-4o", 10, 0)))
+        .await
+        .unwrap();
+    let _body = send(resp.into_body());
+    // The waiting path too (queue lock, sleep, refund notification).
+    svc.ready().await.unwrap();
+    let fut = send(svc.call(request("openai", "gpt-4o", 29_999, 0)));
+    let handle = tokio::spawn(fut);
+    advance(Duration::from_secs(60)).await;
+    handle.await.unwrap().unwrap();
+}
