@@ -1,0 +1,304 @@
+//! [`ResponseFuture`] and the admission steps of a request that has to wait.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use ratelayer_core::{BoxError, LimitState, Scope};
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::body::ResponseBody;
+use crate::limiter::{Admit, Booking, Permit, ScopeLimiter, Waiter};
+use crate::priority::Priority;
+use std::sync::Arc;
+
+pin_project! {
+    /// The response future of [`Concurrency`](crate::Concurrency).
+    ///
+    /// Dropping it at any point leaves nothing behind: it leaves the queue, gives back an
+    /// unused reservoir booking and releases its permit.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        inner: Option<S::Future>,
+        permit: Option<Permit>,
+        wait: Option<Box<Wait<S, B>>>,
+        error: Option<BoxError>,
+    }
+}
+
+impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("called", &self.inner.is_some())
+            .field("waiting", &self.wait.is_some())
+            .finish()
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn called(fut: S::Future, permit: Permit) -> Self {
+        ResponseFuture {
+            inner: Some(fut),
+            permit: Some(permit),
+            wait: None,
+            error: None,
+        }
+    }
+
+    pub(crate) fn waiting(wait: Wait<S, B>) -> Self {
+        ResponseFuture {
+            inner: None,
+            permit: None,
+            wait: Some(Box::new(wait)),
+            error: None,
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        ResponseFuture {
+            inner: None,
+            permit: None,
+            wait: None,
+            error: Some(error),
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if let Some(wait) = this.wait.as_mut() {
+            let (fut, permit) = ready!(wait.poll_admit(cx))?;
+            *this.wait = None;
+            *this.permit = Some(permit);
+            this.inner.set(Some(fut));
+        }
+        let Some(fut) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(Err("ResponseFuture polled after completion".into()));
+        };
+        let out = ready!(fut.poll(cx));
+        this.inner.set(None);
+        let permit = this.permit.take();
+        Poll::Ready(match out {
+            Ok(res) => Ok(res.map(|body| ResponseBody::new(body, permit))),
+            Err(e) => Err(e.into()),
+        })
+    }
+}
+
+enum Stage {
+    /// Waiting for the scope's cooldown to pass, before queueing.
+    Cooldown,
+    /// In the queue.
+    Queued(Waiter),
+    /// Holding a permit, about to book a start.
+    Admitted(Permit),
+    /// Holding a permit and a booked start; sleeping until it.
+    Booked(Permit, Booking),
+    /// Between states (only while a step runs).
+    Moving,
+}
+
+/// The admission steps of a request that cannot start at once: cooldown, queue, booked
+/// start, inner readiness.
+///
+/// Why a permit is held while sleeping for the reservoir or spacing: the start is booked
+/// only once the permit is held, and the request starts at exactly its booked instant.
+/// Booking first and queueing for the permit afterwards would start requests later than
+/// booked, and late starts bunch up (four bookings delayed behind a long request, started
+/// back to back next to the following window's bookings, put eight starts in one window).
+/// Reservoir, spacing and cooldown are per scope, so while this request sleeps no other
+/// request of the scope could start either: the permit costs no throughput. No inner
+/// readiness is held: the inner service is polled ready only after the sleep.
+pub(crate) struct Wait<S, B> {
+    svc: S,
+    req: Option<Request<B>>,
+    limiter: Arc<ScopeLimiter>,
+    priority: Priority,
+    state: Option<(LimitState, Scope)>,
+    stage: Stage,
+    sleep: Option<Pin<Box<Sleep>>>,
+    since: Option<Instant>,
+}
+
+impl<S, B> Wait<S, B> {
+    pub(crate) fn new(
+        svc: S,
+        req: Request<B>,
+        limiter: Arc<ScopeLimiter>,
+        priority: Priority,
+        state: Option<(LimitState, Scope)>,
+    ) -> Self {
+        Wait {
+            svc,
+            req: Some(req),
+            limiter,
+            priority,
+            state,
+            stage: Stage::Cooldown,
+            sleep: None,
+            since: None,
+        }
+    }
+
+    pub(crate) fn queued(mut self, waiter: Waiter) -> Self {
+        self.stage = Stage::Queued(waiter);
+        self
+    }
+
+    pub(crate) fn booked(mut self, permit: Permit, booking: Booking) -> Self {
+        self.stage = Stage::Booked(permit, booking);
+        self
+    }
+
+    fn cooldown_until(&self, now: Instant) -> Option<Instant> {
+        let (state, scope) = self.state.as_ref()?;
+        state.cooldown_until(scope).filter(|u| *u > now)
+    }
+
+    /// Sleeps until `until`; `Ready` once it has passed.
+    fn poll_sleep(&mut self, until: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.sleep {
+            Some(s) if s.deadline() == until => {}
+            Some(s) => s.as_mut().reset(until),
+            slot @ None => *slot = Some(Box::pin(tokio::time::sleep_until(until))),
+        }
+        match &mut self.sleep {
+            Some(s) => s.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
+    fn waited_ms(&self) -> f64 {
+        self.since
+            .map_or(0.0, |since| since.elapsed().as_secs_f64() * 1000.0)
+    }
+}
+
+impl<S, B> Wait<S, B>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    pub(crate) fn poll_admit(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(S::Future, Permit), BoxError>> {
+        self.since.get_or_insert_with(Instant::now);
+        loop {
+            let now = Instant::now();
+            match std::mem::replace(&mut self.stage, Stage::Moving) {
+                Stage::Cooldown => {
+                    if let Some(until) = self.cooldown_until(now) {
+                        self.stage = Stage::Cooldown;
+                        tracing::debug!(
+                            scope = %self.limiter.scope(),
+                            wait_ms = until.duration_since(now).as_millis() as u64,
+                            "waiting for the scope's cooldown before queueing"
+                        );
+                        ready!(self.poll_sleep(until, cx));
+                        continue;
+                    }
+                    match self.limiter.acquire(self.priority) {
+                        Err(full) => return Poll::Ready(Err(full.into())),
+                        Ok(Admit::Now(p)) => self.stage = Stage::Admitted(p),
+                        Ok(Admit::Queued(w)) => self.stage = Stage::Queued(w),
+                    }
+                }
+                Stage::Queued(mut w) => match w.poll_acquire(cx) {
+                    Poll::Ready(p) => {
+                        tracing::debug!(
+                            scope = %self.limiter.scope(),
+                            priority = self.priority.as_str(),
+                            waited_ms = self.waited_ms(),
+                            "concurrency permit granted after queueing"
+                        );
+                        self.stage = Stage::Admitted(p);
+                    }
+                    Poll::Pending => {
+                        self.stage = Stage::Queued(w);
+                        return Poll::Pending;
+                    }
+                },
+                Stage::Admitted(p) => {
+                    // A cooldown that began while queued: book the start after it.
+                    let from = self.cooldown_until(now).unwrap_or(now);
+                    let booking = p.book(from);
+                    self.stage = Stage::Booked(p, booking);
+                }
+                Stage::Booked(p, mut booking) => {
+                    // Moved out of the stage: every path that keeps waiting puts it back;
+                    // the others give the booking back or use it.
+                    if self.cooldown_until(now).is_some_and(|u| u > booking.at) {
+                        // A cooldown began during the sleep: book again after it.
+                        p.unbook(&mut booking);
+                        self.stage = Stage::Admitted(p);
+                        continue;
+                    }
+                    if booking.at > now {
+                        tracing::debug!(
+                            scope = %self.limiter.scope(),
+                            wait_ms = booking.at.duration_since(now).as_millis() as u64,
+                            "waiting for the reservoir, spacing or cooldown"
+                        );
+                        let at = booking.at;
+                        self.stage = Stage::Booked(p, booking);
+                        ready!(self.poll_sleep(at, cx));
+                        continue;
+                    }
+                    match self.svc.poll_ready(cx) {
+                        Poll::Pending => {
+                            self.stage = Stage::Booked(p, booking);
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            p.unbook(&mut booking);
+                            return Poll::Ready(Err(e.into()));
+                        }
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    let Some(req) = self.req.take() else {
+                        p.unbook(&mut booking);
+                        return Poll::Ready(Err("request already sent".into()));
+                    };
+                    tracing::trace!(
+                        scope = %self.limiter.scope(),
+                        waited_ms = self.waited_ms(),
+                        "request admitted"
+                    );
+                    return Poll::Ready(Ok((self.svc.call(req), p)));
+                }
+                Stage::Moving => return Poll::Ready(Err("admission polled after completion".into())),
+            }
+        }
+    }
+}
+
+impl<S, B> Drop for Wait<S, B> {
+    fn drop(&mut self) {
+        if let Stage::Booked(p, booking) = &mut self.stage {
+            p.unbook(booking);
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The run-time handle: hot reload of limits and a view of every scope.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use ratelayer_core::{ConfigError, Scope};
+
+use crate::config::{ConcurrencyConfig, Limits};
+use crate::limiter::{ScopeLimiter, ScopeStats};
+
+/// State shared by a layer, its services (all clones) and its handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: RwLock<ConcurrencyConfig>,
+    scopes: RwLock<HashMap<Scope, Arc<ScopeLimiter>>>,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // Writers never leave a half-applied value behind, so poisoning is ignored.
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn new(config: ConcurrencyConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Shared {
+            config: RwLock::new(config),
+            scopes: RwLock::default(),
+        })
+    }
+
+    pub(crate) fn config(&self) -> RwLockReadGuard<'_, ConcurrencyConfig> {
+        read(&self.config)
+    }
+
+    /// The limiter of `scope`, created with the limits configured for it on first use.
+    pub(crate) fn limiter(&self, scope: Scope) -> Arc<ScopeLimiter> {
+        if let Some(l) = read(&self.scopes).get(&scope) {
+            return l.clone();
+        }
+        // Read the limits before taking the scopes lock (reload takes them in the other
+        // order: config, then scopes).
+        let config = self.config();
+        let limits = config.limits_for(scope.provider(), scope.model()).clone();
+        let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
+        drop(config);
+        scopes
+            .entry(scope.clone())
+            .or_insert_with(|| {
+                tracing::debug!(scope = %scope, ?limits, "new concurrency scope");
+                Arc::new(ScopeLimiter::new(scope, &limits))
+            })
+            .clone()
+    }
+}
+
+/// A handle to a [`ConcurrencyLayer`](crate::ConcurrencyLayer)'s limits, shared with every
+/// service it built: change limits at run time, and look at each scope.
+///
+/// Raising a maximum lets queued requests in at once; lowering it takes effect as
+/// in-flight requests finish (none is cancelled).
+///
+/// ```
+/// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
+///
+/// let (layer, handle) = ConcurrencyLayer::pair(
+///     ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1)),
+/// ).unwrap();
+/// handle.set_limits("kimi", Limits::new().max_concurrent(2)).unwrap();
+/// assert_eq!(handle.config().limits_for("kimi", None).max_concurrent, Some(2));
+/// assert!(handle.set_limits("kimi", Limits::new().max_concurrent(0)).is_err());
+/// # drop(layer);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConcurrencyHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ConcurrencyHandle {
+    /// Replaces the whole configuration. `scope_by` cannot change at run time.
+    pub fn reload(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let mut current = self
+            .shared
+            .config
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if current.scope_by != config.scope_by {
+            return Err(ConfigError::new(
+                "scope_by",
+                "cannot change at run time (requests in flight are counted under the old \
+                 scopes); build a new layer instead",
+            ));
+        }
+        *current = config;
+        let scopes = read(&self.shared.scopes);
+        for limiter in scopes.values() {
+            let s = limiter.scope();
+            limiter.reconfigure(current.limits_for(s.provider(), s.model()));
+        }
+        tracing::info!(scopes = scopes.len(), "concurrency limits reloaded");
+        Ok(())
+    }
+
+    /// Sets the limits of one provider (or `provider/model`) and applies them at once.
+    pub fn set_limits(&self, provider: &str, limits: Limits) -> Result<(), ConfigError> {
+        let mut config = self.config();
+        config.providers.insert(provider.to_owned(), limits);
+        self.reload(config)
+    }
+
+    /// Sets the limits of providers not configured by name.
+    pub fn set_default_limits(&self, limits: Limits) -> Result<(), ConfigError> {
+        let mut config = self.config();
+        config.default = limits;
+        self.reload(config)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> ConcurrencyConfig {
+        self.shared.config().clone()
+    }
+
+    /// In flight, queued and maximum of `scope` (as counted: see
+    /// [`ScopeBy`](crate::ScopeBy)), if it has seen a request.
+    pub fn stats(&self, scope: &Scope) -> Option<ScopeStats> {
+        read(&self.shared.scopes).get(scope).map(|l| l.stats())
+    }
+
+    /// Every scope that has seen a request, with its stats.
+    pub fn all_stats(&self) -> Vec<(Scope, ScopeStats)> {
+        read(&self.shared.scopes)
+            .iter()
+            .map(|(s, l)| (s.clone(), l.stats()))
+            .collect()
+    }
+}

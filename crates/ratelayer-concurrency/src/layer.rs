@@ -1,0 +1,87 @@
+//! [`ConcurrencyLayer`].
+
+use std::sync::Arc;
+
+use ratelayer_core::{ConfigError, LimitState};
+use tower_layer::Layer;
+
+use crate::config::ConcurrencyConfig;
+use crate::handle::{ConcurrencyHandle, Shared};
+use crate::service::Concurrency;
+
+/// Applies per-scope concurrency limits, reservoirs and spacing to a service. See the
+/// [crate docs](crate).
+///
+/// All services built by one layer (and their clones) share the same limiters: they are
+/// created when the layer is built, not per [`layer`](Layer::layer) call.
+///
+/// ```
+/// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
+/// use ratelayer_core::LimitState;
+///
+/// let state = LimitState::new();
+/// let layer = ConcurrencyLayer::new(
+///     ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1)),
+/// )
+/// .unwrap()
+/// .with_state(state);
+/// let handle = layer.handle();
+/// # drop((layer, handle));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConcurrencyLayer {
+    shared: Arc<Shared>,
+    state: Option<LimitState>,
+}
+
+impl ConcurrencyLayer {
+    /// A layer with `config`, validated now.
+    pub fn new(config: ConcurrencyConfig) -> Result<Self, ConfigError> {
+        Ok(ConcurrencyLayer {
+            shared: Arc::new(Shared::new(config)?),
+            state: None,
+        })
+    }
+
+    /// A layer and the handle to its limits.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer};
+    /// let (layer, handle) = ConcurrencyLayer::pair(ConcurrencyConfig::new()).unwrap();
+    /// # drop((layer, handle));
+    /// ```
+    pub fn pair(config: ConcurrencyConfig) -> Result<(Self, ConcurrencyHandle), ConfigError> {
+        let layer = Self::new(config)?;
+        let handle = layer.handle();
+        Ok((layer, handle))
+    }
+
+    /// Reads cooldowns and the provider's stated request limits from `state` (shared with
+    /// the tier detector): no request starts while its scope cools down, and a stated
+    /// request limit stricter than the configured reservoir is enforced too.
+    pub fn with_state(mut self, state: LimitState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// A handle to change the limits at run time and look at each scope.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer};
+    /// let layer = ConcurrencyLayer::new(ConcurrencyConfig::new()).unwrap();
+    /// assert!(layer.handle().all_stats().is_empty());
+    /// ```
+    pub fn handle(&self) -> ConcurrencyHandle {
+        ConcurrencyHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> Layer<S> for ConcurrencyLayer {
+    type Service = Concurrency<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Concurrency::from_parts(inner, self.shared.clone(), self.state.clone())
+    }
+}

@@ -1,0 +1,191 @@
+//! [`Concurrency`], the service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use ratelayer_core::{BoxError, LimitState, ReplayableBody, RequestMeta, Scope, meta};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::body::ResponseBody;
+use crate::config::ScopeBy;
+use crate::future::{ResponseFuture, Wait};
+use crate::handle::Shared;
+use crate::limiter::{Admit, ScopeLimiter};
+use crate::pacer::Window;
+use crate::priority::Priority;
+
+/// Applies per-scope concurrency limits, reservoirs and spacing to `S`. Built by
+/// [`ConcurrencyLayer`](crate::ConcurrencyLayer).
+///
+/// `poll_ready` is the inner service's readiness. A request that can start at once (a free
+/// permit, nobody queued, nothing to pace, no cooldown) calls the readied inner service
+/// right in `call`. Any other request drops that readiness and waits in its response
+/// future; once admitted, a fresh clone of the inner service is polled ready and called.
+#[derive(Debug)]
+pub struct Concurrency<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    state: Option<LimitState>,
+    /// The limiter of the last scope this instance served (no lookup when it repeats).
+    cached: Option<Arc<ScopeLimiter>>,
+}
+
+impl<S: Clone> Clone for Concurrency<S> {
+    fn clone(&self) -> Self {
+        Concurrency {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            state: self.state.clone(),
+            cached: self.cached.clone(),
+        }
+    }
+}
+
+impl<S> Concurrency<S> {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, state: Option<LimitState>) -> Self {
+        Concurrency {
+            inner,
+            shared,
+            state,
+            cached: None,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    fn limiter_for(&mut self, meta: &RequestMeta) -> Arc<ScopeLimiter> {
+        let by_model = self.shared.config().scope_by == ScopeBy::ProviderCredentialModel;
+        if let Some(l) = &self.cached {
+            let s = l.scope();
+            if s.provider() == &*meta.provider
+                && s.credential() == meta.credential.as_deref()
+                && (!by_model || s.model() == meta.model.as_deref())
+            {
+                return l.clone();
+            }
+        }
+        let mut scope = Scope::new(meta.provider.clone());
+        if let Some(c) = &meta.credential {
+            scope = scope.with_credential(c.clone());
+        }
+        if by_model {
+            if let Some(m) = &meta.model {
+                scope = scope.with_model(m.clone());
+            }
+        }
+        let l = self.shared.limiter(scope);
+        self.cached = Some(l.clone());
+        l
+    }
+}
+
+/// The request limit the provider stated for `scope`: the tier's requests per minute, else
+/// the last `limit-requests` header (per its window, or per minute).
+fn learned_window(state: &LimitState, scope: &Scope) -> Option<Window> {
+    if let Some(rpm) = state.tier(scope).and_then(|t| t.rpm) {
+        return Some(Window {
+            limit: u32::try_from(rpm).unwrap_or(u32::MAX).max(1),
+            interval: Duration::from_secs(60),
+        });
+    }
+    let obs = state.observed(scope)?;
+    let r = obs.snapshot.requests;
+    let limit = r.limit?;
+    Some(Window {
+        limit: u32::try_from(limit).unwrap_or(u32::MAX).max(1),
+        interval: r.window.unwrap_or(Duration::from_secs(60)),
+    })
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Concurrency<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqBody: ReplayableBody,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let priority = Priority::of(&req);
+        let meta = meta::ensure(&mut req);
+        let limiter = self.limiter_for(meta);
+        let mut cooling = false;
+        if let Some(state) = &self.state {
+            let full = meta.scope();
+            let learn = self
+                .shared
+                .config()
+                .limits_for(full.provider(), full.model())
+                .learn_from_provider;
+            if learn {
+                limiter.set_learned(learned_window(state, &full));
+            }
+            cooling = state.cooldown_until(&full).is_some();
+        }
+        if !cooling {
+            match limiter.acquire(priority) {
+                Err(full) => return ResponseFuture::failed(full.into()),
+                Ok(Admit::Now(permit)) => {
+                    let now = Instant::now();
+                    let booking = permit.book(now);
+                    if booking.at <= now {
+                        // The fast path: admitted at once, the readied inner service is
+                        // called here.
+                        return ResponseFuture::called(self.inner.call(req), permit);
+                    }
+                    return ResponseFuture::waiting(self.wait(req, limiter, priority).booked(
+                        permit, booking,
+                    ));
+                }
+                Ok(Admit::Queued(waiter)) => {
+                    return ResponseFuture::waiting(
+                        self.wait(req, limiter, priority).queued(waiter),
+                    );
+                }
+            }
+        }
+        ResponseFuture::waiting(self.wait(req, limiter, priority))
+    }
+}
+
+impl<S: Clone> Concurrency<S> {
+    /// The slow path: give up the inner readiness (the request will wait) and hand a fresh
+    /// clone to the future.
+    fn wait<B>(
+        &mut self,
+        req: Request<B>,
+        limiter: Arc<ScopeLimiter>,
+        priority: Priority,
+    ) -> Wait<S, B> {
+        let fresh = self.inner.clone();
+        drop(std::mem::replace(&mut self.inner, fresh));
+        let full = self
+            .state
+            .as_ref()
+            .and_then(|_| meta::get(&req).map(RequestMeta::scope));
+        Wait::new(
+            self.inner.clone(),
+            req,
+            limiter,
+            priority,
+            self.state.clone().zip(full),
+        )
+    }
+}
