@@ -244,6 +244,9 @@ impl Limits {
                  use at least 1, or when_full = wait",
             ));
         }
+        for (key, quota) in crate::limiter::buckets(self) {
+            quota.validate(&format!("{at}: {}", key.describe()))?;
+        }
         if self.high_priority_streak == 0 {
             return Err(ConfigError::new(
                 format!("{at}.high_priority_streak"),

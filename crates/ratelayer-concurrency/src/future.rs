@@ -11,8 +11,8 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::limiter::{Admit, Booking, Permit, ScopeLimiter, Waiter};
-use crate::priority::Priority;
+use crate::limiter::{Admit, Book, Booking, Permit, ScopeLimiter, Waiter, priority_str};
+use ratelayer_core::engine::{Priority, Reserve};
 use std::sync::Arc;
 
 pin_project! {
@@ -112,25 +112,38 @@ enum Stage {
     Cooldown,
     /// In the queue.
     Queued(Waiter),
-    /// Holding a permit, about to book a start.
+    /// Holding a permit, about to book a start (after any cooldown).
     Admitted(Permit),
-    /// Holding a permit and a booked start; sleeping until it.
+    /// Holding a permit; a store that really waits is booking the start.
+    Reserving(Permit, Reserve),
+    /// Holding a permit and a booked start; sleeping until it, then readying the inner
+    /// service.
     Booked(Permit, Booking),
     /// Between states (only while a step runs).
     Moving,
 }
 
+impl Stage {
+    fn booked(permit: Permit, book: Book) -> Stage {
+        match book {
+            Book::Done(b) => Stage::Booked(permit, b),
+            Book::Pending(r) => Stage::Reserving(permit, r),
+        }
+    }
+}
+
 /// The admission steps of a request that cannot start at once: cooldown, queue, booked
 /// start, inner readiness.
 ///
-/// Why a permit is held while sleeping for the reservoir or spacing: the start is booked
-/// only once the permit is held, and the request starts at exactly its booked instant.
-/// Booking first and queueing for the permit afterwards would start requests later than
-/// booked, and late starts bunch up (four bookings delayed behind a long request, started
-/// back to back next to the following window's bookings, put eight starts in one window).
-/// Reservoir, spacing and cooldown are per scope, so while this request sleeps no other
-/// request of the scope could start either: the permit costs no throughput. No inner
-/// readiness is held: the inner service is polled ready only after the sleep.
+/// Why a permit is held while sleeping for the reservoir, spacing or a cooldown that began
+/// while the request was queued: the start is booked only once the permit is held, so the
+/// request starts at its booked instant. Booking first and queueing for the permit
+/// afterwards would start requests later than booked, and late starts bunch up (four
+/// bookings delayed behind a long request, started back to back next to the following
+/// window's bookings, put eight starts in one window). Reservoir, spacing and cooldown
+/// are per scope, so while this request sleeps no other request of the scope could start
+/// either: the permit costs no throughput. No inner readiness is held: the inner service
+/// (a fresh clone) is polled ready only after the sleep.
 pub(crate) struct Wait<S, B> {
     svc: S,
     req: Option<Request<B>>,
@@ -139,7 +152,7 @@ pub(crate) struct Wait<S, B> {
     state: Option<(LimitState, Scope)>,
     stage: Stage,
     sleep: Option<Pin<Box<Sleep>>>,
-    since: Option<Instant>,
+    since: Instant,
 }
 
 impl<S, B> Wait<S, B> {
@@ -158,7 +171,7 @@ impl<S, B> Wait<S, B> {
             state,
             stage: Stage::Cooldown,
             sleep: None,
-            since: None,
+            since: Instant::now(),
         }
     }
 
@@ -167,8 +180,8 @@ impl<S, B> Wait<S, B> {
         self
     }
 
-    pub(crate) fn booked(mut self, permit: Permit, booking: Booking) -> Self {
-        self.stage = Stage::Booked(permit, booking);
+    pub(crate) fn admitted(mut self, permit: Permit, book: Book) -> Self {
+        self.stage = Stage::booked(permit, book);
         self
     }
 
@@ -179,20 +192,20 @@ impl<S, B> Wait<S, B> {
 
     /// Sleeps until `until`; `Ready` once it has passed.
     fn poll_sleep(&mut self, until: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.sleep {
-            Some(s) if s.deadline() == until => {}
-            Some(s) => s.as_mut().reset(until),
-            slot @ None => *slot = Some(Box::pin(tokio::time::sleep_until(until))),
-        }
-        match &mut self.sleep {
-            Some(s) => s.as_mut().poll(cx),
-            None => Poll::Ready(()),
-        }
+        let sleep = match &mut self.sleep {
+            Some(s) => {
+                if s.deadline() != until {
+                    s.as_mut().reset(until);
+                }
+                s
+            }
+            slot @ None => slot.insert(Box::pin(tokio::time::sleep_until(until))),
+        };
+        sleep.as_mut().poll(cx)
     }
 
     fn waited_ms(&self) -> f64 {
-        self.since
-            .map_or(0.0, |since| since.elapsed().as_secs_f64() * 1000.0)
+        self.since.elapsed().as_secs_f64() * 1000.0
     }
 }
 
@@ -205,7 +218,6 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(S::Future, Permit), BoxError>> {
-        self.since.get_or_insert_with(Instant::now);
         loop {
             let now = Instant::now();
             match std::mem::replace(&mut self.stage, Stage::Moving) {
@@ -220,17 +232,17 @@ where
                         ready!(self.poll_sleep(until, cx));
                         continue;
                     }
-                    match self.limiter.acquire(self.priority) {
-                        Err(full) => return Poll::Ready(Err(full.into())),
-                        Ok(Admit::Now(p)) => self.stage = Stage::Admitted(p),
-                        Ok(Admit::Queued(w)) => self.stage = Stage::Queued(w),
+                    match self.limiter.acquire(self.priority)? {
+                        Admit::Now(p) => self.stage = Stage::Admitted(p),
+                        Admit::Queued(w) => self.stage = Stage::Queued(w),
                     }
                 }
                 Stage::Queued(mut w) => match w.poll_acquire(cx) {
                     Poll::Ready(p) => {
+                        let p = p?;
                         tracing::debug!(
                             scope = %self.limiter.scope(),
-                            priority = self.priority.as_str(),
+                            priority = priority_str(self.priority),
                             waited_ms = self.waited_ms(),
                             "concurrency permit granted after queueing"
                         );
@@ -242,29 +254,44 @@ where
                     }
                 },
                 Stage::Admitted(p) => {
-                    // A cooldown that began while queued: book the start after it.
-                    let from = self.cooldown_until(now).unwrap_or(now);
-                    let booking = p.book(from);
-                    self.stage = Stage::Booked(p, booking);
-                }
-                Stage::Booked(p, mut booking) => {
-                    // Moved out of the stage: every path that keeps waiting puts it back;
-                    // the others give the booking back or use it.
-                    if self.cooldown_until(now).is_some_and(|u| u > booking.at) {
-                        // A cooldown began during the sleep: book again after it.
-                        p.unbook(&mut booking);
+                    if let Some(until) = self.cooldown_until(now) {
+                        // A cooldown began while queued: nothing of the scope starts
+                        // before it ends.
+                        tracing::debug!(
+                            scope = %p.scope(),
+                            wait_ms = until.duration_since(now).as_millis() as u64,
+                            "waiting for the scope's cooldown"
+                        );
                         self.stage = Stage::Admitted(p);
+                        ready!(self.poll_sleep(until, cx));
                         continue;
                     }
-                    if booking.at > now {
+                    let book = p.book()?;
+                    self.stage = Stage::booked(p, book);
+                }
+                Stage::Reserving(p, mut r) => match Pin::new(&mut r).poll(cx) {
+                    Poll::Ready(res) => self.stage = Stage::Booked(p, Booking::from_reserved(res)?),
+                    Poll::Pending => {
+                        self.stage = Stage::Reserving(p, r);
+                        return Poll::Pending;
+                    }
+                },
+                Stage::Booked(p, mut booking) => {
+                    if let Some(at) = booking.ready_at().filter(|at| *at > now) {
                         tracing::debug!(
-                            scope = %self.limiter.scope(),
-                            wait_ms = booking.at.duration_since(now).as_millis() as u64,
-                            "waiting for the reservoir, spacing or cooldown"
+                            scope = %p.scope(),
+                            wait_ms = at.duration_since(now).as_millis() as u64,
+                            "waiting for the reservoir or spacing"
                         );
-                        let at = booking.at;
                         self.stage = Stage::Booked(p, booking);
                         ready!(self.poll_sleep(at, cx));
+                        continue;
+                    }
+                    if self.cooldown_until(now).is_some() {
+                        // A cooldown began during the sleep: give the booking back and
+                        // book again after it.
+                        drop(booking);
+                        self.stage = Stage::Admitted(p);
                         continue;
                     }
                     match self.svc.poll_ready(cx) {
@@ -272,33 +299,24 @@ where
                             self.stage = Stage::Booked(p, booking);
                             return Poll::Pending;
                         }
-                        Poll::Ready(Err(e)) => {
-                            p.unbook(&mut booking);
-                            return Poll::Ready(Err(e.into()));
-                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                         Poll::Ready(Ok(())) => {}
                     }
                     let Some(req) = self.req.take() else {
-                        p.unbook(&mut booking);
                         return Poll::Ready(Err("request already sent".into()));
                     };
+                    booking.use_now();
                     tracing::trace!(
-                        scope = %self.limiter.scope(),
+                        scope = %p.scope(),
                         waited_ms = self.waited_ms(),
                         "request admitted"
                     );
                     return Poll::Ready(Ok((self.svc.call(req), p)));
                 }
-                Stage::Moving => return Poll::Ready(Err("admission polled after completion".into())),
+                Stage::Moving => {
+                    return Poll::Ready(Err("admission polled after completion".into()));
+                }
             }
-        }
-    }
-}
-
-impl<S, B> Drop for Wait<S, B> {
-    fn drop(&mut self) {
-        if let Stage::Booked(p, booking) = &mut self.stage {
-            p.unbook(booking);
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use ratelayer_core::{ConfigError, Scope};
+use ratelayer_core::{ConfigError, LimitState, Scope};
 
 use crate::config::{ConcurrencyConfig, Limits};
 use crate::limiter::{ScopeLimiter, ScopeStats};
@@ -13,6 +13,8 @@ use crate::limiter::{ScopeLimiter, ScopeStats};
 pub(crate) struct Shared {
     config: RwLock<ConcurrencyConfig>,
     scopes: RwLock<HashMap<Scope, Arc<ScopeLimiter>>>,
+    /// Where the engine state (leases, buckets) lives.
+    state: RwLock<LimitState>,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -26,7 +28,12 @@ impl Shared {
         Ok(Shared {
             config: RwLock::new(config),
             scopes: RwLock::default(),
+            state: RwLock::new(LimitState::new()),
         })
+    }
+
+    pub(crate) fn set_state(&self, state: LimitState) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
     pub(crate) fn config(&self) -> RwLockReadGuard<'_, ConcurrencyConfig> {
@@ -48,7 +55,8 @@ impl Shared {
             .entry(scope.clone())
             .or_insert_with(|| {
                 tracing::debug!(scope = %scope, ?limits, "new concurrency scope");
-                Arc::new(ScopeLimiter::new(scope, &limits))
+                let engine = read(&self.state).handle(&scope);
+                Arc::new(ScopeLimiter::new(scope, engine, &limits))
             })
             .clone()
     }

@@ -59,7 +59,12 @@ impl ConcurrencyLayer {
     /// Reads cooldowns and the provider's stated request limits from `state` (shared with
     /// the tier detector): no request starts while its scope cools down, and a stated
     /// request limit stricter than the configured reservoir is enforced too.
+    ///
+    /// The engine state of the layer's scopes (leases, request buckets) lives in `state`
+    /// too, so limits are shared with whatever shares its store. Call it before the layer
+    /// serves requests.
     pub fn with_state(mut self, state: LimitState) -> Self {
+        self.shared.set_state(state.clone());
         self.state = Some(state);
         self
     }

@@ -11,7 +11,13 @@
 //!   provider stated (read from the shared [`LimitState`](ratelayer_core::LimitState));
 //! - a minimum time between request starts;
 //! - the scope's cooldown (after a 429) before anything starts;
-//! - two priority classes ([`Priority`]): high goes first, normal is never starved.
+//! - two priority classes ([`Priority`], an optional request extension): high goes first,
+//!   normal is never starved.
+//!
+//! Admission runs on the limiter engine of `ratelayer-core`: leases and request buckets
+//! of the scope's [`ScopeHandle`](ratelayer_core::engine::ScopeHandle), in the
+//! [`LimitState`](ratelayer_core::LimitState) given with
+//! [`ConcurrencyLayer::with_state`] (or a private one), so a shared store shares them.
 //!
 //! The permit is held around the real exchange only: it is taken in the response future
 //! after any cooldown wait, then the inner service is polled ready and called; for a
@@ -70,8 +76,6 @@ mod future;
 mod handle;
 mod layer;
 mod limiter;
-mod pacer;
-mod priority;
 mod service;
 
 pub use body::ResponseBody;
@@ -80,5 +84,5 @@ pub use future::ResponseFuture;
 pub use handle::ConcurrencyHandle;
 pub use layer::ConcurrencyLayer;
 pub use limiter::ScopeStats;
-pub use priority::Priority;
+pub use ratelayer_core::engine::Priority;
 pub use service::Concurrency;

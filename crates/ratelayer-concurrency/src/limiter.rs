@@ -1,74 +1,27 @@
-//! The limiter of one scope: concurrency permits handed out FIFO per priority class
-//! through a bounded queue, plus the start-time booking of the [`Pacer`].
+//! The limiter of one scope, on the engine of `ratelayer-core`: concurrency leases (FIFO
+//! per priority class, bounded queue, resize) and request buckets (reservoir, burst,
+//! spacing, learned limits) of the scope's [`ScopeHandle`].
 
-use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use ratelayer_core::{QueueFull, Scope};
+use ratelayer_core::engine::{
+    BucketKey, ConcurrencyConfig as LeaseConfig, Lease, LeaseFuture, OnFull, Priority, Quota,
+    Reservation, Reserve, ReserveError, ScopeHandle,
+};
+use ratelayer_core::{BoxError, Dimension, QueueFull, Scope};
 use tokio::time::Instant;
 
 use crate::config::{Limits, WhenFull};
-use crate::pacer::{Pacer, Window};
-use crate::priority::Priority;
 
-#[derive(Debug)]
-struct Entry {
-    id: u64,
-    waker: Option<Waker>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    max: usize,
-    in_flight: usize,
-    queue_capacity: usize,
-    when_full: WhenFull,
-    streak_limit: u32,
-    high_streak: u32,
-    high: VecDeque<Entry>,
-    normal: VecDeque<Entry>,
-    /// Waiters that were handed a permit and have not collected it yet.
-    granted: Vec<u64>,
-    next_id: u64,
-    pacer: Pacer,
-}
-
-impl Inner {
-    fn queued(&self) -> usize {
-        self.high.len() + self.normal.len()
-    }
-
-    /// Hands out permits while there is room: high priority first, but never more than
-    /// `streak_limit` high ones in a row while normal requests wait.
-    fn dispatch(&mut self) {
-        while self.in_flight < self.max {
-            let take_normal = !self.normal.is_empty()
-                && (self.high.is_empty() || self.high_streak >= self.streak_limit);
-            let entry = if take_normal {
-                self.high_streak = 0;
-                self.normal.pop_front()
-            } else {
-                let e = self.high.pop_front();
-                if e.is_some() && !self.normal.is_empty() {
-                    self.high_streak += 1;
-                }
-                e
-            };
-            let Some(entry) = entry else { return };
-            self.in_flight += 1;
-            self.granted.push(entry.id);
-            if let Some(w) = entry.waker {
-                w.wake();
-            }
-        }
-    }
-
-    fn release(&mut self) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        self.dispatch();
-    }
+/// A request limit the provider stated: `limit` per `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub(crate) limit: u32,
+    pub(crate) interval: Duration,
 }
 
 /// What a scope's limiter and queue look like now.
@@ -86,16 +39,28 @@ pub struct ScopeStats {
     pub queued: usize,
     /// The maximum of concurrent requests (`None`: unlimited).
     pub max_concurrent: Option<usize>,
-    /// How long a request would wait now for the reservoir and spacing (not counting the
-    /// queue or a cooldown).
+    /// How long a request would wait now for the reservoir, spacing and cooldown (not
+    /// counting the queue).
     pub pacing_wait: Duration,
+}
+
+#[derive(Debug)]
+struct Applied {
+    max: Option<usize>,
+    configured: Vec<(BucketKey, Quota)>,
+    learned: Option<Window>,
+    /// The buckets this layer set on the scope (to remove them when they go away).
+    owned: Vec<BucketKey>,
+    /// One unit in each of them: what a request books.
+    costs: Arc<[(BucketKey, u64)]>,
 }
 
 /// The limiter of one scope, shared by every clone of the layer's services.
 #[derive(Debug)]
 pub(crate) struct ScopeLimiter {
     scope: Scope,
-    inner: Mutex<Inner>,
+    engine: ScopeHandle,
+    applied: Mutex<Applied>,
 }
 
 pub(crate) enum Admit {
@@ -103,350 +68,277 @@ pub(crate) enum Admit {
     Queued(Waiter),
 }
 
-impl ScopeLimiter {
-    pub(crate) fn new(scope: Scope, limits: &Limits) -> Self {
-        let mut inner = Inner {
-            max: usize::MAX,
-            in_flight: 0,
-            queue_capacity: usize::MAX,
-            when_full: WhenFull::Wait,
-            streak_limit: 1,
-            high_streak: 0,
-            high: VecDeque::new(),
-            normal: VecDeque::new(),
-            granted: Vec::new(),
-            next_id: 0,
-            pacer: Pacer::new(limits),
-        };
-        apply(&mut inner, limits);
-        ScopeLimiter {
-            scope,
-            inner: Mutex::new(inner),
+/// The buckets of `limits`: the reservoir (window-safe), its burst bound (GCRA at the
+/// same rate) and the minimum spacing (GCRA, burst 1: exact pacing).
+pub(crate) fn buckets(limits: &Limits) -> Vec<(BucketKey, Quota)> {
+    let mut out: Vec<(BucketKey, Quota)> = Vec::new();
+    let mut push = |key: BucketKey, q: Quota| {
+        if !out.iter().any(|(k, _)| *k == key) {
+            out.push((key, q));
         }
+    };
+    let spacing = limits.min_spacing_duration();
+    if !spacing.is_zero() {
+        push(
+            BucketKey::new(Dimension::Requests, spacing),
+            Quota::gcra(1, spacing).with_burst(1),
+        );
+    }
+    if let Some(r) = limits.reservoir {
+        let n = u64::from(r.requests);
+        let interval = r.interval();
+        push(
+            BucketKey::new(Dimension::Requests, interval),
+            Quota::sliding_window(n, interval),
+        );
+        if let Some(b) = r.burst.map(u64::from).filter(|b| *b < n) {
+            // b per (interval * b / n): the reservoir's rate, at most b at once.
+            let w = interval.mul_f64(b as f64 / n as f64);
+            push(
+                BucketKey::new(Dimension::Requests, w),
+                Quota::gcra(b, w).with_burst(b),
+            );
+        }
+    }
+    out
+}
+
+impl ScopeLimiter {
+    pub(crate) fn new(scope: Scope, engine: ScopeHandle, limits: &Limits) -> Self {
+        let l = ScopeLimiter {
+            scope,
+            engine,
+            applied: Mutex::new(Applied {
+                max: None,
+                configured: Vec::new(),
+                learned: None,
+                owned: Vec::new(),
+                costs: Arc::new([]),
+            }),
+        };
+        l.reconfigure(limits);
+        l
     }
 
     pub(crate) fn scope(&self) -> &Scope {
         &self.scope
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Every critical section leaves the counters consistent before it can panic, so a
-        // poisoned lock is still usable (and the request path must not panic).
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Applied> {
+        // Every critical section leaves `Applied` consistent before it can panic.
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies new limits: a raised maximum admits queued requests at once; a lowered one
-    /// takes effect as in-flight requests finish.
+    /// takes effect as in-flight requests finish. Bucket state (history) is kept.
     pub(crate) fn reconfigure(&self, limits: &Limits) {
-        let mut g = self.lock();
-        apply(&mut g, limits);
-        g.pacer.configure(limits);
-        g.dispatch();
+        let lease = LeaseConfig::new(limits.max_concurrent.map_or(usize::MAX, |n| n as usize))
+            .with_queue_bound(limits.queue_capacity.unwrap_or(usize::MAX))
+            .with_on_full(match limits.when_full {
+                WhenFull::Wait => OnFull::Wait,
+                WhenFull::Fail => OnFull::Fail,
+            })
+            .with_high_streak(limits.high_priority_streak.max(1));
+        if let Err(e) = self.engine.set_concurrency(lease) {
+            // Validated with the configuration; never expected.
+            tracing::error!(scope = %self.scope, error = %e, "concurrency not applied");
+        }
+        let mut a = self.lock();
+        a.max = limits.max_concurrent.map(|n| n as usize);
+        a.configured = buckets(limits);
+        self.apply_buckets(&mut a);
     }
 
+    /// Sets (or clears) the request limit the provider stated.
     pub(crate) fn set_learned(&self, learned: Option<Window>) {
-        let mut g = self.lock();
-        if g.pacer.set_learned(learned) {
-            tracing::debug!(
-                scope = %self.scope,
-                limit = learned.map(|w| w.limit),
-                interval_secs = learned.map(|w| w.interval.as_secs_f64()),
-                "request limit learned from the provider"
-            );
+        let mut a = self.lock();
+        if a.learned == learned {
+            return;
         }
+        tracing::debug!(
+            scope = %self.scope,
+            limit = learned.map(|w| w.limit),
+            interval_secs = learned.map(|w| w.interval.as_secs_f64()),
+            "request limit learned from the provider"
+        );
+        a.learned = learned;
+        self.apply_buckets(&mut a);
+    }
+
+    fn apply_buckets(&self, a: &mut Applied) {
+        let mut want = a.configured.clone();
+        if let Some(w) = a.learned {
+            let key = BucketKey::new(Dimension::Requests, w.interval);
+            let q = Quota::sliding_window(u64::from(w.limit), w.interval);
+            match want.iter_mut().find(|(k, _)| *k == key) {
+                // The stricter of the configured and the stated limit.
+                Some((_, cur)) => {
+                    if q.limit < cur.limit {
+                        *cur = q;
+                    }
+                }
+                None => want.push((key, q)),
+            }
+        }
+        for key in &a.owned {
+            if !want.iter().any(|(k, _)| k == key) {
+                self.engine.remove_quota(*key);
+            }
+        }
+        let mut owned = Vec::with_capacity(want.len());
+        for (key, q) in &want {
+            match self.engine.set_quota(*key, *q) {
+                Ok(()) => owned.push(*key),
+                Err(e) => {
+                    tracing::warn!(scope = %self.scope, bucket = key.describe(), error = %e,
+                        "request limit not applied")
+                }
+            }
+        }
+        a.costs = owned.iter().map(|k| (*k, 1)).collect();
+        a.owned = owned;
     }
 
     pub(crate) fn stats(&self) -> ScopeStats {
-        let g = self.lock();
+        let (in_flight, queued) = self.engine.lease_counts();
+        let (max, costs) = {
+            let a = self.lock();
+            (a.max, a.costs.clone())
+        };
+        let pacing_wait = self
+            .engine
+            .wait_time(&costs)
+            .now_or_never()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         ScopeStats {
-            in_flight: g.in_flight,
-            queued: g.queued(),
-            max_concurrent: (g.max != usize::MAX).then_some(g.max),
-            pacing_wait: g.pacer.wait(Instant::now()),
+            in_flight,
+            queued,
+            max_concurrent: max,
+            pacing_wait,
         }
     }
 
     /// A permit at once if one is free and nobody waits; otherwise a place in the queue,
     /// or [`QueueFull`] when the queue is full and the scope is set to fail.
     pub(crate) fn acquire(self: &Arc<Self>, priority: Priority) -> Result<Admit, QueueFull> {
-        let mut g = self.lock();
-        if g.in_flight < g.max && g.queued() == 0 {
-            g.in_flight += 1;
-            drop(g);
-            return Ok(Admit::Now(Permit {
+        let mut fut = self.engine.lease(priority);
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut fut).poll(&mut cx) {
+            Poll::Ready(Ok(lease)) => Ok(Admit::Now(Permit {
+                lease,
                 limiter: self.clone(),
-            }));
-        }
-        let queued = g.queued();
-        if queued >= g.queue_capacity {
-            if g.when_full == WhenFull::Fail {
-                let capacity = g.queue_capacity;
-                drop(g);
-                tracing::warn!(
-                    scope = %self.scope,
-                    capacity,
-                    "queue full: request rejected"
-                );
-                return Err(QueueFull {
-                    scope: self.scope.clone(),
-                    capacity,
-                });
+            })),
+            Poll::Ready(Err(full)) => {
+                tracing::warn!(scope = %self.scope, capacity = full.capacity,
+                    "queue full: request rejected");
+                Err(full)
             }
-            tracing::debug!(
-                scope = %self.scope,
-                capacity = g.queue_capacity,
-                queued,
-                "queue full: request waits behind it"
-            );
+            Poll::Pending => {
+                let (in_flight, queued) = self.engine.lease_counts();
+                tracing::debug!(
+                    scope = %self.scope,
+                    priority = priority_str(priority),
+                    in_flight,
+                    queued,
+                    "request queued for a concurrency permit"
+                );
+                Ok(Admit::Queued(Waiter {
+                    fut,
+                    limiter: self.clone(),
+                }))
+            }
         }
-        let id = g.next_id;
-        g.next_id = g.next_id.wrapping_add(1);
-        let entry = Entry { id, waker: None };
-        match priority {
-            Priority::High => g.high.push_back(entry),
-            Priority::Normal => g.normal.push_back(entry),
-        }
-        let (in_flight, max) = (g.in_flight, g.max);
-        drop(g);
-        tracing::debug!(
-            scope = %self.scope,
-            priority = priority.as_str(),
-            position = queued + 1,
-            in_flight,
-            max_concurrent = max,
-            "request queued for a concurrency permit"
-        );
-        Ok(Admit::Queued(Waiter {
-            limiter: self.clone(),
-            id,
-            done: false,
-        }))
     }
 }
 
-fn apply(inner: &mut Inner, limits: &Limits) {
-    inner.max = limits.max_concurrent.map_or(usize::MAX, |n| n as usize);
-    inner.queue_capacity = limits.queue_capacity.unwrap_or(usize::MAX);
-    inner.when_full = limits.when_full;
-    inner.streak_limit = limits.high_priority_streak.max(1);
+pub(crate) fn priority_str(p: Priority) -> &'static str {
+    match p {
+        Priority::High => "high",
+        Priority::Normal => "normal",
+    }
 }
 
-/// A place in a scope's queue. Dropping it leaves the queue (or gives back a permit that
-/// was handed to it but not collected).
-#[derive(Debug)]
+/// A place in a scope's queue. Dropping it leaves the queue (or gives back a permit
+/// granted to it in the meantime).
 pub(crate) struct Waiter {
+    fut: LeaseFuture,
     limiter: Arc<ScopeLimiter>,
-    id: u64,
-    done: bool,
 }
 
 impl Waiter {
-    pub(crate) fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
-        if self.done {
-            // Never reached by the layer (it drops the waiter once it has its permit).
-            return Poll::Pending;
-        }
-        let mut g = self.limiter.lock();
-        if let Some(i) = g.granted.iter().position(|id| *id == self.id) {
-            g.granted.swap_remove(i);
-            drop(g);
-            self.done = true;
-            return Poll::Ready(Permit {
+    pub(crate) fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, QueueFull>> {
+        Pin::new(&mut self.fut).poll(cx).map(|r| {
+            r.map(|lease| Permit {
+                lease,
                 limiter: self.limiter.clone(),
-            });
-        }
-        let id = self.id;
-        let inner = &mut *g;
-        if let Some(e) = inner
-            .high
-            .iter_mut()
-            .chain(inner.normal.iter_mut())
-            .find(|e| e.id == id)
-        {
-            match &mut e.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-        }
-        Poll::Pending
+            })
+        })
     }
 }
 
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let mut g = self.limiter.lock();
-        let id = self.id;
-        if let Some(i) = g.granted.iter().position(|x| *x == id) {
-            g.granted.swap_remove(i);
-            g.release();
-            return;
-        }
-        if let Some(i) = g.high.iter().position(|e| e.id == id) {
-            g.high.remove(i);
-        } else if let Some(i) = g.normal.iter().position(|e| e.id == id) {
-            g.normal.remove(i);
-        }
-        drop(g);
-        tracing::debug!(scope = %self.limiter.scope, "queued request cancelled: left the queue");
-    }
-}
-
-/// A concurrency permit of one scope, given back when dropped.
+/// A concurrency permit of one scope (an engine lease), given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Permit {
+    #[allow(dead_code)] // held for its Drop
+    lease: Lease,
     limiter: Arc<ScopeLimiter>,
 }
 
+/// Booking a start: at once when nothing paces (or the store answered at once), or a
+/// pending reservation from a store that really waits.
+pub(crate) enum Book {
+    Done(Booking),
+    Pending(Reserve),
+}
+
 impl Permit {
-    /// Books this request's start with the scope's pacer (at `now` if nothing paces).
-    pub(crate) fn book(&self, now: Instant) -> Booking {
-        let mut g = self.limiter.lock();
-        if g.pacer.is_idle() {
-            return Booking { at: now, used: true };
-        }
-        let at = g.pacer.book(now);
-        Booking { at, used: false }
+    pub(crate) fn scope(&self) -> &Scope {
+        &self.limiter.scope
     }
 
-    /// Gives back a booking that was not used.
-    pub(crate) fn unbook(&self, booking: &mut Booking) {
-        if !booking.used {
-            booking.used = true;
-            self.limiter.lock().pacer.unbook(booking.at);
+    /// Books this request's start in the scope's request buckets.
+    pub(crate) fn book(&self) -> Result<Book, BoxError> {
+        let costs = self.limiter.lock().costs.clone();
+        if costs.is_empty() {
+            return Ok(Book::Done(Booking::immediate()));
+        }
+        let mut fut = self.limiter.engine.reserve(&costs, None);
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut fut).poll(&mut cx) {
+            Poll::Ready(r) => Ok(Book::Done(Booking::from_reserved(r)?)),
+            Poll::Pending => Ok(Book::Pending(fut)),
         }
     }
 }
 
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.limiter.lock().release();
-    }
-}
-
-/// A booked start instant. Not RAII by itself (the permit that made it gives it back, see
-/// [`Permit::unbook`]), so it costs nothing when nothing paces.
+/// A booked start. Dropped before [`use_now`](Self::use_now), it gives back what it
+/// booked.
 #[derive(Debug)]
 pub(crate) struct Booking {
-    pub(crate) at: Instant,
-    pub(crate) used: bool,
+    reservation: Option<Reservation>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::task::Waker;
-
-    fn limiter(limits: Limits) -> Arc<ScopeLimiter> {
-        Arc::new(ScopeLimiter::new(Scope::new("p"), &limits))
+impl Booking {
+    fn immediate() -> Self {
+        Booking { reservation: None }
     }
 
-    fn poll(w: &mut Waiter) -> Option<Permit> {
-        let mut cx = Context::from_waker(Waker::noop());
-        match w.poll_acquire(&mut cx) {
-            Poll::Ready(p) => Some(p),
-            Poll::Pending => None,
+    pub(crate) fn from_reserved(r: Result<Reservation, ReserveError>) -> Result<Self, BoxError> {
+        Ok(Booking {
+            reservation: Some(r.map_err(ReserveError::into_box)?),
+        })
+    }
+
+    /// When the request may start (now if nothing paces).
+    pub(crate) fn ready_at(&self) -> Option<Instant> {
+        self.reservation.as_ref().map(Reservation::ready_at)
+    }
+
+    /// The request starts now: the booking is used.
+    pub(crate) fn use_now(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            drop(r.commit());
         }
-    }
-
-    fn queued(l: &Arc<ScopeLimiter>, p: Priority) -> Waiter {
-        match l.acquire(p).unwrap() {
-            Admit::Queued(w) => w,
-            Admit::Now(_) => panic!("expected to queue"),
-        }
-    }
-
-    #[test]
-    fn fifo_and_priority_without_starvation() {
-        let l = limiter(Limits::new().max_concurrent(1).high_priority_streak(2));
-        let Admit::Now(first) = l.acquire(Priority::Normal).unwrap() else {
-            panic!()
-        };
-        let mut n1 = queued(&l, Priority::Normal);
-        let mut n2 = queued(&l, Priority::Normal);
-        let mut hs: Vec<_> = (0..3).map(|_| queued(&l, Priority::High)).collect();
-        drop(first);
-        // high, high, then a normal one (streak of 2), then high again
-        let p = poll(&mut hs[0]).unwrap();
-        assert!(poll(&mut n1).is_none());
-        drop(p);
-        let p = poll(&mut hs[1]).unwrap();
-        drop(p);
-        assert!(poll(&mut hs[2]).is_none());
-        let p = poll(&mut n1).unwrap();
-        drop(p);
-        let p = poll(&mut hs[2]).unwrap();
-        drop(p);
-        let p = poll(&mut n2).unwrap();
-        assert_eq!(l.stats().in_flight, 1);
-        drop(p);
-        assert_eq!(
-            l.stats(),
-            ScopeStats {
-                in_flight: 0,
-                queued: 0,
-                max_concurrent: Some(1),
-                pacing_wait: Duration::ZERO,
-            }
-        );
-    }
-
-    #[test]
-    fn dropped_waiters_leave_and_granted_permits_return() {
-        let l = limiter(Limits::new().max_concurrent(1));
-        let Admit::Now(first) = l.acquire(Priority::Normal).unwrap() else {
-            panic!()
-        };
-        let a = queued(&l, Priority::Normal);
-        let mut b = queued(&l, Priority::Normal);
-        assert_eq!(l.stats().queued, 2);
-        drop(first); // granted to `a`, which never collects it
-        drop(a);
-        assert_eq!(l.stats().in_flight, 1, "passed on to b");
-        assert!(poll(&mut b).is_some());
-        assert_eq!(l.stats().in_flight, 0);
-    }
-
-    #[test]
-    fn queue_bound_fails_or_waits() {
-        let l = limiter(
-            Limits::new()
-                .max_concurrent(1)
-                .queue_capacity(1)
-                .when_full(WhenFull::Fail),
-        );
-        let _p = l.acquire(Priority::Normal).unwrap();
-        let _w = queued(&l, Priority::Normal);
-        let err = l.acquire(Priority::High).err().unwrap();
-        assert_eq!(err.capacity, 1);
-        l.reconfigure(
-            &Limits::new()
-                .max_concurrent(1)
-                .queue_capacity(1)
-                .when_full(WhenFull::Wait),
-        );
-        let _w2 = queued(&l, Priority::Normal);
-        assert_eq!(l.stats().queued, 2);
-    }
-
-    #[test]
-    fn resize_up_admits_and_down_waits_for_holders() {
-        let l = limiter(Limits::new().max_concurrent(1));
-        let Admit::Now(p1) = l.acquire(Priority::Normal).unwrap() else {
-            panic!()
-        };
-        let mut w: Vec<_> = (0..3).map(|_| queued(&l, Priority::Normal)).collect();
-        l.reconfigure(&Limits::new().max_concurrent(3));
-        let mut got: Vec<_> = w.iter_mut().filter_map(poll).collect();
-        assert_eq!(got.len(), 2);
-        l.reconfigure(&Limits::new().max_concurrent(1));
-        assert_eq!(l.stats().in_flight, 3, "lowering cancels nothing");
-        drop(p1);
-        got.pop();
-        assert!(poll(&mut w[2]).is_none(), "still 1 in flight of 1");
-        got.pop();
-        assert!(poll(&mut w[2]).is_some());
     }
 }

@@ -13,9 +13,8 @@ use crate::body::ResponseBody;
 use crate::config::ScopeBy;
 use crate::future::{ResponseFuture, Wait};
 use crate::handle::Shared;
-use crate::limiter::{Admit, ScopeLimiter};
-use crate::pacer::Window;
-use crate::priority::Priority;
+use crate::limiter::{Admit, Book, ScopeLimiter, Window};
+use ratelayer_core::engine::Priority;
 
 /// Applies per-scope concurrency limits, reservoirs and spacing to `S`. Built by
 /// [`ConcurrencyLayer`](crate::ConcurrencyLayer).
@@ -123,7 +122,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let priority = Priority::of(&req);
+        let priority = req
+            .extensions()
+            .get::<Priority>()
+            .copied()
+            .unwrap_or_default();
         let meta = meta::ensure(&mut req);
         let limiter = self.limiter_for(meta);
         let mut cooling = false;
@@ -143,16 +146,25 @@ where
             match limiter.acquire(priority) {
                 Err(full) => return ResponseFuture::failed(full.into()),
                 Ok(Admit::Now(permit)) => {
-                    let now = Instant::now();
-                    let booking = permit.book(now);
-                    if booking.at <= now {
-                        // The fast path: admitted at once, the readied inner service is
-                        // called here.
-                        return ResponseFuture::called(self.inner.call(req), permit);
+                    let book = match permit.book() {
+                        Ok(book) => book,
+                        Err(e) => return ResponseFuture::failed(e),
+                    };
+                    if let Book::Done(mut booking) = book {
+                        if booking.ready_at().is_none_or(|at| at <= Instant::now()) {
+                            // The fast path: admitted at once, the readied inner service
+                            // is called here.
+                            booking.use_now();
+                            return ResponseFuture::called(self.inner.call(req), permit);
+                        }
+                        let book = Book::Done(booking);
+                        return ResponseFuture::waiting(
+                            self.wait(req, limiter, priority).admitted(permit, book),
+                        );
                     }
-                    return ResponseFuture::waiting(self.wait(req, limiter, priority).booked(
-                        permit, booking,
-                    ));
+                    return ResponseFuture::waiting(
+                        self.wait(req, limiter, priority).admitted(permit, book),
+                    );
                 }
                 Ok(Admit::Queued(waiter)) => {
                     return ResponseFuture::waiting(

@@ -20,7 +20,13 @@ use tower_test::mock;
 type Mock = mock::Mock<Request<String>, Response<Full<Bytes>>>;
 type Handle = mock::Handle<Request<String>, Response<Full<Bytes>>>;
 
-fn setup(limits: Limits) -> (ratelayer_concurrency::Concurrency<Mock>, Handle, ConcurrencyHandle) {
+fn setup(
+    limits: Limits,
+) -> (
+    ratelayer_concurrency::Concurrency<Mock>,
+    Handle,
+    ConcurrencyHandle,
+) {
     let (layer, handle) =
         ConcurrencyLayer::pair(ConcurrencyConfig::new().provider("p", limits)).unwrap();
     let (mock, mh) = mock::pair();
@@ -45,7 +51,10 @@ macro_rules! callers {
 }
 
 async fn next_body(mh: &mut Handle) -> (String, mock::SendResponse<Response<Full<Bytes>>>) {
-    let (r, send) = mh.next_request().await.expect("a request reached the inner service");
+    let (r, send) = mh
+        .next_request()
+        .await
+        .expect("a request reached the inner service");
     (r.into_body(), send)
 }
 
@@ -54,7 +63,11 @@ async fn limit_one_is_fifo_and_the_body_holds_the_permit() {
     let (svc, mut mh, handle) = setup(Limits::new().max_concurrent(1));
     let mut tasks = callers!(svc, 4);
     assert_eq!(handle.stats(&scope("p")).unwrap().queued, 3);
-    for (i, t) in tasks.iter_mut().enumerate() {
+    for i in 0..tasks.len() {
+        for t in &mut tasks[i..] {
+            assert_pending!(t.poll());
+        }
+        let t = &mut tasks[i];
         let (body, send) = next_body(&mut mh).await;
         assert_eq!(body, i.to_string(), "arrival order");
         assert!(mh.poll_request().is_pending(), "only one in flight");
@@ -76,7 +89,9 @@ async fn raising_the_limit_admits_queued_requests_at_once() {
     let (svc, mut mh, handle) = setup(Limits::new().max_concurrent(1));
     let mut tasks = callers!(svc, 4);
     let (_, first) = next_body(&mut mh).await;
-    handle.set_limits("p", Limits::new().max_concurrent(3)).unwrap();
+    handle
+        .set_limits("p", Limits::new().max_concurrent(3))
+        .unwrap();
     for t in tasks.iter_mut() {
         let _ = t.poll();
     }
@@ -97,7 +112,9 @@ async fn lowering_the_limit_waits_for_in_flight_requests() {
     for _ in 0..3 {
         sends.push(next_body(&mut mh).await.1);
     }
-    handle.set_limits("p", Limits::new().max_concurrent(1)).unwrap();
+    handle
+        .set_limits("p", Limits::new().max_concurrent(1))
+        .unwrap();
     // Nothing in flight is cancelled.
     assert_eq!(handle.stats(&scope("p")).unwrap().in_flight, 3);
     for (i, send) in sends.into_iter().enumerate() {
@@ -165,10 +182,13 @@ async fn a_full_queue_fails_at_once_or_waits() {
     assert_eq!(full.scope, scope("p"));
     assert!(err.to_string().contains("queue"), "{err}");
 
-    handle.set_limits("p", limits.when_full(WhenFull::Wait)).unwrap();
+    handle
+        .set_limits("p", limits.when_full(WhenFull::Wait))
+        .unwrap();
     let mut patient = task::spawn(svc.clone().oneshot(req("p", "late")));
     assert_pending!(patient.poll());
-    assert_eq!(handle.stats(&scope("p")).unwrap().queued, 3);
+    // It waits for room: the queue keeps its bound.
+    assert_eq!(handle.stats(&scope("p")).unwrap().queued, 2);
     tasks.push(Some(patient));
     // It is served after the others, in order.
     assert_eq!(serve(&mut mh, &mut tasks, 4), ["0", "1", "2", "late"]);
@@ -205,15 +225,19 @@ async fn a_dropped_waiter_leaves_the_queue() {
     drop(assert_ready!(tasks[0].poll()).unwrap());
     assert_pending!(tasks[1].poll());
     let (b, _send) = next_body(&mut mh).await;
-    assert_eq!(b, "2", "the dropped request never reached the inner service");
+    assert_eq!(
+        b, "2",
+        "the dropped request never reached the inner service"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_stream_releases_its_permit() {
     type Chan = http_body_util::channel::Channel<Bytes>;
-    let (layer, handle) =
-        ConcurrencyLayer::pair(ConcurrencyConfig::new().provider("p", Limits::new().max_concurrent(1)))
-            .unwrap();
+    let (layer, handle) = ConcurrencyLayer::pair(
+        ConcurrencyConfig::new().provider("p", Limits::new().max_concurrent(1)),
+    )
+    .unwrap();
     let (mock, mut mh) = mock::pair::<Request<String>, Response<Chan>>();
     let svc = layer.layer(mock);
     let mut first = task::spawn(svc.clone().oneshot(req("p", "stream")));
@@ -232,7 +256,11 @@ async fn a_dropped_stream_releases_its_permit() {
     assert_pending!(second.poll());
     assert!(mh.poll_request().is_pending());
     drop(res);
-    assert_eq!(handle.stats(&scope("p")).unwrap().in_flight, 1, "handed to the next");
+    assert_eq!(
+        handle.stats(&scope("p")).unwrap().in_flight,
+        1,
+        "handed to the next"
+    );
     assert_pending!(second.poll());
     let (r, _) = mh.next_request().await.unwrap();
     assert_eq!(r.into_body(), "next");
@@ -258,7 +286,10 @@ async fn a_stream_that_ends_releases_its_permit() {
     drop(tx);
     let _ = res.body_mut().frame().await;
     assert!(res.body_mut().frame().await.is_none());
-    assert!(!res.body().holds_permit(), "released at the end of the stream");
+    assert!(
+        !res.body().holds_permit(),
+        "released at the end of the stream"
+    );
     assert_eq!(handle.stats(&scope("p")).unwrap().in_flight, 0);
 }
 

@@ -1,0 +1,186 @@
+//! The judge: ratelayer-mock's journal, in-process under paused time.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits, Reservoir};
+use ratelayer_core::meta::{self, EstimateSource};
+use ratelayer_core::{Dialect, RequestMeta};
+use ratelayer_mock::{ChatRequest, Latency, MockProvider};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+
+/// Chat request number `i` to `provider`, tagged with `x-request-id: i`.
+fn chat(provider: &str, i: usize, stream: bool) -> Request<Full<Bytes>> {
+    let mut req = ChatRequest::new("kimi-k2")
+        .key("sk-test")
+        .user("Hello")
+        .max_tokens(20)
+        .stream(stream)
+        .request_id(i.to_string())
+        .build(Dialect::OpenAi);
+    meta::set(
+        &mut req,
+        RequestMeta {
+            provider: provider.into(),
+            credential: None,
+            model: Some("kimi-k2".into()),
+            input_tokens: 10,
+            output_tokens: 20,
+            source: EstimateSource::Explicit,
+        },
+    );
+    req
+}
+
+/// Sends `n` requests from `n` concurrent callers (arriving in order), each reading its
+/// response body to the end.
+async fn run<S>(svc: S, provider: &str, n: usize, stream: bool)
+where
+    S: tower::Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<
+                ratelayer_concurrency::ResponseBody<ratelayer_mock::MockBody>,
+            >,
+            Error = ratelayer_core::BoxError,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let svc = svc.clone();
+            let req = chat(provider, i, stream);
+            tokio::spawn(async move {
+                let res = svc.oneshot(req).await.unwrap();
+                assert_eq!(res.status(), 200);
+                res.into_body().collect().await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn started_ids(mock: &MockProvider) -> Vec<String> {
+    let journal = mock.journal();
+    let mut by_start: Vec<_> = journal
+        .entries()
+        .iter()
+        .map(|e| (e.start.unwrap(), e.id, e.request_id.clone().unwrap()))
+        .collect();
+    by_start.sort();
+    by_start.into_iter().map(|(_, _, r)| r).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_one_with_20_callers_never_overlaps_and_keeps_arrival_order() {
+    let mock = MockProvider::builder()
+        .concurrency(1)
+        .latency(Latency::fixed(Duration::from_millis(700)))
+        .build()
+        .unwrap();
+    let layer = ConcurrencyLayer::new(
+        ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1)),
+    )
+    .unwrap();
+    run(layer.layer(mock.clone()), "kimi", 20, false).await;
+    let journal = mock.journal();
+    assert_eq!(journal.len(), 20);
+    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
+    assert_eq!(journal.max_in_flight(), 1);
+    let expect: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(started_ids(&mock), expect, "arrival order");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reservoir_of_4_per_minute_holds_in_every_window() {
+    let mock = MockProvider::builder()
+        .rpm(4)
+        .concurrency(1)
+        .latency(Latency::fixed(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let layer = ConcurrencyLayer::new(
+        ConcurrencyConfig::new().provider(
+            "kimi",
+            Limits::new()
+                .max_concurrent(1)
+                .reservoir(Reservoir::new(4, Duration::from_secs(60))),
+        ),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    run(layer.layer(mock.clone()), "kimi", 12, false).await;
+    let journal = mock.journal();
+    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
+    assert!(journal.max_requests_in_window(Duration::from_secs(60)) <= 4);
+    assert_eq!(journal.max_in_flight(), 1);
+    // Exactly paced, not slower: the 9th..12th start a little after 120 s.
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(120) && elapsed < Duration::from_secs(140),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_response_holds_the_permit_until_its_end() {
+    let mock = MockProvider::builder()
+        .concurrency(1)
+        .stream_chunk_delay(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let layer = ConcurrencyLayer::new(
+        ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1)),
+    )
+    .unwrap();
+    run(layer.layer(mock.clone()), "kimi", 5, true).await;
+    let journal = mock.journal();
+    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
+    assert_eq!(journal.max_in_flight(), 1);
+    let mut spans: Vec<_> = journal
+        .entries()
+        .iter()
+        .map(|e| (e.start.unwrap(), e.finish.unwrap()))
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 > w[0].0, "the stream took time");
+        assert!(
+            w[1].0 >= w[0].1,
+            "next start before the stream ended: {w:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn glm_example_limits_ten_concurrent_and_100ms_apart() {
+    let config: ConcurrencyConfig = serde_json::from_str(
+        r#"{ "providers": { "glm": { "max_concurrent": 10, "min_spacing_ms": 100 } } }"#,
+    )
+    .unwrap();
+    let mock = MockProvider::builder()
+        .concurrency(10)
+        .latency(Latency::fixed(Duration::from_secs(3)))
+        .build()
+        .unwrap();
+    let layer = ConcurrencyLayer::new(config).unwrap();
+    run(layer.layer(mock.clone()), "glm", 30, false).await;
+    let journal = mock.journal();
+    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
+    assert_eq!(journal.max_in_flight(), 10);
+    let mut starts: Vec<_> = journal.entries().iter().map(|e| e.start.unwrap()).collect();
+    starts.sort();
+    for w in starts.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(100),
+            "{:?}",
+            w[1] - w[0]
+        );
+    }
+}
