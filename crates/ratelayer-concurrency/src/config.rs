@@ -99,16 +99,16 @@ impl Reservoir {
                 ),
             ));
         }
-        if let Some(b) = self.burst {
-            if b == 0 || b > self.requests {
-                return Err(ConfigError::new(
-                    format!("{at}.reservoir.burst"),
-                    format!(
-                        "must be between 1 and requests ({}), got {b}",
-                        self.requests
-                    ),
-                ));
-            }
+        if let Some(b) = self.burst
+            && (b == 0 || b > self.requests)
+        {
+            return Err(ConfigError::new(
+                format!("{at}.reservoir.burst"),
+                format!(
+                    "must be between 1 and requests ({}), got {b}",
+                    self.requests
+                ),
+            ));
         }
         Ok(())
     }
@@ -318,10 +318,10 @@ impl ConcurrencyConfig {
 
     /// The limits that apply to `provider` and `model`.
     pub fn limits_for(&self, provider: &str, model: Option<&str>) -> &Limits {
-        if let Some(m) = model {
-            if let Some(l) = self.providers.get(&format!("{provider}/{m}")) {
-                return l;
-            }
+        if let Some(m) = model
+            && let Some(l) = self.providers.get(&format!("{provider}/{m}"))
+        {
+            return l;
         }
         self.providers.get(provider).unwrap_or(&self.default)
     }

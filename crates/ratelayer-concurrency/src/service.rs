@@ -78,10 +78,8 @@ impl<S> Concurrency<S> {
         if let Some(c) = &meta.credential {
             scope = scope.with_credential(c.clone());
         }
-        if by_model {
-            if let Some(m) = &meta.model {
-                scope = scope.with_model(m.clone());
-            }
+        if by_model && let Some(m) = &meta.model {
+            scope = scope.with_model(m.clone());
         }
         let l = self.shared.limiter(scope);
         self.cached = Some(l.clone());

@@ -1,4 +1,5 @@
 //! The judge: ratelayer-mock's journal, in-process under paused time.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 use std::time::Duration;
 

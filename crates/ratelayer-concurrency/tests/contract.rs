@@ -1,4 +1,5 @@
 //! The tower contract: readiness, clones, and cancellation at every await point.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Queueing, hot reload, priorities, queue bounds and cancellation, under paused time with
 //! tower-test's mock service.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
 
@@ -140,11 +141,11 @@ where
 {
     for _ in 0..2 {
         for slot in tasks.iter_mut() {
-            if let Some(t) = slot {
-                if let std::task::Poll::Ready(r) = t.poll() {
-                    drop(r.unwrap());
-                    *slot = None;
-                }
+            if let Some(t) = slot
+                && let std::task::Poll::Ready(r) = t.poll()
+            {
+                drop(r.unwrap());
+                *slot = None;
             }
         }
     }
