@@ -153,6 +153,12 @@ pub enum CircuitState {
     HalfOpen,
 }
 
+/// `now + d`, saturating at about thirty years ahead (an `Instant` sum can overflow).
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+    now.checked_add(d.min(FAR)).unwrap_or(now)
+}
+
 #[derive(Debug)]
 struct State {
     circuit: CircuitState,
@@ -291,7 +297,7 @@ impl Breaker {
             || s.consecutive >= self.config.consecutive_failures
             || ratio_trips;
         if trips && !matches!(s.circuit, CircuitState::Open { .. }) {
-            let until = now + self.config.open_for;
+            let until = later(now, self.config.open_for);
             s.circuit = CircuitState::Open { until };
             s.probing = false;
             tracing::warn!(

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::body::ResponseBody;
-use crate::breaker::Permit;
+use crate::breaker::{Permit, later};
 use crate::layer::{BoxSvc, Chain, OnFatal};
 use crate::stats::{FallbackReason, FallbackStats};
 use crate::wait::{Deadline, PreferredProvider, WaitBudget};
@@ -420,7 +420,7 @@ impl<B> Walk<'_, B> {
                 let skip = retry_after.unwrap_or(chain.policy.quota_skip);
                 *chain.quota_until[self.order[self.pos]]
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + skip);
+                    .unwrap_or_else(|p| p.into_inner()) = Some(later(Instant::now(), skip));
                 let detail = format!("skipped for {:.3}s", skip.as_secs_f64());
                 Step::Leave(self.leave(FallbackReason::QuotaExhausted, detail, status))
             }

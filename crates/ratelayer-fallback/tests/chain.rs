@@ -531,3 +531,35 @@ async fn the_layer_makes_the_wrapped_service_the_primary_by_priority() {
     assert_eq!(s.providers[0].name, "primary");
     assert_eq!((s.requests, s.served_by_fallback), (2, 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn huge_durations_never_panic() {
+    let primary = MockProvider::builder()
+        .fault(Fault::quota_exhausted())
+        .build()
+        .unwrap();
+    let backup = MockProvider::builder()
+        .fault(Fault::internal_error())
+        .build()
+        .unwrap();
+    let f = two(&primary, &backup)
+        .quota_skip(Duration::MAX)
+        .breaker(
+            BreakerConfig::default()
+                .consecutive_failures(1)
+                .open_for(Duration::MAX),
+        )
+        .wait_budget(Duration::MAX)
+        .build()
+        .unwrap();
+    let err = send(&f, chat(10)).await.unwrap_err();
+    assert!(err.is::<AllProvidersFailed>());
+    assert!(matches!(
+        f.circuit("backup"),
+        Some(CircuitState::Open { .. })
+    ));
+    let err = send(&f, chat(10)).await.unwrap_err();
+    let all = err.downcast_ref::<AllProvidersFailed>().unwrap();
+    assert!(all.attempts[0].reason.starts_with("quota_exhausted"));
+    assert!(all.attempts[1].reason.starts_with("circuit_open"));
+}
