@@ -86,7 +86,8 @@ where
         let max_wait = self.shared.config.max_wait;
         // Nobody waits: book now if it fits now. The in-memory store answers at once, so
         // the fast path needs no clone of the inner service and no allocation.
-        let wait = if entry.idle() {
+        const TOKENS: &str = "the token budget";
+        let (wait, reason) = if entry.idle() {
             let mut reserve = entry.handle.reserve(&costs, Some(Duration::ZERO));
             let mut cx = Context::from_waker(Waker::noop());
             match Pin::new(&mut reserve).poll(&mut cx) {
@@ -99,17 +100,18 @@ where
                     );
                     return ResponseFuture::calling(self.inner.call(req), Some(charge));
                 }
-                Poll::Ready(Ok(_)) => Duration::ZERO,
-                Poll::Ready(Err(ReserveError::WaitTooLong(e))) => e.wait,
+                Poll::Ready(Ok(_)) => (Duration::ZERO, TOKENS),
+                // The engine says what it waits for: a budget, or a cooldown after a 429.
+                Poll::Ready(Err(ReserveError::WaitTooLong(e))) => (e.wait, e.reason),
                 Poll::Ready(Err(ReserveError::NeverFits(e))) => {
                     return refuse(&scope, &estimate, Box::new(e));
                 }
                 // A networked store: the head of the queue asks again.
-                Poll::Pending => Duration::ZERO,
+                Poll::Pending => (Duration::ZERO, TOKENS),
             }
         } else {
             match entry.queue_wait(&costs) {
-                Ok(w) => w,
+                Ok(w) => (w, "the token budget, behind the requests queued for it"),
                 Err(e) => return refuse(&scope, &estimate, Box::new(e)),
             }
         };
@@ -120,7 +122,7 @@ where
                 scope: scope.clone(),
                 wait,
                 max_wait: max,
-                reason: "tokens per minute",
+                reason,
             };
             return refuse(&scope, &estimate, Box::new(e));
         }

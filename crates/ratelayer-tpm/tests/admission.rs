@@ -207,3 +207,43 @@ async fn the_wait_query_sees_the_queue() {
         "nothing stays queued"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cooldown_in_the_shared_state_is_waited_out_or_declined() {
+    let state = ratelayer_core::LimitState::new();
+    let config = TpmConfig::new()
+        .budget(Budget::new("openai", ModelLimits::tpm(30_000)))
+        .max_wait(Some(Duration::from_secs(10)));
+    let layer = TpmLimitLayer::with_state(config, state.clone()).unwrap();
+    let svc = layer.layer(answering("{}"));
+    // The budget is set up on first use; then a 429 elsewhere puts the provider on hold.
+    svc.clone()
+        .oneshot(request("openai", "gpt-4o", 10, 0))
+        .await
+        .unwrap();
+    state.set_cooldown(
+        &ratelayer_core::Scope::new("openai"),
+        Instant::now() + Duration::from_secs(30),
+    );
+    let err = svc
+        .clone()
+        .oneshot(request("openai", "gpt-4o", 10, 0))
+        .await
+        .unwrap_err();
+    let e = err.downcast_ref::<WaitTooLong>().unwrap();
+    assert_eq!(e.wait, Duration::from_secs(30));
+    assert!(e.reason.contains("cooldown"), "{}", e.reason);
+
+    let patient = TpmLimitLayer::with_state(
+        TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000))),
+        state,
+    )
+    .unwrap()
+    .layer(answering("{}"));
+    let t0 = Instant::now();
+    patient
+        .oneshot(request("openai", "gpt-4o", 10, 0))
+        .await
+        .unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(30));
+}
