@@ -14,12 +14,15 @@
 
 use std::time::Duration;
 
+use ratelayer::Preset;
+use ratelayer::core::LimitState;
 use ratelayer_mock::{Latency, MockProvider};
 use ratelayer_suite::baseline::{Documented, tower_stack};
 use ratelayer_suite::goodput::{Figures, ProviderLimits, figures, json_line, theoretical_minimum};
 use ratelayer_suite::run::{NaiveClient, RunRecord, outcome, run_workload, send_once};
 use ratelayer_suite::workload::Workload;
 use tokio::time::Instant;
+use tower::Layer;
 
 const SEED: u64 = 7;
 const REQUESTS: usize = 600;
@@ -86,6 +89,35 @@ async fn tower_baseline(workload: &Workload) -> (MockProvider, Instant, RunRecor
     (mock, start, record)
 }
 
+async fn ratelayer_stack(workload: &Workload) -> (MockProvider, Instant, RunRecord) {
+    let mock = mock();
+    let layer = Preset::openai()
+        .base_url(BASE)
+        .api_key(KEY)
+        .limits(
+            ratelayer::ProviderLimits::default()
+                .rpm(LIMITS.rpm)
+                .tpm(LIMITS.tpm)
+                .max_concurrent(LIMITS.concurrency as u32),
+        )
+        .max_wait(Duration::from_secs(3_600))
+        .layer(&LimitState::new());
+    let svc = match layer {
+        Ok(l) => l.layer(mock.clone()),
+        Err(e) => panic!("preset: {e}"),
+    };
+    let start = Instant::now();
+    let record = run_workload(workload, CALLERS, None, move |job, start| {
+        let mut svc = svc.clone();
+        async move {
+            let result = send_once(&mut svc, job.request(BASE, None)).await;
+            outcome(&job, result, 0, start)
+        }
+    })
+    .await;
+    (mock, start, record)
+}
+
 fn report(name: &str, run: (MockProvider, Instant, RunRecord)) -> Figures {
     let (mock, start, record) = run;
     let f = figures(name, &LIMITS, &mock, start, &record);
@@ -100,12 +132,11 @@ async fn main() {
         "workload: {REQUESTS} chat requests from {CALLERS} callers; limits: {} RPM, {} TPM, {} concurrent, {:?} per response",
         LIMITS.rpm, LIMITS.tpm, LIMITS.concurrency, LIMITS.latency
     );
-    let mut all = vec![
+    let all = vec![
         report("naive", naive(&workload).await),
         report("tower", tower_baseline(&workload).await),
+        report("ratelayer", ratelayer_stack(&workload).await),
     ];
-    // The ratelayer stack joins here once every layer has landed.
-    all.retain(|f: &Figures| f.sent > 0);
     let (min, binding) = theoretical_minimum(&LIMITS, REQUESTS as u64, workload.approx_tokens());
     println!(
         "binding limit: {} (theoretical minimum for the workload's approximate size: {:.0} s)",

@@ -31,7 +31,7 @@ pub const PRIMARY: DemoLimits = DemoLimits {
 /// The fallback provider: roomier.
 pub const FALLBACK: DemoLimits = DemoLimits {
     rpm: 1_000,
-    tpm: 200_000,
+    tpm: 150_000,
     concurrency: 16,
 };
 

@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
-use ratelayer::core::ReplayBody;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use ratelayer::concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
+use ratelayer::core::{LimitState, ReplayBody};
+use ratelayer::tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
+use ratelayer::{Chain, Preset};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 /// A 1 KiB OpenAI chat request body.
 fn body_1k() -> bytes::Bytes {
@@ -119,6 +122,74 @@ fn stack(c: &mut Criterion) {
 
     group.bench_function("bare no-op service", |b| {
         let mut svc = Noop;
+        b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
+    });
+
+    // ratelayer's layers, each alone, then the whole per-provider stack and a chain of one
+    // provider. Limits far above the load: the fast path.
+    let huge = ratelayer::ProviderLimits::default()
+        .rpm(1_000_000_000)
+        .tpm(1_000_000_000_000)
+        .max_concurrent(1_000_000);
+
+    group.bench_function("TierDetectLayer", |b| {
+        let mut svc = ratelayer::tier::TierDetectLayer::new(LimitState::new()).layer(Noop);
+        b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
+    });
+
+    group.bench_function("BackoffRetryLayer", |b| {
+        let mut svc = ratelayer::retry::BackoffRetryLayer::new(LimitState::new()).layer(Noop);
+        b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
+    });
+
+    group.bench_function("TpmLimitLayer", |b| {
+        let config =
+            TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(1_000_000_000_000)));
+        let layer = match TpmLimitLayer::with_state(config, LimitState::new()) {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+        let mut svc = layer.layer(Noop);
+        b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
+    });
+
+    group.bench_function("ConcurrencyLayer", |b| {
+        let config =
+            ConcurrencyConfig::new().provider("openai", Limits::new().max_concurrent(1_000_000));
+        let layer = match ConcurrencyLayer::new(config) {
+            Ok(l) => l.with_state(LimitState::new()),
+            Err(e) => panic!("{e}"),
+        };
+        let mut svc = layer.layer(Noop);
+        b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
+    });
+
+    group.bench_function("full stack (Preset::openai)", |b| {
+        let layer = Preset::openai()
+            .base_url("http://127.0.0.1:8080")
+            .api_key("sk-bench")
+            .limits(huge)
+            .layer(&LimitState::new());
+        let mut svc = match layer {
+            Ok(l) => l.layer(Noop),
+            Err(e) => panic!("{e}"),
+        };
+        b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
+    });
+
+    group.bench_function("full chain (Chain of one Preset::openai)", |b| {
+        let chain = Chain::new()
+            .provider(
+                Preset::openai()
+                    .base_url("http://127.0.0.1:8080")
+                    .api_key("sk-bench")
+                    .limits(huge),
+            )
+            .build::<_, ReplayBody, _>(Noop);
+        let mut svc = match chain {
+            Ok((svc, _stats)) => svc,
+            Err(e) => panic!("{e}"),
+        };
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
     });
 

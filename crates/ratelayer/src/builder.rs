@@ -22,7 +22,10 @@ use crate::target::TargetLayer;
 ///     .target(TargetLayer::new(Provider::OpenAi, "https://api.openai.com").unwrap())
 ///     .backoff_retry(ratelayer::retry::BackoffRetryLayer::new(state.clone()))
 ///     .tier_detect(ratelayer::tier::TierDetectLayer::new(state.clone()))
-///     .tpm_limit(ratelayer::tpm::TpmLimitLayer::with_state(Default::default(), state).unwrap())
+///     .tpm_limit(ratelayer::tpm::TpmLimitLayer::with_state(Default::default(), state.clone()).unwrap())
+///     .concurrency(
+///         ratelayer::concurrency::ConcurrencyLayer::new(Default::default()).unwrap().with_state(state),
+///     )
 ///     .service_fn(|_req: Request<ReplayBody>| async {
 ///         Ok::<_, Infallible>(Response::new(String::new()))
 ///     });
@@ -59,6 +62,22 @@ pub trait ServiceBuilderExt<L>: Sized {
         self,
         layer: ratelayer_tpm::TpmLimitLayer,
     ) -> ServiceBuilder<Stack<ratelayer_tpm::TpmLimitLayer, L>>;
+
+    /// Holds a per-provider concurrency permit and reservoir slot around the real
+    /// exchange (see `ratelayer::concurrency::ConcurrencyLayer`).
+    #[cfg(feature = "concurrency")]
+    fn concurrency(
+        self,
+        layer: ratelayer_concurrency::ConcurrencyLayer,
+    ) -> ServiceBuilder<Stack<ratelayer_concurrency::ConcurrencyLayer, L>>;
+
+    /// Puts a fallback chain in front, the wrapped service being its primary provider
+    /// (see `ratelayer::fallback::FallbackLayer`).
+    #[cfg(feature = "fallback")]
+    fn fallback<B, ResB>(
+        self,
+        layer: ratelayer_fallback::FallbackLayer<B, ResB>,
+    ) -> ServiceBuilder<Stack<ratelayer_fallback::FallbackLayer<B, ResB>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -91,6 +110,22 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: ratelayer_tpm::TpmLimitLayer,
     ) -> ServiceBuilder<Stack<ratelayer_tpm::TpmLimitLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "concurrency")]
+    fn concurrency(
+        self,
+        layer: ratelayer_concurrency::ConcurrencyLayer,
+    ) -> ServiceBuilder<Stack<ratelayer_concurrency::ConcurrencyLayer, L>> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "fallback")]
+    fn fallback<B, ResB>(
+        self,
+        layer: ratelayer_fallback::FallbackLayer<B, ResB>,
+    ) -> ServiceBuilder<Stack<ratelayer_fallback::FallbackLayer<B, ResB>, L>> {
         self.layer(layer)
     }
 }

@@ -27,7 +27,14 @@
 //! "#).unwrap();
 //! assert_eq!(config.providers.len(), 2);
 //! assert_eq!(config.providers[1].key_env_vars(), vec!["MOONSHOT_API_KEY", "KIMI_API_KEY"]);
-//! assert_eq!(config.chain().unwrap()[1].name, "kimi");
+//! assert_eq!(config.providers_in_order().unwrap()[1].name, "kimi");
+//!
+//! // The same stacks as the presets: keys are looked up by variable name.
+//! let env = |name: &str| (name == "KIMI_API_KEY" || name == "OPENAI_API_KEY").then(|| "sk-test".to_owned());
+//! let presets = config.presets(env).unwrap();
+//! assert_eq!(presets.len(), 2);
+//! let chain = config.to_chain(env).unwrap();
+//! # let _ = chain;
 //! ```
 
 use std::fmt;
@@ -37,6 +44,7 @@ use ratelayer_core::ConfigError;
 use serde::{Deserialize, Deserializer};
 
 use crate::limits::ProviderLimits;
+use crate::preset::Preset;
 use crate::provider::Provider;
 
 /// The whole configuration file.
@@ -218,7 +226,7 @@ impl Config {
         }
         if let Some(f) = &self.fallback {
             secs("fallback.wait_budget_secs", f.wait_budget_secs)?;
-            self.chain()?;
+            self.providers_in_order()?;
         }
         Ok(())
     }
@@ -228,7 +236,7 @@ impl Config {
     ///
     /// # Errors
     /// A [`ConfigError`] when the chain names an unknown provider or is empty.
-    pub fn chain(&self) -> Result<Vec<&ProviderConfig>, ConfigError> {
+    pub fn providers_in_order(&self) -> Result<Vec<&ProviderConfig>, ConfigError> {
         let Some(f) = &self.fallback else {
             return Ok(self.providers.iter().take(1).collect());
         };
@@ -262,6 +270,76 @@ impl Config {
     /// The most retries for `provider` (its own setting, else the default).
     pub fn max_retries(&self, provider: &ProviderConfig) -> Option<u32> {
         provider.max_retries.or(self.defaults.max_retries)
+    }
+}
+
+impl Config {
+    /// The presets of the providers in fallback order (see
+    /// [`providers_in_order`](Self::providers_in_order)), each with its key from the
+    /// first of its variables that `lookup` finds (pass `|v| std::env::var(v).ok()`).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when a provider's key variable is not set, or the chain is
+    /// invalid.
+    pub fn presets(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Preset>, ConfigError> {
+        self.providers_in_order()?
+            .into_iter()
+            .map(|p| {
+                let key = p.api_key(&lookup).ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{}.api_key_env", p.name),
+                        format!(
+                            "none of {:?} is set: export the key, or change api_key_env",
+                            p.key_env_vars()
+                        ),
+                    )
+                })?;
+                let mut preset = Preset::new(p.preset)
+                    .name(p.name.clone())
+                    .base_url(p.base_url())
+                    .api_key(key.expose())
+                    .limits(p.limits());
+                if let Some(m) = &p.model {
+                    preset = preset.model(m.clone());
+                }
+                if let Some(t) = &p.tier {
+                    preset = preset.tier(t.clone());
+                }
+                if let Some(c) = p.context_window {
+                    preset = preset.context_window(c);
+                }
+                if let Some(w) = self.max_wait(p) {
+                    preset = preset.max_wait(w);
+                }
+                if let Some(n) = self.max_retries(p) {
+                    preset = preset.max_retries(n);
+                }
+                Ok(preset)
+            })
+            .collect()
+    }
+
+    /// The fallback [`Chain`](crate::Chain) of the configured providers (build it around your client
+    /// with [`Chain::build`](crate::Chain::build)).
+    ///
+    /// # Errors
+    /// As [`presets`](Self::presets).
+    #[cfg(feature = "fallback")]
+    pub fn to_chain(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<crate::Chain, ConfigError> {
+        let mut chain = crate::Chain::new();
+        for preset in self.presets(lookup)? {
+            chain = chain.provider(preset);
+        }
+        if let Some(b) = self.fallback.as_ref().and_then(|f| f.wait_budget_secs) {
+            chain = chain.wait_budget(Duration::from_secs_f64(b));
+        }
+        Ok(chain)
     }
 }
 
@@ -341,5 +419,18 @@ mod tests {
         assert_eq!(p.api_key(|_| None), None);
         assert_eq!(p.limits(), Provider::Moonshot.example_limits());
         assert_eq!(p.base_url(), "https://api.moonshot.ai");
+        let err = c.presets(|_| None).unwrap_err();
+        assert_eq!(err.setting, "k.api_key_env");
+        assert!(err.problem.contains("MOONSHOT_API_KEY"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_tier_is_refused_when_the_stack_is_built() {
+        let c = Config::from_toml("[[provider]]\nname='o'\npreset='openai'\ntier='gold'").unwrap();
+        let preset = c.presets(|_| Some("sk".into())).unwrap().remove(0);
+        let err = preset
+            .layer(&ratelayer_core::LimitState::new())
+            .unwrap_err();
+        assert_eq!(err.setting, "o.tier");
     }
 }

@@ -40,12 +40,34 @@ mod builder;
 #[cfg(feature = "config")]
 pub mod config;
 mod limits;
+#[cfg(all(
+    feature = "tier",
+    feature = "retry",
+    feature = "tpm",
+    feature = "concurrency"
+))]
+mod preset;
 mod provider;
 mod sensitive;
 mod target;
 
 pub use builder::ServiceBuilderExt;
 pub use limits::ProviderLimits;
+#[cfg(all(
+    feature = "fallback",
+    feature = "tier",
+    feature = "retry",
+    feature = "tpm",
+    feature = "concurrency"
+))]
+pub use preset::{Chain, ChainService, DEFAULT_WAIT_BUDGET};
+#[cfg(all(
+    feature = "tier",
+    feature = "retry",
+    feature = "tpm",
+    feature = "concurrency"
+))]
+pub use preset::{DEFAULT_MAX_WAIT, Preset, ProviderLayer, ProviderService};
 pub use provider::Provider;
 pub use sensitive::{CREDENTIAL_HEADERS, sensitive_credentials};
 pub use target::{Target, TargetLayer};

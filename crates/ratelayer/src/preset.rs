@@ -1,0 +1,500 @@
+//! Presets: the recommended per-provider stack for OpenAI, Anthropic, Azure OpenAI and
+//! Moonshot/Kimi, built in the recommended order.
+//!
+//! ```text
+//! SetSensitiveRequestHeaders   authorization, x-api-key, api-key never logged
+//!   Target                     base URL, credential header, provider name
+//!     BackoffRetry             one logical request -> attempts; sleeps between them
+//!       TierDetect             reads every attempt's headers into the shared state
+//!         TpmLimit             reserves each attempt's tokens; reconciles after
+//!           Concurrency        permit + reservoir around the real exchange only
+//!             your client      hyper-util, or any tower::Service<http::Request<B>>
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use ratelayer_concurrency::{
+    Concurrency, ConcurrencyConfig, ConcurrencyHandle, ConcurrencyLayer, Limits, Reservoir,
+};
+use ratelayer_core::{ConfigError, LimitState};
+use ratelayer_retry::{BackoffRetry, BackoffRetryLayer};
+use ratelayer_tier::{TierDetect, TierDetectLayer, TierHandle};
+use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimit, TpmLimitLayer};
+use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
+use tower_layer::Layer;
+
+use crate::config::ApiKey;
+use crate::limits::ProviderLimits;
+use crate::provider::Provider;
+use crate::target::{Target, TargetLayer};
+
+/// The longest a request waits on one provider unless [`Preset::max_wait`] says
+/// otherwise: 5 minutes.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// The retry layer's base delay before a tier is known (the free tier's).
+const UNKNOWN_TIER_BASE_DELAY: Duration = Duration::from_secs(20);
+
+/// The service a [`ProviderLayer`] builds around a client `S`.
+pub type ProviderService<S> =
+    SetSensitiveRequestHeaders<Target<BackoffRetry<TierDetect<TpmLimit<Concurrency<S>>>>>>;
+
+/// The recommended configuration of one provider: where it is, its key, its limits.
+/// Build its stack with [`layer`](Self::layer), in the recommended order:
+///
+/// ```text
+/// SetSensitiveRequestHeaders   authorization, x-api-key, api-key never logged
+///   Target                     base URL, credential header, provider name
+///     BackoffRetry             one logical request -> attempts; sleeps between them
+///       TierDetect             reads every attempt's headers into the shared state
+///         TpmLimit             reserves each attempt's tokens; reconciles after
+///           Concurrency        permit + reservoir around the real exchange only
+///             your client      hyper-util, or any tower::Service<http::Request<B>>
+/// ```
+///
+/// ```
+/// use ratelayer::{Preset, ProviderLimits};
+/// use ratelayer::core::LimitState;
+///
+/// let preset = Preset::moonshot()
+///     .api_key("sk-not-real")
+///     .limits(ProviderLimits::default().rpm(4).max_concurrent(1));
+/// let layer = preset.layer(&LimitState::new()).unwrap();
+/// assert_eq!(layer.name(), "moonshot");
+/// ```
+#[derive(Clone)]
+pub struct Preset {
+    name: String,
+    provider: Provider,
+    base_url: String,
+    api_key: Option<ApiKey>,
+    limits: ProviderLimits,
+    max_wait: Option<Duration>,
+    max_retries: Option<u32>,
+    model: Option<String>,
+    context_window: Option<u64>,
+    tier: Option<String>,
+}
+
+impl fmt::Debug for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Preset")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field("limits", &self.limits)
+            .field("max_wait", &self.max_wait)
+            .field("max_retries", &self.max_retries)
+            .field("model", &self.model)
+            .field("context_window", &self.context_window)
+            .field("tier", &self.tier)
+            .finish()
+    }
+}
+
+impl Preset {
+    /// The preset of `provider`: its default base URL, its documented example limits,
+    /// no key yet.
+    pub fn new(provider: Provider) -> Self {
+        Preset {
+            name: provider.name().to_owned(),
+            provider,
+            base_url: provider.default_base_url().to_owned(),
+            api_key: None,
+            limits: provider.example_limits(),
+            max_wait: None,
+            max_retries: None,
+            model: None,
+            context_window: None,
+            tier: None,
+        }
+    }
+
+    /// OpenAI.
+    pub fn openai() -> Self {
+        Self::new(Provider::OpenAi)
+    }
+
+    /// Anthropic.
+    pub fn anthropic() -> Self {
+        Self::new(Provider::Anthropic)
+    }
+
+    /// Azure OpenAI at your resource's endpoint, such as
+    /// `https://my-resource.openai.azure.com`.
+    pub fn azure_openai(endpoint: &str) -> Self {
+        Self::new(Provider::AzureOpenAi).base_url(endpoint)
+    }
+
+    /// Moonshot AI (Kimi).
+    pub fn moonshot() -> Self {
+        Self::new(Provider::Moonshot)
+    }
+
+    /// The name of the provider's scopes (default: the provider's, such as `openai`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The base URL (scheme, host, optional path prefix).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// The API key, sent in the provider's credential header (marked sensitive).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(ApiKey::new(key));
+        self
+    }
+
+    /// The key from the first of the provider's environment variables that is set
+    /// ([`Provider::key_env_vars`]), if any; else no key.
+    pub fn api_key_from_env(mut self) -> Self {
+        self.api_key = self
+            .provider
+            .key_env_vars()
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|k| !k.trim().is_empty()))
+            .map(|k| ApiKey::new(k.trim()));
+        self
+    }
+
+    /// The account's limits (default: [`Provider::example_limits`]).
+    pub fn limits(mut self, limits: ProviderLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The longest a request may wait on this provider, in total (token budget,
+    /// cooldowns, backoff): a longer token wait fails at once with `WaitTooLong`, and
+    /// retries stop rather than wait longer (in a chain: the next provider takes over).
+    /// Default: [`DEFAULT_MAX_WAIT`].
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = Some(wait);
+        self
+    }
+
+    /// The most retries of a rate-limited request on this provider.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = Some(retries);
+        self
+    }
+
+    /// In a [`Chain`]: the model this provider is asked for (the `model` of the JSON body
+    /// is rewritten), when it differs from the caller's.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// In a [`Chain`]: the model's context window in tokens, so a request too large for
+    /// an earlier provider goes straight to one it fits.
+    pub fn context_window(mut self, tokens: u64) -> Self {
+        self.context_window = Some(tokens);
+        self
+    }
+
+    /// The account's tier, if known (`free`, `1`..`5`, or a tier name of the provider's
+    /// tier table): the scope of this key and model (the [`model`](Self::model), else
+    /// the provider's default) starts on it instead of the most conservative tier, until
+    /// the headers say otherwise.
+    pub fn tier(mut self, tier: impl Into<String>) -> Self {
+        self.tier = Some(tier.into());
+        self
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The per-provider stack as one layer, every layer sharing `state`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the setting at fault.
+    pub fn layer(&self, state: &LimitState) -> Result<ProviderLayer, ConfigError> {
+        self.limits.validate(&self.name)?;
+        let mut target = TargetLayer::named(&self.name, self.provider, &self.base_url)?;
+        if let Some(key) = &self.api_key {
+            target = target.api_key(key.expose());
+        }
+        // One wait budget for the whole provider stack: the TPM layer refuses longer
+        // waits with `WaitTooLong`, and the retry layer gives up rather than wait longer
+        // in total (so such a refusal reaches the caller, or the fallback layer, at once).
+        let max_wait = self.max_wait.unwrap_or(DEFAULT_MAX_WAIT);
+        if max_wait.is_zero() {
+            return Err(ConfigError::new(
+                format!("{}.max_wait", self.name),
+                "must be positive: a request that may not wait at all cannot be retried",
+            ));
+        }
+        let mut retry = BackoffRetryLayer::builder(state.clone()).max_total_wait(max_wait);
+        if max_wait < UNKNOWN_TIER_BASE_DELAY {
+            // The free tier's 20 s first delay would not fit the budget.
+            retry = retry.default_base_delay(max_wait);
+        }
+        if let Some(n) = self.max_retries {
+            retry = retry.max_rate_limit_retries(n);
+        }
+        let tier = TierDetectLayer::new(state.clone());
+        if let Some(name) = &self.tier {
+            self.seed_tier(name, state)?;
+        }
+        let l = &self.limits;
+        let mut tpm = TpmConfig::new().max_wait(Some(max_wait));
+        let model_limits = match (l.tpm, l.input_tpm, l.output_tpm) {
+            (Some(t), None, None) => Some(ModelLimits::tpm(t)),
+            (t, i, o) if t.is_some() || i.is_some() || o.is_some() => Some(ModelLimits {
+                tokens_per_minute: t,
+                input_tokens_per_minute: i,
+                output_tokens_per_minute: o,
+            }),
+            _ => None,
+        };
+        if let Some(m) = model_limits {
+            tpm = tpm.budget(Budget::new(self.name.clone(), m));
+        }
+        let mut conc = Limits::new();
+        if let Some(n) = l.max_concurrent {
+            conc = conc.max_concurrent(n);
+        }
+        if let Some(rpm) = l.rpm {
+            let rpm = u32::try_from(rpm).unwrap_or(u32::MAX);
+            conc = conc.reservoir(Reservoir::new(rpm, Duration::from_secs(60)));
+        }
+        if let Some(ms) = l.min_spacing_ms {
+            conc = conc.min_spacing(Duration::from_millis(ms));
+        }
+        let concurrency =
+            ConcurrencyLayer::new(ConcurrencyConfig::new().provider(self.name.clone(), conc))?
+                .with_state(state.clone());
+        Ok(ProviderLayer {
+            sensitive: crate::sensitive_credentials(),
+            tier_handle: tier.handle(),
+            concurrency_handle: concurrency.handle(),
+            target,
+            retry: retry.build()?,
+            tier,
+            tpm: TpmLimitLayer::with_state(tpm, state.clone())?,
+            concurrency,
+        })
+    }
+}
+
+impl Preset {
+    /// Publishes the configured tier for this key and model into `state`.
+    fn seed_tier(&self, name: &str, state: &LimitState) -> Result<(), ConfigError> {
+        let tables = ratelayer_tier::TierTables::new();
+        let table = tables.for_provider(&self.name);
+        let wanted = name.trim().to_ascii_lowercase();
+        let spec = table
+            .tiers
+            .iter()
+            .find(|t| {
+                let t = t.name.to_ascii_lowercase();
+                t == wanted || t == format!("tier-{wanted}") || t.replace('-', "") == wanted
+            })
+            .ok_or_else(|| {
+                let known: Vec<&str> = table.tiers.iter().map(|t| t.name.as_str()).collect();
+                ConfigError::new(
+                    format!("{}.tier", self.name),
+                    format!("unknown tier {name:?}: use one of {known:?}"),
+                )
+            })?;
+        let mut scope = ratelayer_core::Scope::new(self.name.clone());
+        if let Some(key) = &self.api_key {
+            let value = self.provider.credential_value(key.expose());
+            scope = scope.with_credential(ratelayer_core::meta::fingerprint(value.as_bytes()));
+        }
+        let model = self
+            .model
+            .clone()
+            .unwrap_or_else(|| self.provider.default_model().to_owned());
+        state.set_tier(&scope.with_model(model), spec.info(None));
+        Ok(())
+    }
+}
+
+/// One provider's stack (see [`Preset`]) as a single layer.
+#[derive(Clone, Debug)]
+pub struct ProviderLayer {
+    sensitive: SetSensitiveRequestHeadersLayer,
+    target: TargetLayer,
+    retry: BackoffRetryLayer,
+    tier: TierDetectLayer,
+    tpm: TpmLimitLayer,
+    concurrency: ConcurrencyLayer,
+    tier_handle: TierHandle,
+    concurrency_handle: ConcurrencyHandle,
+}
+
+impl ProviderLayer {
+    /// The provider's name.
+    pub fn name(&self) -> &str {
+        self.target.name()
+    }
+
+    /// The tier detector's handle (tier, limits and recommendation per scope).
+    pub fn tier_handle(&self) -> &TierHandle {
+        &self.tier_handle
+    }
+
+    /// The concurrency layer's handle (hot reload, stats per scope).
+    pub fn concurrency_handle(&self) -> &ConcurrencyHandle {
+        &self.concurrency_handle
+    }
+}
+
+impl<S> Layer<S> for ProviderLayer {
+    type Service = ProviderService<S>;
+
+    fn layer(&self, client: S) -> Self::Service {
+        let inner = self.concurrency.layer(client);
+        let inner = self.tpm.layer(inner);
+        let inner = self.tier.layer(inner);
+        let inner = self.retry.layer(inner);
+        let inner = self.target.layer(inner);
+        self.sensitive.layer(inner)
+    }
+}
+
+/// A fallback chain of presets (feature `fallback`): waits first, falls back second.
+/// Each provider gets its own [`ProviderLayer`] stack around a clone of one client, every
+/// layer shares one [`LimitState`], and the whole chain marks credential headers
+/// sensitive.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer::{Chain, Preset};
+/// use tower::service_fn;
+/// # use std::convert::Infallible;
+/// # use http::{Request, Response};
+/// # use ratelayer::core::ReplayBody;
+///
+/// let client = service_fn(|_req: Request<ReplayBody>| async {
+///     Ok::<_, Infallible>(Response::new(String::new()))
+/// });
+/// let chain = Chain::new()
+///     .provider(Preset::openai().api_key("sk-not-real"))
+///     .provider(Preset::moonshot().api_key("sk-not-real").model("kimi-k2-0905-preview"))
+///     .wait_budget(Duration::from_secs(30));
+/// let (stack, stats) = chain.build::<_, ReplayBody, _>(client).unwrap();
+/// # let _ = (stack, stats);
+/// ```
+#[cfg(feature = "fallback")]
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    presets: Vec<Preset>,
+    wait_budget: Option<Duration>,
+    state: Option<LimitState>,
+}
+
+/// The service a [`Chain`] builds: the fallback over the providers' stacks, for request
+/// bodies `B` and the stacks' response bodies `ResB`.
+#[cfg(feature = "fallback")]
+pub type ChainService<B, ResB> = SetSensitiveRequestHeaders<ratelayer_fallback::Fallback<B, ResB>>;
+
+#[cfg(feature = "fallback")]
+impl Chain {
+    /// An empty chain.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a provider; providers are tried in the order added.
+    pub fn provider(mut self, preset: Preset) -> Self {
+        self.presets.push(preset);
+        self
+    }
+
+    /// How long a request may wait for a provider before the next one is tried; also
+    /// each provider's [`Preset::max_wait`] unless set. Default: 2 minutes.
+    pub fn wait_budget(mut self, budget: Duration) -> Self {
+        self.wait_budget = Some(budget);
+        self
+    }
+
+    /// The shared state of every layer (default: a new one).
+    pub fn state(mut self, state: LimitState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// The chain around `client` and its statistics handle.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the setting at fault (an empty chain, duplicate names,
+    /// any provider's own errors).
+    pub fn build<S, B, ResB>(
+        self,
+        client: S,
+    ) -> Result<(ChainService<B, ResB>, ratelayer_fallback::FallbackStats), ConfigError>
+    where
+        S: Clone,
+        ProviderService<S>: tower_service::Service<http::Request<B>, Response = http::Response<ResB>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <ProviderService<S> as tower_service::Service<http::Request<B>>>::Error:
+            Into<ratelayer_core::BoxError>,
+        <ProviderService<S> as tower_service::Service<http::Request<B>>>::Future: Send + 'static,
+        ResB: 'static,
+        B: ratelayer_core::ReplayableBody + From<Vec<u8>> + 'static,
+    {
+        if self.presets.is_empty() {
+            return Err(ConfigError::new(
+                "fallback.chain",
+                "is empty: add at least one provider",
+            ));
+        }
+        let budget = self.wait_budget.unwrap_or(DEFAULT_WAIT_BUDGET);
+        let state = self.state.unwrap_or_default();
+        let mut fallback = ratelayer_fallback::Fallback::builder()
+            .wait_budget(budget)
+            .limit_state(state.clone())
+            // Each provider's stack retries its own 429s: one that comes back means
+            // "still limited after its retries".
+            .rate_limit_retries(0);
+        for preset in self.presets {
+            let preset = match preset.max_wait {
+                Some(_) => preset,
+                None => preset.max_wait(budget),
+            };
+            let layer = preset.layer(&state)?;
+            let mut spec = ratelayer_fallback::ProviderSpec::new(layer.name().to_owned())
+                .scope_provider(layer.name().to_owned());
+            for h in &crate::CREDENTIAL_HEADERS {
+                spec = spec.remove_header(h.as_str());
+            }
+            if let Some(key) = &preset.api_key {
+                // The credential goes in before the chain estimates the provider's wait,
+                // so the estimate is for the same scope (provider, key, model) as the
+                // stack's.
+                spec = spec.header(
+                    preset.provider.credential_header().as_str(),
+                    &preset.provider.credential_value(key.expose()),
+                );
+            }
+            if let Some(model) = &preset.model {
+                spec = spec.model(model.clone());
+            }
+            if let Some(tokens) = preset.context_window {
+                spec = spec.context_window(tokens);
+            }
+            fallback = fallback.provider(spec.service(layer.layer(client.clone())));
+        }
+        let fallback = fallback.build()?;
+        let stats = fallback.stats();
+        Ok((crate::sensitive_credentials().layer(fallback), stats))
+    }
+}
+
+/// How long a request waits for a provider of a [`Chain`] before the next is tried,
+/// unless [`Chain::wait_budget`] says otherwise: 2 minutes.
+#[cfg(feature = "fallback")]
+pub const DEFAULT_WAIT_BUDGET: Duration = Duration::from_secs(120);
