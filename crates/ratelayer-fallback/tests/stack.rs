@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use http::{Request, StatusCode};
+use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
 use ratelayer_core::{LimitState, ReplayBody};
-use ratelayer_fallback::{Fallback, FallbackReason, ProviderSpec};
-use ratelayer_mock::{Fault, Journal, MockProvider};
+use ratelayer_fallback::{Fallback, FallbackReason, ProviderSpec, StatsSnapshot};
+use ratelayer_mock::{Fault, Journal, Latency, MockProvider};
 use ratelayer_retry::{Backoff, BackoffRetryLayer};
 use ratelayer_tier::TierDetectLayer;
 use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
@@ -34,49 +35,67 @@ fn served(j: &Journal) -> BTreeSet<u64> {
         .collect()
 }
 
-/// 1,000 requests in bursts of 40 to 130 (seeded) every 45 s against a primary allowing
-/// 100 requests a minute and failing 3 % of requests with a 503: bursts of 429s whose
-/// Retry-After is about 15 s. Each provider's stack is retry (one rate-limit retry, no
-/// overloaded retries) > tier detection > mock; the fallback waits first (the shared
-/// state's cooldown), retries a 503 once, and falls back when the primary's retries are
-/// exhausted or it fails twice.
-#[tokio::test(start_paused = true)]
-async fn a_thousand_requests_through_bursts_of_429s() {
-    let state = LimitState::new();
+/// The primary: 100 requests a minute, 20,000 tokens a minute, 8 in flight, 0.8 s
+/// latency, 3 % of requests failing with a 503 (seeded). The backup: unlimited.
+fn workload_mocks() -> (MockProvider, MockProvider) {
     let primary = MockProvider::builder()
         .rpm(100)
+        .tpm(20_000)
+        .concurrency(8)
+        .latency(Latency::fixed(Duration::from_millis(800)))
         .fault(Fault::unavailable().probability(0.03))
         .seed(11)
         .build()
         .unwrap();
-    let backup = MockProvider::builder().build().unwrap();
-    let stack = |mock: &MockProvider| {
-        ServiceBuilder::new()
-            .layer(
-                BackoffRetryLayer::builder(state.clone())
-                    .max_rate_limit_retries(1)
-                    .overloaded(Backoff::new(Duration::from_secs(1), 2.0, 0))
-                    .pacing(false)
-                    .seed(7)
-                    .build()
-                    .unwrap(),
-            )
-            .layer(TierDetectLayer::new(state.clone()))
-            .service(mock.clone())
-    };
-    let f = Fallback::builder()
-        .provider(ProviderSpec::new("primary").service(stack(&primary)))
+    let backup = MockProvider::builder()
+        .latency(Latency::fixed(Duration::from_millis(800)))
+        .build()
+        .unwrap();
+    (primary, backup)
+}
+
+fn retry(state: &LimitState) -> BackoffRetryLayer {
+    BackoffRetryLayer::builder(state.clone())
+        .max_rate_limit_retries(1)
+        .overloaded(Backoff::new(Duration::from_secs(1), 2.0, 0))
+        .pacing(false)
+        .seed(7)
+        .build()
+        .unwrap()
+}
+
+/// A fallback over two stacks on `state`: waits first, leaves rate limits to the stacks.
+fn workload_chain<S, ResB>(state: &LimitState, primary: S, backup: S) -> Fallback<ReplayBody, ResB>
+where
+    S: tower::Service<Request<ReplayBody>, Response = http::Response<ResB>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Error: Into<ratelayer_core::BoxError>,
+    S::Future: Send + 'static,
+    ResB: 'static,
+{
+    Fallback::builder()
+        .provider(ProviderSpec::new("primary").service(primary))
         .provider(
             ProviderSpec::new("backup")
                 .model("backup-model")
-                .service(stack(&backup)),
+                .service(backup),
         )
         .limit_state(state.clone())
         .rate_limit_retries(0)
         .wait_budget(Duration::from_secs(120))
         .build()
-        .unwrap();
+        .unwrap()
+}
 
+/// 1,000 requests in bursts of 40 to 130 (seeded) every 45 s; every one must succeed.
+async fn drive<ResB>(f: &Fallback<ReplayBody, ResB>)
+where
+    ResB: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    ResB::Error: Into<ratelayer_core::BoxError>,
+{
     let mut tasks = Vec::new();
     let mut seed: u64 = 0x5eed;
     let mut id = 0u64;
@@ -98,21 +117,18 @@ async fn a_thousand_requests_through_bursts_of_429s() {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), StatusCode::OK);
     }
+}
 
-    let s = f.stats().snapshot();
-    let pj = primary.journal();
-    let bj = backup.journal();
-    let on_primary = served(&pj);
-    let on_backup = served(&bj);
+/// Checks the stats against the judges' journals; returns the primary's 429 count.
+fn check(s: &StatsSnapshot, pj: &Journal, bj: &Journal) -> usize {
+    let on_primary = served(pj);
+    let on_backup = served(bj);
     eprintln!(
         "primary: {} requests, {} 429s; backup: {} requests; stats: {s:?}",
         pj.len(),
         pj.rate_limited(),
         bj.len()
     );
-
-    // The workload really had bursts of 429s, with short delays.
-    assert!(pj.rate_limited() >= 10, "{}", pj.rate_limited());
     // Every request succeeded exactly once.
     assert_eq!((s.requests, s.successes, s.failures), (1_000, 1_000, 0));
     assert!(on_primary.is_disjoint(&on_backup));
@@ -138,12 +154,8 @@ async fn a_thousand_requests_through_bursts_of_429s() {
         .values()
         .filter(|st| **st == Some(StatusCode::TOO_MANY_REQUESTS))
         .count();
-    let rate_limited = s
-        .fallbacks
-        .get(&FallbackReason::RateLimited)
-        .copied()
-        .unwrap_or(0);
-    assert_eq!(rate_limited as usize, left_limited);
+    let count = |r: FallbackReason| s.fallbacks.get(&r).copied().unwrap_or(0);
+    assert_eq!(count(FallbackReason::RateLimited) as usize, left_limited);
     // Each request the fallback sent to the primary's stack reached the mock once, plus
     // once more per 429 the retry layer retried (every 429 but a request's last).
     assert_eq!(
@@ -151,18 +163,71 @@ async fn a_thousand_requests_through_bursts_of_429s() {
         pj.len() - pj.rate_limited() + left_limited
     );
     // The second 503 of a request is a fallback; its first was retried by the fallback.
-    let unexpected = s
-        .fallbacks
-        .get(&FallbackReason::Unexpected)
-        .copied()
-        .unwrap_or(0);
     let fives = pj.count_status(StatusCode::SERVICE_UNAVAILABLE) as u64;
-    assert_eq!(p.requests, last.len() as u64 + fives - unexpected);
+    assert_eq!(
+        p.requests,
+        last.len() as u64 + fives - count(FallbackReason::Unexpected)
+    );
     // Waiting first kept the fallback share low.
     assert!(s.fallback_share() <= 0.10, "{}", s.fallback_share());
     assert!(s.primary_share() >= 0.90);
-    // The judge: the primary never admitted more than its limit in any minute.
+    // The judge: the primary never admitted more than its request limit.
     assert!(pj.max_requests_in_window(Duration::from_secs(60)) <= 100);
+    pj.rate_limited()
+}
+
+/// Bursts of 429s whose Retry-After is about 15 s: each provider's stack is retry (one
+/// rate-limit retry, no overloaded retries) > tier detection > mock; the fallback waits
+/// first (the cooldown in the shared state), retries a 503 once, and falls back when the
+/// primary's retries are exhausted or it fails twice.
+#[tokio::test(start_paused = true)]
+async fn a_thousand_requests_through_bursts_of_429s() {
+    let state = LimitState::new();
+    let (primary, backup) = workload_mocks();
+    let stack = |mock: &MockProvider| {
+        ServiceBuilder::new()
+            .layer(retry(&state))
+            .layer(TierDetectLayer::new(state.clone()))
+            .service(mock.clone())
+    };
+    let f = workload_chain(&state, stack(&primary), stack(&backup));
+    drive(&f).await;
+    let limited = check(&f.stats().snapshot(), &primary.journal(), &backup.journal());
+    // The workload really had bursts of 429s, with short delays.
+    assert!(limited >= 10, "{limited}");
+}
+
+/// The same workload through the whole recommended stack: retry > tier detection > TPM
+/// > concurrency > mock. The stack keeps the primary inside its limits (next to no 429s).
+#[tokio::test(start_paused = true)]
+async fn a_thousand_requests_through_the_whole_stack() {
+    let state = LimitState::new();
+    let (primary, backup) = workload_mocks();
+    let tpm = TpmLimitLayer::with_state(
+        TpmConfig::new().budget(Budget::new("primary", ModelLimits::tpm(20_000))),
+        state.clone(),
+    )
+    .unwrap();
+    let concurrency = ConcurrencyLayer::new(
+        ConcurrencyConfig::new().provider("primary", Limits::new().max_concurrent(8)),
+    )
+    .unwrap()
+    .with_state(state.clone());
+    let stack = |mock: &MockProvider| {
+        ServiceBuilder::new()
+            .layer(retry(&state))
+            .layer(TierDetectLayer::new(state.clone()))
+            .layer(tpm.clone())
+            .layer(concurrency.clone())
+            .service(mock.clone())
+    };
+    let f = workload_chain(&state, stack(&primary), stack(&backup));
+    drive(&f).await;
+    let pj = primary.journal();
+    let limited = check(&f.stats().snapshot(), &pj, &backup.journal());
+    assert!(limited <= 10, "{limited}");
+    assert!(pj.max_tokens_in_window(Duration::from_secs(60)) <= 20_000);
+    assert!(pj.max_in_flight() <= 8);
 }
 
 fn tpm_stack(
