@@ -258,7 +258,7 @@ where
                         // A cooldown began while queued: nothing of the scope starts
                         // before it ends.
                         tracing::debug!(
-                            scope = %p.scope(),
+                            scope = %self.limiter.scope(),
                             wait_ms = until.duration_since(now).as_millis() as u64,
                             "waiting for the scope's cooldown"
                         );
@@ -266,7 +266,7 @@ where
                         ready!(self.poll_sleep(until, cx));
                         continue;
                     }
-                    let book = p.book()?;
+                    let book = self.limiter.book()?;
                     self.stage = Stage::booked(p, book);
                 }
                 Stage::Reserving(p, mut r) => match Pin::new(&mut r).poll(cx) {
@@ -279,7 +279,7 @@ where
                 Stage::Booked(p, mut booking) => {
                     if let Some(at) = booking.ready_at().filter(|at| *at > now) {
                         tracing::debug!(
-                            scope = %p.scope(),
+                            scope = %self.limiter.scope(),
                             wait_ms = at.duration_since(now).as_millis() as u64,
                             "waiting for the reservoir or spacing"
                         );
@@ -307,7 +307,7 @@ where
                     };
                     booking.use_now();
                     tracing::trace!(
-                        scope = %p.scope(),
+                        scope = %self.limiter.scope(),
                         waited_ms = self.waited_ms(),
                         "request admitted"
                     );

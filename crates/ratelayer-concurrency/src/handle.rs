@@ -1,17 +1,22 @@
 //! The run-time handle: hot reload of limits and a view of every scope.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
-use ratelayer_core::{ConfigError, LimitState, Scope};
+use ratelayer_core::{ConfigError, LimitState, RequestMeta, Scope};
 
-use crate::config::{ConcurrencyConfig, Limits};
+use crate::config::{ConcurrencyConfig, Limits, ScopeBy};
 use crate::limiter::{ScopeLimiter, ScopeStats};
 
 /// State shared by a layer, its services (all clones) and its handles.
 #[derive(Debug)]
 pub(crate) struct Shared {
     config: RwLock<ConcurrencyConfig>,
+    /// Fixed for the layer's life (a reload cannot change it).
+    scope_by: ScopeBy,
+    /// The first scope's limiter: found without a lock (most layers serve one scope).
+    first: OnceLock<Arc<ScopeLimiter>>,
     scopes: RwLock<HashMap<Scope, Arc<ScopeLimiter>>>,
     /// Where the engine state (leases, buckets) lives.
     state: RwLock<LimitState>,
@@ -26,6 +31,8 @@ impl Shared {
     pub(crate) fn new(config: ConcurrencyConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Shared {
+            scope_by: config.scope_by,
+            first: OnceLock::new(),
             config: RwLock::new(config),
             scopes: RwLock::default(),
             state: RwLock::new(LimitState::new()),
@@ -38,6 +45,34 @@ impl Shared {
 
     pub(crate) fn config(&self) -> RwLockReadGuard<'_, ConcurrencyConfig> {
         read(&self.config)
+    }
+
+    /// The limiter of the request described by `meta`.
+    #[inline]
+    pub(crate) fn limiter_for(&self, meta: &RequestMeta) -> LimiterRef<'_> {
+        let by_model = self.scope_by == ScopeBy::ProviderCredentialModel;
+        let matches = |s: &Scope| {
+            s.provider() == &*meta.provider
+                && s.credential() == meta.credential.as_deref()
+                && (!by_model || s.model() == meta.model.as_deref())
+        };
+        if let Some(l) = self.first.get().filter(|l| matches(l.scope())) {
+            return LimiterRef::Borrowed(l);
+        }
+        let mut scope = Scope::new(meta.provider.clone());
+        if let Some(c) = &meta.credential {
+            scope = scope.with_credential(c.clone());
+        }
+        if by_model && let Some(m) = &meta.model {
+            scope = scope.with_model(m.clone());
+        }
+        let l = self.limiter(scope);
+        if self.first.set(l.clone()).is_ok() {
+            if let Some(first) = self.first.get() {
+                return LimiterRef::Borrowed(first);
+            }
+        }
+        LimiterRef::Owned(l)
     }
 
     /// The limiter of `scope`, created with the limits configured for it on first use.
@@ -59,6 +94,24 @@ impl Shared {
                 Arc::new(ScopeLimiter::new(scope, engine, &limits))
             })
             .clone()
+    }
+}
+
+/// A scope's limiter, borrowed from the layer's cache or owned.
+pub(crate) enum LimiterRef<'a> {
+    Borrowed(&'a Arc<ScopeLimiter>),
+    Owned(Arc<ScopeLimiter>),
+}
+
+impl Deref for LimiterRef<'_> {
+    type Target = Arc<ScopeLimiter>;
+
+    #[inline]
+    fn deref(&self) -> &Arc<ScopeLimiter> {
+        match self {
+            LimiterRef::Borrowed(l) => l,
+            LimiterRef::Owned(l) => l,
+        }
     }
 }
 

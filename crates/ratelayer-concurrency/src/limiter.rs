@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -61,6 +62,8 @@ pub(crate) struct ScopeLimiter {
     scope: Scope,
     engine: ScopeHandle,
     applied: Mutex<Applied>,
+    /// Whether any request bucket is set (read without the lock on the hot path).
+    paced: AtomicBool,
 }
 
 pub(crate) enum Admit {
@@ -115,6 +118,7 @@ impl ScopeLimiter {
                 owned: Vec::new(),
                 costs: Arc::new([]),
             }),
+            paced: AtomicBool::new(false),
         };
         l.reconfigure(limits);
         l
@@ -196,6 +200,7 @@ impl ScopeLimiter {
             }
         }
         a.costs = owned.iter().map(|k| (*k, 1)).collect();
+        self.paced.store(!owned.is_empty(), Ordering::Release);
         a.owned = owned;
     }
 
@@ -221,14 +226,11 @@ impl ScopeLimiter {
 
     /// A permit at once if one is free and nobody waits; otherwise a place in the queue,
     /// or [`QueueFull`] when the queue is full and the scope is set to fail.
-    pub(crate) fn acquire(self: &Arc<Self>, priority: Priority) -> Result<Admit, QueueFull> {
+    pub(crate) fn acquire(&self, priority: Priority) -> Result<Admit, QueueFull> {
         let mut fut = self.engine.lease(priority);
         let mut cx = Context::from_waker(Waker::noop());
         match Pin::new(&mut fut).poll(&mut cx) {
-            Poll::Ready(Ok(lease)) => Ok(Admit::Now(Permit {
-                lease,
-                limiter: self.clone(),
-            })),
+            Poll::Ready(Ok(lease)) => Ok(Admit::Now(Permit { lease })),
             Poll::Ready(Err(full)) => {
                 tracing::warn!(scope = %self.scope, capacity = full.capacity,
                     "queue full: request rejected");
@@ -243,11 +245,25 @@ impl ScopeLimiter {
                     queued,
                     "request queued for a concurrency permit"
                 );
-                Ok(Admit::Queued(Waiter {
-                    fut,
-                    limiter: self.clone(),
-                }))
+                Ok(Admit::Queued(Waiter { fut }))
             }
+        }
+    }
+}
+
+impl ScopeLimiter {
+    /// Books a start in the scope's request buckets (call it holding a permit).
+    #[inline]
+    pub(crate) fn book(&self) -> Result<Book, BoxError> {
+        if !self.paced.load(Ordering::Acquire) {
+            return Ok(Book::Done(Booking::immediate()));
+        }
+        let costs = self.lock().costs.clone();
+        let mut fut = self.engine.reserve(&costs, None);
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut fut).poll(&mut cx) {
+            Poll::Ready(r) => Ok(Book::Done(Booking::from_reserved(r)?)),
+            Poll::Pending => Ok(Book::Pending(fut)),
         }
     }
 }
@@ -263,17 +279,13 @@ pub(crate) fn priority_str(p: Priority) -> &'static str {
 /// granted to it in the meantime).
 pub(crate) struct Waiter {
     fut: LeaseFuture,
-    limiter: Arc<ScopeLimiter>,
 }
 
 impl Waiter {
     pub(crate) fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, QueueFull>> {
-        Pin::new(&mut self.fut).poll(cx).map(|r| {
-            r.map(|lease| Permit {
-                lease,
-                limiter: self.limiter.clone(),
-            })
-        })
+        Pin::new(&mut self.fut)
+            .poll(cx)
+            .map(|r| r.map(|lease| Permit { lease }))
     }
 }
 
@@ -282,7 +294,6 @@ impl Waiter {
 pub(crate) struct Permit {
     #[allow(dead_code)] // held for its Drop
     lease: Lease,
-    limiter: Arc<ScopeLimiter>,
 }
 
 /// Booking a start: at once when nothing paces (or the store answered at once), or a
@@ -290,26 +301,6 @@ pub(crate) struct Permit {
 pub(crate) enum Book {
     Done(Booking),
     Pending(Reserve),
-}
-
-impl Permit {
-    pub(crate) fn scope(&self) -> &Scope {
-        &self.limiter.scope
-    }
-
-    /// Books this request's start in the scope's request buckets.
-    pub(crate) fn book(&self) -> Result<Book, BoxError> {
-        let costs = self.limiter.lock().costs.clone();
-        if costs.is_empty() {
-            return Ok(Book::Done(Booking::immediate()));
-        }
-        let mut fut = self.limiter.engine.reserve(&costs, None);
-        let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut fut).poll(&mut cx) {
-            Poll::Ready(r) => Ok(Book::Done(Booking::from_reserved(r)?)),
-            Poll::Pending => Ok(Book::Pending(fut)),
-        }
-    }
 }
 
 /// A booked start. Dropped before [`use_now`](Self::use_now), it gives back what it

@@ -10,7 +10,6 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::config::ScopeBy;
 use crate::future::{ResponseFuture, Wait};
 use crate::handle::Shared;
 use crate::limiter::{Admit, Book, ScopeLimiter, Window};
@@ -28,8 +27,6 @@ pub struct Concurrency<S> {
     inner: S,
     shared: Arc<Shared>,
     state: Option<LimitState>,
-    /// The limiter of the last scope this instance served (no lookup when it repeats).
-    cached: Option<Arc<ScopeLimiter>>,
 }
 
 impl<S: Clone> Clone for Concurrency<S> {
@@ -38,7 +35,6 @@ impl<S: Clone> Clone for Concurrency<S> {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
             state: self.state.clone(),
-            cached: self.cached.clone(),
         }
     }
 }
@@ -49,7 +45,6 @@ impl<S> Concurrency<S> {
             inner,
             shared,
             state,
-            cached: None,
         }
     }
 
@@ -61,29 +56,6 @@ impl<S> Concurrency<S> {
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
-    }
-
-    fn limiter_for(&mut self, meta: &RequestMeta) -> Arc<ScopeLimiter> {
-        let by_model = self.shared.config().scope_by == ScopeBy::ProviderCredentialModel;
-        if let Some(l) = &self.cached {
-            let s = l.scope();
-            if s.provider() == &*meta.provider
-                && s.credential() == meta.credential.as_deref()
-                && (!by_model || s.model() == meta.model.as_deref())
-            {
-                return l.clone();
-            }
-        }
-        let mut scope = Scope::new(meta.provider.clone());
-        if let Some(c) = &meta.credential {
-            scope = scope.with_credential(c.clone());
-        }
-        if by_model && let Some(m) = &meta.model {
-            scope = scope.with_model(m.clone());
-        }
-        let l = self.shared.limiter(scope);
-        self.cached = Some(l.clone());
-        l
     }
 }
 
@@ -126,7 +98,7 @@ where
             .copied()
             .unwrap_or_default();
         let meta = meta::ensure(&mut req);
-        let limiter = self.limiter_for(meta);
+        let limiter = self.shared.limiter_for(meta);
         let mut cooling = false;
         if let Some(state) = &self.state {
             let full = meta.scope();
@@ -144,7 +116,7 @@ where
             match limiter.acquire(priority) {
                 Err(full) => return ResponseFuture::failed(full.into()),
                 Ok(Admit::Now(permit)) => {
-                    let book = match permit.book() {
+                    let book = match limiter.book() {
                         Ok(book) => book,
                         Err(e) => return ResponseFuture::failed(e),
                     };
@@ -157,21 +129,48 @@ where
                         }
                         let book = Book::Done(booking);
                         return ResponseFuture::waiting(
-                            self.wait(req, limiter, priority).admitted(permit, book),
+                            Self::wait(
+                                &mut self.inner,
+                                &self.state,
+                                req,
+                                (*limiter).clone(),
+                                priority,
+                            )
+                            .admitted(permit, book),
                         );
                     }
                     return ResponseFuture::waiting(
-                        self.wait(req, limiter, priority).admitted(permit, book),
+                        Self::wait(
+                            &mut self.inner,
+                            &self.state,
+                            req,
+                            (*limiter).clone(),
+                            priority,
+                        )
+                        .admitted(permit, book),
                     );
                 }
                 Ok(Admit::Queued(waiter)) => {
                     return ResponseFuture::waiting(
-                        self.wait(req, limiter, priority).queued(waiter),
+                        Self::wait(
+                            &mut self.inner,
+                            &self.state,
+                            req,
+                            (*limiter).clone(),
+                            priority,
+                        )
+                        .queued(waiter),
                     );
                 }
             }
         }
-        ResponseFuture::waiting(self.wait(req, limiter, priority))
+        ResponseFuture::waiting(Self::wait(
+            &mut self.inner,
+            &self.state,
+            req,
+            (*limiter).clone(),
+            priority,
+        ))
     }
 }
 
@@ -179,23 +178,23 @@ impl<S: Clone> Concurrency<S> {
     /// The slow path: give up the inner readiness (the request will wait) and hand a fresh
     /// clone to the future.
     fn wait<B>(
-        &mut self,
+        inner: &mut S,
+        state: &Option<LimitState>,
         req: Request<B>,
         limiter: Arc<ScopeLimiter>,
         priority: Priority,
     ) -> Wait<S, B> {
-        let fresh = self.inner.clone();
-        drop(std::mem::replace(&mut self.inner, fresh));
-        let full = self
-            .state
+        let fresh = inner.clone();
+        drop(std::mem::replace(inner, fresh));
+        let full = state
             .as_ref()
             .and_then(|_| meta::get(&req).map(RequestMeta::scope));
         Wait::new(
-            self.inner.clone(),
+            inner.clone(),
             req,
             limiter,
             priority,
-            self.state.clone().zip(full),
+            state.clone().zip(full),
         )
     }
 }
