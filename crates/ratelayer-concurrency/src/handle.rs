@@ -67,10 +67,10 @@ impl Shared {
             scope = scope.with_model(m.clone());
         }
         let l = self.limiter(scope);
-        if self.first.set(l.clone()).is_ok() {
-            if let Some(first) = self.first.get() {
-                return LimiterRef::Borrowed(first);
-            }
+        if self.first.set(l.clone()).is_ok()
+            && let Some(first) = self.first.get()
+        {
+            return LimiterRef::Borrowed(first);
         }
         LimiterRef::Owned(l)
     }
