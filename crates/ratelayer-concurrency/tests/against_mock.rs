@@ -15,7 +15,15 @@ use tower::{Layer, ServiceExt};
 
 /// Chat request number `i` to `provider`, tagged with `x-request-id: i`.
 fn chat(provider: &str, i: usize, stream: bool) -> Request<Full<Bytes>> {
-    let mut req = ChatRequest::new("kimi-k2")
+    chat_to(None, provider, i, stream)
+}
+
+fn chat_to(base: Option<&str>, provider: &str, i: usize, stream: bool) -> Request<Full<Bytes>> {
+    let mut chat = ChatRequest::new("kimi-k2");
+    if let Some(base) = base {
+        chat = chat.base_url(base);
+    }
+    let mut req = chat
         .key("sk-test")
         .user("Hello")
         .max_tokens(20)
@@ -184,4 +192,71 @@ async fn glm_example_limits_ten_concurrent_and_100ms_apart() {
             w[1] - w[0]
         );
     }
+}
+
+/// The same judge over real loopback HTTP, with hyper-util's client underneath.
+#[tokio::test(start_paused = true)]
+async fn over_loopback_http_limit_one_never_overlaps_and_keeps_order() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let mock = MockProvider::builder()
+        .concurrency(1)
+        .latency(Latency::fixed(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let server = mock.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let base = server.url();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let layer = ConcurrencyLayer::new(
+        ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1)),
+    )
+    .unwrap();
+    let svc = layer.layer(client);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let svc = svc.clone();
+            let req = chat_to(Some(&base), "kimi", i, false);
+            tokio::spawn(async move {
+                let res = svc.oneshot(req).await.unwrap();
+                assert_eq!(res.status(), 200);
+                res.into_body().collect().await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let journal = mock.journal();
+    assert_eq!(journal.len(), 20);
+    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
+    assert_eq!(journal.max_in_flight(), 1);
+    let expect: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(started_ids(&mock), expect, "arrival order");
+    server.shutdown().await;
+}
+
+/// No reservoir configured: the limit the provider stated (here the tier's 2 requests per
+/// minute, as the tier detector publishes it) is enforced.
+#[tokio::test(start_paused = true)]
+async fn a_request_limit_learned_from_the_provider_is_enforced() {
+    use ratelayer_core::state::TierInfo;
+    use ratelayer_core::{LimitState, Scope};
+
+    let mock = MockProvider::builder().rpm(2).build().unwrap();
+    let state = LimitState::new();
+    let mut tier = TierInfo::new("free", Duration::from_secs(20));
+    tier.rpm = Some(2);
+    state.set_tier(&Scope::new("kimi").with_model("kimi-k2"), tier);
+    let layer = ConcurrencyLayer::new(
+        ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(4)),
+    )
+    .unwrap()
+    .with_state(state);
+    let t0 = Instant::now();
+    run(layer.layer(mock.clone()), "kimi", 6, false).await;
+    let journal = mock.journal();
+    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
+    assert!(journal.max_requests_in_window(Duration::from_secs(60)) <= 2);
+    assert!(t0.elapsed() >= Duration::from_secs(120));
 }
