@@ -44,25 +44,27 @@ fn chat_to(base: Option<&str>, provider: &str, i: usize, stream: bool) -> Reques
     req
 }
 
-/// Sends `n` requests from `n` concurrent callers (arriving in order), each reading its
+/// Sends `n` requests from `n` concurrent callers (arriving in order) to the server at `base`
+/// (in-process when `None`), each reading its
 /// response body to the end.
-async fn run<S>(svc: S, provider: &str, n: usize, stream: bool)
+async fn run_to<S, B>(svc: S, base: Option<&str>, provider: &str, n: usize, stream: bool)
 where
     S: tower::Service<
             Request<Full<Bytes>>,
-            Response = http::Response<
-                ratelayer_concurrency::ResponseBody<ratelayer_mock::MockBody>,
-            >,
+            Response = http::Response<ratelayer_concurrency::ResponseBody<B>>,
             Error = ratelayer_core::BoxError,
         > + Clone
         + Send
         + 'static,
     S::Future: Send,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::fmt::Debug,
 {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let svc = svc.clone();
-            let req = chat(provider, i, stream);
+            let req = chat_to(base, provider, i, stream);
             tokio::spawn(async move {
                 let res = svc.oneshot(req).await.unwrap();
                 assert_eq!(res.status(), 200);
@@ -73,6 +75,17 @@ where
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+/// The judge for a limit of 1: all `n` admitted, never two in flight, started in arrival
+/// order.
+fn assert_one_at_a_time_in_order(mock: &MockProvider, n: usize) {
+    let journal = mock.journal();
+    assert_eq!(journal.len(), n);
+    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
+    assert_eq!(journal.max_in_flight(), 1);
+    let expect: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(started_ids(mock), expect, "arrival order");
 }
 
 fn started_ids(mock: &MockProvider) -> Vec<String> {
@@ -97,13 +110,8 @@ async fn limit_one_with_20_callers_never_overlaps_and_keeps_arrival_order() {
         ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1)),
     )
     .unwrap();
-    run(layer.layer(mock.clone()), "kimi", 20, false).await;
-    let journal = mock.journal();
-    assert_eq!(journal.len(), 20);
-    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
-    assert_eq!(journal.max_in_flight(), 1);
-    let expect: Vec<String> = (0..20).map(|i| i.to_string()).collect();
-    assert_eq!(started_ids(&mock), expect, "arrival order");
+    run_to(layer.layer(mock.clone()), None, "kimi", 20, false).await;
+    assert_one_at_a_time_in_order(&mock, 20);
 }
 
 #[tokio::test(start_paused = true)]
@@ -124,7 +132,7 @@ async fn a_reservoir_of_4_per_minute_holds_in_every_window() {
     )
     .unwrap();
     let t0 = Instant::now();
-    run(layer.layer(mock.clone()), "kimi", 12, false).await;
+    run_to(layer.layer(mock.clone()), None, "kimi", 12, false).await;
     let journal = mock.journal();
     assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
     assert!(journal.max_requests_in_window(Duration::from_secs(60)) <= 4);
@@ -148,7 +156,7 @@ async fn a_streamed_response_holds_the_permit_until_its_end() {
         ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1)),
     )
     .unwrap();
-    run(layer.layer(mock.clone()), "kimi", 5, true).await;
+    run_to(layer.layer(mock.clone()), None, "kimi", 5, true).await;
     let journal = mock.journal();
     assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
     assert_eq!(journal.max_in_flight(), 1);
@@ -179,7 +187,7 @@ async fn glm_example_limits_ten_concurrent_and_100ms_apart() {
         .build()
         .unwrap();
     let layer = ConcurrencyLayer::new(config).unwrap();
-    run(layer.layer(mock.clone()), "glm", 30, false).await;
+    run_to(layer.layer(mock.clone()), None, "glm", 30, false).await;
     let journal = mock.journal();
     assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
     assert_eq!(journal.max_in_flight(), 10);
@@ -212,27 +220,8 @@ async fn over_loopback_http_limit_one_never_overlaps_and_keeps_order() {
         ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1)),
     )
     .unwrap();
-    let svc = layer.layer(client);
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let svc = svc.clone();
-            let req = chat_to(Some(&base), "kimi", i, false);
-            tokio::spawn(async move {
-                let res = svc.oneshot(req).await.unwrap();
-                assert_eq!(res.status(), 200);
-                res.into_body().collect().await.unwrap();
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let journal = mock.journal();
-    assert_eq!(journal.len(), 20);
-    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
-    assert_eq!(journal.max_in_flight(), 1);
-    let expect: Vec<String> = (0..20).map(|i| i.to_string()).collect();
-    assert_eq!(started_ids(&mock), expect, "arrival order");
+    run_to(layer.layer(client), Some(&base), "kimi", 20, false).await;
+    assert_one_at_a_time_in_order(&mock, 20);
     server.shutdown().await;
 }
 
@@ -254,7 +243,7 @@ async fn a_request_limit_learned_from_the_provider_is_enforced() {
     .unwrap()
     .with_state(state);
     let t0 = Instant::now();
-    run(layer.layer(mock.clone()), "kimi", 6, false).await;
+    run_to(layer.layer(mock.clone()), None, "kimi", 6, false).await;
     let journal = mock.journal();
     assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
     assert!(journal.max_requests_in_window(Duration::from_secs(60)) <= 2);
