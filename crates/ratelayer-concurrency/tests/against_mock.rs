@@ -13,11 +13,8 @@ use ratelayer_mock::{ChatRequest, Latency, MockProvider};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
-/// Chat request number `i` to `provider`, tagged with `x-request-id: i`.
-fn chat(provider: &str, i: usize, stream: bool) -> Request<Full<Bytes>> {
-    chat_to(None, provider, i, stream)
-}
-
+/// Chat request number `i` to `provider` (at `base`, or in-process), tagged with
+/// `x-request-id: i`.
 fn chat_to(base: Option<&str>, provider: &str, i: usize, stream: bool) -> Request<Full<Bytes>> {
     let mut chat = ChatRequest::new("kimi-k2");
     if let Some(base) = base {
@@ -45,8 +42,7 @@ fn chat_to(base: Option<&str>, provider: &str, i: usize, stream: bool) -> Reques
 }
 
 /// Sends `n` requests from `n` concurrent callers (arriving in order) to the server at `base`
-/// (in-process when `None`), each reading its
-/// response body to the end.
+/// (in-process when `None`), each reading its response body to the end.
 async fn run_to<S, B>(svc: S, base: Option<&str>, provider: &str, n: usize, stream: bool)
 where
     S: tower::Service<
