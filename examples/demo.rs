@@ -118,6 +118,19 @@ async fn main() -> Result<(), BoxError> {
         ),
     ];
     println!("{}", table(&rows));
+    for (name, record) in [("naive", &naive_record), ("ratelayer", &rl_record)] {
+        let cut = record
+            .outcomes
+            .iter()
+            .filter(|o| o.error.as_deref() == Some("deadline"))
+            .count();
+        if cut > 0 {
+            println!(
+                "{name}: {cut} requests still waiting or retrying at the {}s deadline (counted as failed)",
+                DEADLINE.as_secs()
+            );
+        }
+    }
     println!(
         "429s received: from the mocks' journals (ratelayer absorbs its own); fallbacks: answers from the fallback provider; token budget used: the primary's tokens-per-minute budget over the run (at least one minute's worth)."
     );

@@ -16,6 +16,44 @@
 //!
 //! Credential headers are marked sensitive with tower-http: see
 //! [`sensitive_credentials`].
+//!
+//! # Presets and chains
+//!
+//! [`Preset`] builds one provider's stack in the recommended order (retry, tier
+//! detection, TPM admission, concurrency, around your client); [`Chain`] puts a
+//! fallback over several, waiting first and falling back second:
+//!
+//! ```
+//! use std::time::Duration;
+//! use ratelayer::{Chain, Preset, ProviderLimits};
+//! # use std::convert::Infallible;
+//! # use http::{Request, Response};
+//! # use ratelayer::core::ReplayBody;
+//! # use tower::ServiceExt;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), ratelayer::BoxError> {
+//! # let client = tower::service_fn(|_req: Request<ReplayBody>| async {
+//! #     Ok::<_, Infallible>(Response::new(String::new()))
+//! # });
+//! let (stack, stats) = Chain::new()
+//!     .provider(Preset::openai().api_key_from_env()) // OPENAI_API_KEY
+//!     .provider(
+//!         Preset::moonshot() // MOONSHOT_API_KEY or KIMI_API_KEY
+//!             .api_key_from_env()
+//!             .model("kimi-k2-0905-preview")
+//!             .limits(ProviderLimits::default().rpm(4).max_concurrent(1)),
+//!     )
+//!     .wait_budget(Duration::from_secs(30)) // wait up to 30 s, then fall back
+//!     .build(client)?; // any tower::Service<http::Request<B>>
+//!
+//! let req = Request::post("/v1/chat/completions")
+//!     .body(ReplayBody::from(r#"{"model":"gpt-4o-mini","max_tokens":8,"messages":[]}"#))?;
+//! let resp = stack.oneshot(req).await?;
+//! assert_eq!(resp.status(), 200);
+//! assert_eq!(stats.snapshot().successes, 1);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
