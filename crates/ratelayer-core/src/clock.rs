@@ -22,6 +22,45 @@ pub fn now() -> Instant {
     Instant::now()
 }
 
+/// A request's deadline (tokio time), as a request extension: every layer that waits
+/// (retry, fallback) never waits past it, and gives up at once when the wait it would need
+/// ends after it.
+///
+/// One type for the whole stack: insert it once and every layer sees it.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::Request;
+/// use ratelayer_core::Deadline;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let mut req = Request::new(String::new());
+/// req.extensions_mut().insert(Deadline::after(Duration::from_secs(30)));
+/// let d = req.extensions().get::<Deadline>().unwrap();
+/// assert_eq!(d.remaining(), Duration::from_secs(30));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    /// A deadline `d` from now (tokio time); a `d` too large to represent saturates to a
+    /// deadline about 30 years away.
+    pub fn after(d: Duration) -> Self {
+        let now = Instant::now();
+        Deadline(
+            now.checked_add(d)
+                .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400)),
+        )
+    }
+
+    /// The time left until the deadline (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
 /// A [governor] clock that reads `tokio::time::Instant`, so governor's limiters obey
 /// `tokio::time::pause` and `tokio::time::advance`.
 ///

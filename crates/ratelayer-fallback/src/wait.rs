@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use ratelayer_core::engine::BucketKey;
 use ratelayer_core::{LimitState, NeverFits, RequestMeta};
-use tokio::time::Instant;
 
 /// How long a request would have to wait now before a provider admits it, asked before
 /// the fallback chooses a provider. It must have no side effects.
@@ -143,19 +142,7 @@ pub(crate) type SharedEstimator = Arc<dyn WaitEstimator>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitBudget(pub Duration);
 
-/// A per-request deadline: no provider whose wait would end after it is chosen, and the
-/// fallback never waits past it.
-///
-/// ```
-/// use std::time::Duration;
-/// use ratelayer_fallback::Deadline;
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let mut req = http::Request::new(());
-/// req.extensions_mut().insert(Deadline(tokio::time::Instant::now() + Duration::from_secs(30)));
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(pub Instant);
+pub use ratelayer_core::Deadline;
 
 /// Sends the request to this provider (by its configured name) only, bypassing the
 /// chain, its circuit breakers and wait budgets: the provider's stack waits as long as

@@ -5,8 +5,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 /// Randomization of computed backoff delays. Server-requested delays are never
 /// randomized.
 ///
@@ -97,39 +95,7 @@ impl Backoff {
     }
 }
 
-/// A request's deadline: put it in the request's extensions and the retry layer gives up
-/// (returning the last response) rather than wait past it.
-///
-/// ```
-/// use std::time::Duration;
-/// use http::Request;
-/// use ratelayer_retry::Deadline;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let mut req = Request::new(String::new());
-/// req.extensions_mut().insert(Deadline::after(Duration::from_secs(30)));
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Deadline(pub Instant);
-
-impl Deadline {
-    /// A deadline `d` from now (tokio time).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use ratelayer_retry::Deadline;
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let d = Deadline::after(Duration::from_secs(5));
-    /// assert_eq!(d.0 - tokio::time::Instant::now(), Duration::from_secs(5));
-    /// # }
-    /// ```
-    pub fn after(d: Duration) -> Self {
-        Deadline(Instant::now() + d)
-    }
-}
+pub use ratelayer_core::Deadline;
 
 /// Why the retry layer stopped and returned what it returned.
 ///
