@@ -245,3 +245,32 @@ async fn a_request_limit_learned_from_the_provider_is_enforced() {
     assert!(journal.max_requests_in_window(Duration::from_secs(60)) <= 2);
     assert!(t0.elapsed() >= Duration::from_secs(120));
 }
+
+/// Featherless's example limits: 5 concurrent, 200 ms between starts, 20 per minute.
+#[tokio::test(start_paused = true)]
+async fn featherless_example_limits_hold_together() {
+    let config: ConcurrencyConfig = serde_json::from_str(
+        r#"{ "providers": { "featherless": { "max_concurrent": 5, "min_spacing_ms": 200,
+              "reservoir": { "requests": 20, "interval_secs": 60 } } } }"#,
+    )
+    .unwrap();
+    let mock = MockProvider::builder()
+        .concurrency(5)
+        .rpm(20)
+        .latency(Latency::fixed(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let layer = ConcurrencyLayer::new(config).unwrap();
+    run_to(layer.layer(mock.clone()), None, "featherless", 30, false).await;
+    let journal = mock.journal();
+    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
+    assert_eq!(journal.max_in_flight(), 5);
+    assert_eq!(journal.max_requests_in_window(Duration::from_secs(60)), 20);
+    let mut starts: Vec<_> = journal.entries().iter().map(|e| e.start.unwrap()).collect();
+    starts.sort();
+    assert!(
+        starts
+            .windows(2)
+            .all(|w| w[1] - w[0] >= Duration::from_millis(200))
+    );
+}

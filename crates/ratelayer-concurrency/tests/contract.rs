@@ -57,6 +57,24 @@ async fn strict_inner_is_called_only_when_ready_from_every_clone() {
     assert_eq!((stats.in_flight, stats.queued), (0, 0));
 }
 
+/// Limits live in the layer (an `Arc` made when it was built): every service it builds, and
+/// every clone of them, counts against the same limit.
+#[tokio::test(start_paused = true)]
+async fn services_of_one_layer_share_their_limits() {
+    let layer = ConcurrencyLayer::new(
+        ConcurrencyConfig::new().provider("p", Limits::new().max_concurrent(1)),
+    )
+    .unwrap();
+    let inner = || tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(ok()) });
+    let a = layer.layer(inner());
+    let b = layer.layer(inner());
+    let held = a.clone().oneshot(req("p", "a")).await.unwrap();
+    let mut waiting = task::spawn(b.clone().oneshot(req("p", "b")));
+    assert_pending!(waiting.poll());
+    drop(held);
+    assert_ready!(waiting.poll()).unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn inner_readiness_is_not_held_while_a_request_waits() {
     let sem = Arc::new(Semaphore::new(2));
