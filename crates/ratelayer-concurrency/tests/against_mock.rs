@@ -171,31 +171,41 @@ async fn a_streamed_response_holds_the_permit_until_its_end() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn glm_example_limits_ten_concurrent_and_100ms_apart() {
-    let config: ConcurrencyConfig = serde_json::from_str(
-        r#"{ "providers": { "glm": { "max_concurrent": 10, "min_spacing_ms": 100 } } }"#,
-    )
-    .unwrap();
-    let mock = MockProvider::builder()
-        .concurrency(10)
-        .latency(Latency::fixed(Duration::from_secs(3)))
-        .build()
-        .unwrap();
+/// Runs 30 callers through `config` to a mock of `mock` and judges: no 429, at most
+/// (exactly) `concurrency` in flight, starts at least `spacing` apart. Returns the journal.
+async fn example_limits(
+    json: &str,
+    provider: &str,
+    mock: ratelayer_mock::MockBuilder,
+    concurrency: usize,
+    spacing: Duration,
+) -> ratelayer_mock::Journal {
+    let config: ConcurrencyConfig = serde_json::from_str(json).unwrap();
+    let mock = mock.concurrency(concurrency).build().unwrap();
     let layer = ConcurrencyLayer::new(config).unwrap();
-    run_to(layer.layer(mock.clone()), None, "glm", 30, false).await;
+    run_to(layer.layer(mock.clone()), None, provider, 30, false).await;
     let journal = mock.journal();
     assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
-    assert_eq!(journal.max_in_flight(), 10);
+    assert_eq!(journal.max_in_flight(), concurrency);
     let mut starts: Vec<_> = journal.entries().iter().map(|e| e.start.unwrap()).collect();
     starts.sort();
     for w in starts.windows(2) {
-        assert!(
-            w[1] - w[0] >= Duration::from_millis(100),
-            "{:?}",
-            w[1] - w[0]
-        );
+        assert!(w[1] - w[0] >= spacing, "{:?}", w[1] - w[0]);
     }
+    journal
+}
+
+/// GLM's example limits: 10 concurrent, 100 ms between starts.
+#[tokio::test(start_paused = true)]
+async fn glm_example_limits_ten_concurrent_and_100ms_apart() {
+    example_limits(
+        r#"{ "providers": { "glm": { "max_concurrent": 10, "min_spacing_ms": 100 } } }"#,
+        "glm",
+        MockProvider::builder().latency(Latency::fixed(Duration::from_secs(3))),
+        10,
+        Duration::from_millis(100),
+    )
+    .await;
 }
 
 /// The same judge over real loopback HTTP, with hyper-util's client underneath.
@@ -249,28 +259,16 @@ async fn a_request_limit_learned_from_the_provider_is_enforced() {
 /// Featherless's example limits: 5 concurrent, 200 ms between starts, 20 per minute.
 #[tokio::test(start_paused = true)]
 async fn featherless_example_limits_hold_together() {
-    let config: ConcurrencyConfig = serde_json::from_str(
+    let journal = example_limits(
         r#"{ "providers": { "featherless": { "max_concurrent": 5, "min_spacing_ms": 200,
               "reservoir": { "requests": 20, "interval_secs": 60 } } } }"#,
+        "featherless",
+        MockProvider::builder()
+            .rpm(20)
+            .latency(Latency::fixed(Duration::from_secs(2))),
+        5,
+        Duration::from_millis(200),
     )
-    .unwrap();
-    let mock = MockProvider::builder()
-        .concurrency(5)
-        .rpm(20)
-        .latency(Latency::fixed(Duration::from_secs(2)))
-        .build()
-        .unwrap();
-    let layer = ConcurrencyLayer::new(config).unwrap();
-    run_to(layer.layer(mock.clone()), None, "featherless", 30, false).await;
-    let journal = mock.journal();
-    assert_eq!(journal.rate_limited(), 0, "{:?}", journal.by_status());
-    assert_eq!(journal.max_in_flight(), 5);
+    .await;
     assert_eq!(journal.max_requests_in_window(Duration::from_secs(60)), 20);
-    let mut starts: Vec<_> = journal.entries().iter().map(|e| e.start.unwrap()).collect();
-    starts.sort();
-    assert!(
-        starts
-            .windows(2)
-            .all(|w| w[1] - w[0] >= Duration::from_millis(200))
-    );
 }
