@@ -178,14 +178,18 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let c = &*self.config;
         let mut parts = req.uri().clone().into_parts();
-        let pq = parts
-            .path_and_query
-            .as_ref()
-            .map_or("/", PathAndQuery::as_str);
-        let joined = format!("{}{}", c.path_prefix, pq);
+        if !c.path_prefix.is_empty() {
+            let pq = parts
+                .path_and_query
+                .as_ref()
+                .map_or("/", PathAndQuery::as_str);
+            let joined = format!("{}{}", c.path_prefix, pq);
+            parts.path_and_query = joined.parse().ok().or(parts.path_and_query);
+        } else if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
         parts.scheme = Some(c.scheme.clone());
         parts.authority = Some(c.authority.clone());
-        parts.path_and_query = joined.parse().ok().or(parts.path_and_query);
         if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
         }
