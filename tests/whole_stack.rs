@@ -122,3 +122,54 @@ async fn a_wait_longer_than_allowed_fails_at_once_without_a_429() {
     let journal = mock.journal();
     assert_eq!((journal.len(), journal.rate_limited()), (1, 0));
 }
+
+#[tokio::test]
+async fn a_chain_falls_back_when_the_primary_would_wait_too_long() {
+    let primary = MockProvider::builder().tpm(3_000).build().unwrap();
+    let backup = MockProvider::builder().tpm(100_000).build().unwrap();
+    let (p_server, b_server) = (start(&primary).await, start(&backup).await);
+    let client: Client<HttpConnector, ReplayBody> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let (chain, stats) = ratelayer::Chain::new()
+        .provider(
+            Preset::openai()
+                .name("primary")
+                .base_url(p_server.url())
+                .api_key("sk-primary")
+                .limits(ProviderLimits::default().tpm(3_000)),
+        )
+        .provider(
+            Preset::openai()
+                .name("backup")
+                .base_url(b_server.url())
+                .api_key("sk-backup")
+                .model("gpt-4o")
+                .limits(ProviderLimits::default().tpm(100_000)),
+        )
+        .wait_budget(Duration::from_secs(30))
+        .build(client)
+        .unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        let resp = chain
+            .clone()
+            .oneshot(job(1_200, 256).request("http://unused.invalid", None))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+    p_server.shutdown().await;
+    b_server.shutdown().await;
+    let (p, b) = (primary.journal(), backup.journal());
+    assert_eq!((p.len(), b.len()), (1, 1));
+    assert_eq!(p.rate_limited() + b.rate_limited(), 0);
+    assert_eq!(p.entries()[0].key, "sk-primary");
+    assert_eq!(
+        (b.entries()[0].key.as_str(), b.entries()[0].model.as_str()),
+        ("sk-backup", "gpt-4o")
+    );
+    let snap = stats.snapshot();
+    assert_eq!(snap.provider("backup").unwrap().successes, 1);
+    assert_eq!(snap.provider("primary").unwrap().successes, 1);
+}
