@@ -106,18 +106,31 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("64 tasks, 2 workers");
     g.throughput(Throughput::Elements((TASKS * PER_TASK) as u64));
     let tower_svc = tower::limit::ConcurrencyLimitLayer::new(LIMIT as usize).layer(inner());
-    measure(&mut g, &rt, "tower ConcurrencyLimit", tower_svc);
+    measure(&mut g, &rt, "tower ConcurrencyLimit", tower_svc.clone());
     let layer = ConcurrencyLayer::new(
         ConcurrencyConfig::new().default_limits(Limits::new().max_concurrent(LIMIT)),
     )
     .unwrap();
-    measure(
-        &mut g,
-        &rt,
-        "ratelayer ConcurrencyLayer",
-        layer.layer(inner()),
-    );
+    let ours = layer.layer(inner());
+    measure(&mut g, &rt, "ratelayer ConcurrencyLayer", ours.clone());
     g.finish();
+
+    // The same rounds, alternated, so load drift on a shared machine hits both alike.
+    const PAIRS: u32 = 400;
+    let (mut t_tower, mut t_ours) = (Duration::ZERO, Duration::ZERO);
+    rt.block_on(async {
+        for _ in 0..PAIRS {
+            t_tower += round(tower_svc.clone()).await;
+            t_ours += round(ours.clone()).await;
+        }
+    });
+    println!(
+        "paired ({PAIRS} alternated rounds): tower {:.3} ms/round, ratelayer {:.3} ms/round, \
+         speed ratio ratelayer/tower = {:.2}",
+        t_tower.as_secs_f64() * 1e3 / f64::from(PAIRS),
+        t_ours.as_secs_f64() * 1e3 / f64::from(PAIRS),
+        t_tower.as_secs_f64() / t_ours.as_secs_f64()
+    );
 }
 
 criterion_group!(benches, bench);
