@@ -283,6 +283,16 @@ where
                         }
                         Err(e) => {
                             let e: BoxError = e.into();
+                            if declined_to_wait(&*e) {
+                                // An inner layer (TPM, concurrency) decided the wait is
+                                // longer than its caller allows: that decision is final
+                                // here too, so a fallback can go elsewhere at once.
+                                tracing::info!(scope = %this.scope, attempts = *this.attempts,
+                                    error = %e,
+                                    "request not retried: an inner layer declined to wait: {e}");
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(e));
+                            }
                             let class = shared.classifier.classify_error(&*e);
                             let d = shared.decide(
                                 Attempt {
@@ -490,4 +500,18 @@ where
             None
         }
     }
+}
+
+/// Whether `error` (or an error it wraps) is an inner layer's [`WaitTooLong`] refusal.
+fn declined_to_wait(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut link = Some(error);
+    // Bounded: a cyclic `source()` chain must not hang the request.
+    for _ in 0..32 {
+        match link {
+            Some(e) if e.is::<WaitTooLong>() => return true,
+            Some(e) => link = e.source(),
+            None => return false,
+        }
+    }
+    false
 }

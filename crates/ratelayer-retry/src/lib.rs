@@ -39,7 +39,9 @@
 //! extension). An error of the inner service (a transport failure) is returned as is
 //! once its retries are used up. A wait before an attempt (cooldown, pacing) that would
 //! end after the request's [`Deadline`] fails at once with
-//! [`WaitTooLong`](ratelayer_core::WaitTooLong).
+//! [`WaitTooLong`](ratelayer_core::WaitTooLong). A `WaitTooLong` from an inner layer (a
+//! TPM or concurrency layer declining a wait longer than its maximum) is final: it is
+//! returned at once, never retried, so a fallback layer outside can go elsewhere.
 //!
 //! # Waiting before every attempt (the first included)
 //!

@@ -548,9 +548,10 @@ async fn every_wait_and_the_outcome_are_events() {
 }
 
 /// An inner layer's own refusal (`WaitTooLong`, such as a TPM layer's for one large
-/// request) is waited out and retried, but does not put the whole scope in cooldown.
+/// request) is final: returned at once, not retried, and the scope is not put in
+/// cooldown (so a fallback layer outside can go elsewhere without waiting).
 #[tokio::test(start_paused = true)]
-async fn inner_wait_too_long_is_retried_without_a_scope_cooldown() {
+async fn inner_wait_too_long_is_returned_at_once_without_a_scope_cooldown() {
     let state = LimitState::new();
     let scope = Scope::new("default");
     let script = Script::new(move |n| {
@@ -566,12 +567,17 @@ async fn inner_wait_too_long_is_retried_without_a_scope_cooldown() {
         }
     });
     let layer = BackoffRetryLayer::builder(state.clone()).build().unwrap();
-    let svc = layer.layer(script.service());
-    let fut = tokio::spawn(svc.oneshot(Request::new(ReplayBody::empty())));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = Instant::now();
+    let err = layer
+        .layer(script.service())
+        .oneshot(Request::new(ReplayBody::empty()))
+        .await
+        .unwrap_err();
+    let w = err.downcast_ref::<ratelayer_core::WaitTooLong>().unwrap();
+    assert_eq!(w.wait, Duration::from_secs(5));
+    assert_eq!(script.count(), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(state.cooldown_until(&scope), None);
-    assert_eq!(fut.await.unwrap().unwrap().status(), 200);
-    assert_eq!(script.gaps_ms(), [5000]);
 }
 
 /// A cooldown that outlasts the request's deadline fails at once with a typed
