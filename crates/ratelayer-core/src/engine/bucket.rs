@@ -5,14 +5,13 @@
 use super::quota::{Algorithm, BucketKey, Quota};
 use super::store::ReceiptItem;
 
-/// What a provider said remains until a reset: at most `remaining` more units may be
-/// booked before `until`.
+/// Usage a provider counted beyond what this bucket had booked (another client sharing
+/// the key, or costs we under-estimated): it counts as used until `until`, the provider's
+/// reset (when the provider's window is fully replenished, so this usage has left it).
 #[derive(Debug, Clone, Copy)]
-struct LearnedCap {
-    remaining: u64,
+struct Phantom {
+    amount: u64,
     until: u64,
-    /// Identifies the statement, so a cancellation gives back only to the one it took from.
-    id: u16,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,6 +100,50 @@ impl Ring {
         sum
     }
 
+    /// What was admitted at or before `t` and is still in the window: bookings queued for
+    /// later are left out, except those merged into a slot that started by `t` (at most
+    /// one slot's width ahead).
+    fn admitted_sum(&self, t: u64, window: u64) -> u64 {
+        let mut sum = 0u64;
+        for i in 0..self.len {
+            let e = self.get(i);
+            if e.start > t {
+                break;
+            }
+            if e.latest.saturating_add(window) > t {
+                sum = sum.saturating_add(e.sum);
+            }
+        }
+        sum
+    }
+
+    /// The earliest time at or after `t0` (`t0 >= last`) when `need` more fits under
+    /// `limit`, or `None` if it never does. Conservative at slot granularity.
+    fn earliest(&self, t0: u64, window: u64, limit: u64, need: u64) -> Option<u64> {
+        if need > limit {
+            return None;
+        }
+        let used = self.live_sum(t0, window);
+        if used.saturating_add(need) <= limit {
+            return Some(t0);
+        }
+        let mut left = used;
+        let mut at = t0;
+        for i in 0..self.len {
+            let e = self.get(i);
+            let end = e.latest.saturating_add(window);
+            if end <= t0 {
+                continue;
+            }
+            left = left.saturating_sub(e.sum);
+            at = at.max(end);
+            if left.saturating_add(need) <= limit {
+                break;
+            }
+        }
+        Some(at)
+    }
+
     /// Records `amount` admitted at `at` (`at >= last`): merged into the newest slot if
     /// `at` falls within its width (or the ring is full: conservative), else in a new
     /// slot. Returns the slot's identity (start), its previous latest time, and whether
@@ -185,11 +228,10 @@ pub(crate) struct Bucket {
     pub(crate) key: BucketKey,
     /// Identifies the bucket in receipts (a re-created bucket gets a new id).
     pub(crate) id: u16,
-    /// Counts learned statements (for [`LearnedCap::id`]).
-    caps: u16,
     quota: Quota,
     learned_limit: Option<u64>,
-    cap: Option<LearnedCap>,
+    /// The latest statement's usage beyond ours (replaced by each statement).
+    phantom: Option<Phantom>,
     /// Bumped on every change; a receipt whose `seq` equals it is the last change and
     /// can be undone exactly.
     seq: u64,
@@ -234,10 +276,9 @@ impl Bucket {
         Bucket {
             key,
             id,
-            caps: 0,
             quota,
             learned_limit: None,
-            cap: None,
+            phantom: None,
             seq: 0,
             state,
         }
@@ -290,52 +331,50 @@ impl Bucket {
     }
 
     pub(crate) fn earliest(&self, now: u64, cost: u64) -> u64 {
-        let w = u128::from(self.window());
-        let l = u128::from(self.limit());
-        let mut t = match &self.state {
+        let own = self.own_earliest(now, cost).unwrap_or(u64::MAX);
+        match self.phantom {
+            // The phantom counts until its `until`: fit `cost` beside it before then, or
+            // `cost` alone from then on, whichever comes first.
+            Some(p) if own < p.until => self
+                .own_earliest(now, cost.saturating_add(p.amount))
+                .map_or(p.until, |t| t.min(p.until)),
+            _ => own,
+        }
+    }
+
+    /// The earliest time at or after `now` when `need` fits beside our own bookings, or
+    /// `None` if it exceeds the capacity.
+    fn own_earliest(&self, now: u64, need: u64) -> Option<u64> {
+        match &self.state {
             State::Gcra { tat, .. } => {
                 let burst = u128::from(self.capacity());
-                let need = (*tat + u128::from(cost) * w).saturating_sub(burst * w);
-                if need <= u128::from(now) * l {
+                if u128::from(need) > burst {
+                    return None;
+                }
+                let w = u128::from(self.window());
+                let l = u128::from(self.limit());
+                let need = (*tat + u128::from(need) * w).saturating_sub(burst * w);
+                Some(if need <= u128::from(now) * l {
                     // Fits now: no division on the hot path.
                     now
                 } else {
                     sat64(div_ceil(need, l)).max(now)
-                }
+                })
             }
             State::Sliding(ring) => {
-                let t0 = now.max(ring.last);
-                let win = self.window();
-                let limit = self.limit();
-                let used = ring.live_sum(t0, win);
-                if used.saturating_add(cost) <= limit {
-                    t0
-                } else {
-                    let mut left = used;
-                    let mut at = t0;
-                    for i in 0..ring.len {
-                        let e = ring.get(i);
-                        let end = e.latest.saturating_add(win);
-                        if end <= t0 {
-                            continue;
-                        }
-                        left = left.saturating_sub(e.sum);
-                        at = at.max(end);
-                        if left.saturating_add(cost) <= limit {
-                            break;
-                        }
-                    }
-                    at.max(t0)
-                }
+                ring.earliest(now.max(ring.last), self.window(), self.limit(), need)
             }
-        };
-        if let Some(cap) = self.cap
-            && t < cap.until
-            && cost > cap.remaining
-        {
-            t = cap.until;
         }
-        t
+    }
+
+    /// What was admitted at or before `now` and still counts: what a provider's statement
+    /// at `now` can have seen of ours. GCRA cannot tell queued bookings apart and counts
+    /// its whole level.
+    fn admitted(&self, now: u64) -> u64 {
+        match &self.state {
+            State::Gcra { .. } => self.used(now),
+            State::Sliding(ring) => ring.admitted_sum(now, self.window()),
+        }
     }
 
     /// Books `cost` for admission at `at` (`at >= now`, `at >= earliest(now, cost)`).
@@ -369,16 +408,9 @@ impl Bucket {
                 data = [start, if created { CREATED } else { prev_latest }];
             }
         }
-        let mut cap_id = 0;
-        if let Some(cap) = &mut self.cap
-            && at < cap.until
-        {
-            cap.remaining = cap.remaining.saturating_sub(cost);
-            cap_id = cap.id;
-        }
         ReceiptItem {
             bucket: self.id,
-            cap: cap_id,
+            cap: 0,
             dimension: self.key.dimension,
             cost,
             seq: self.seq,
@@ -418,18 +450,8 @@ impl Bucket {
                     }
                 }
             }
-            self.give_back_cap(item, item.cost);
         } else {
             self.refund(item, item.cost, now);
-        }
-    }
-
-    fn give_back_cap(&mut self, item: &ReceiptItem, amount: u64) {
-        if let Some(cap) = &mut self.cap
-            && item.cap != 0
-            && item.cap == cap.id
-        {
-            cap.remaining = cap.remaining.saturating_add(amount);
         }
     }
 
@@ -463,7 +485,6 @@ impl Bucket {
                 }
             }
         }
-        self.give_back_cap(item, amount);
     }
 
     /// Debits `amount` more for a booking already admitted: counted from now (or the
@@ -488,11 +509,6 @@ impl Bucket {
                 let at = now.max(ring.last);
                 ring.record(at, amount, now, win);
             }
-        }
-        if let Some(cap) = &mut self.cap
-            && now < cap.until
-        {
-            cap.remaining = cap.remaining.saturating_sub(amount);
         }
     }
 
@@ -544,9 +560,15 @@ impl Bucket {
         self.retune(now, old_limit, old_w, old_cap, old);
     }
 
-    /// Records what a provider said: a lower limit tightens the bucket (never above the
-    /// configured limit); `remaining` until `reset_at` caps what may be booked before the
-    /// reset.
+    /// Records what a provider said at `now`. A lower limit tightens the bucket (never
+    /// above the configured limit). `remaining` says what the provider counted as used
+    /// (its limit, or ours when not stated, less `remaining`): whatever exceeds what we
+    /// had admitted by `now` is usage we did not book (another client of the key, or
+    /// under-estimated costs) and counts as used until `reset_at` (a window from now when
+    /// not stated). Usage we booked ourselves already counts, and leaves our window as it
+    /// leaves the provider's, so a statement consistent with our bookings changes
+    /// nothing. Each statement replaces the previous one (it states the provider's whole
+    /// usage), so repeated statements never stack.
     pub(crate) fn learn(
         &mut self,
         limit: Option<u64>,
@@ -554,7 +576,8 @@ impl Bucket {
         reset_at: Option<u64>,
         now: u64,
     ) {
-        if let Some(l) = limit.filter(|l| *l > 0) {
+        let limit = limit.filter(|l| *l > 0);
+        if let Some(l) = limit {
             let old_limit = u128::from(self.limit());
             let old_w = u128::from(self.window());
             let old_cap = u128::from(self.capacity());
@@ -565,16 +588,13 @@ impl Bucket {
             }
         }
         if let Some(r) = remaining {
+            let theirs = limit.unwrap_or_else(|| self.limit()).saturating_sub(r);
+            let ours = self.admitted(now);
             let until = reset_at.unwrap_or_else(|| now.saturating_add(self.window()));
-            if until > now {
-                self.seq += 1;
-                self.caps = self.caps.wrapping_add(1).max(1);
-                self.cap = Some(LearnedCap {
-                    remaining: r,
-                    until,
-                    id: self.caps,
-                });
-            }
+            self.phantom = match theirs.checked_sub(ours) {
+                Some(amount) if amount > 0 && until > now => Some(Phantom { amount, until }),
+                _ => None,
+            };
         }
     }
 

@@ -30,8 +30,9 @@
 //!   effects (for choosing a provider).
 //! - [`ScopeHandle::learn`] applies what a provider's headers said: a lower limit tightens
 //!   a bucket (never above the configured limit, and a later statement can raise it back
-//!   only up to the configured limit); `remaining` until `reset` caps what may be booked
-//!   before the reset. [`ScopeHandle::set_cooldown`] (after a 429) makes every
+//!   only up to the configured limit); whatever the provider counted as used beyond what
+//!   the scope had admitted (another client of the key, under-estimated costs) counts as
+//!   used until the provider's `reset`. [`ScopeHandle::set_cooldown`] (after a 429) makes every
 //!   reservation of the scope, and of narrower scopes, wait until then; a reservation
 //!   booked before the cooldown sees it in [`Reservation::ready_at_now`] (check it after
 //!   sleeping).
@@ -278,9 +279,15 @@ impl ScopeHandle {
     ///
     /// - `limit` below the configured limit tightens the bucket; a later statement can
     ///   raise it again, but never above the configured limit.
-    /// - `remaining` until `reset` (a window from now when not stated) caps what may be
-    ///   booked before the reset; a newer statement replaces it. Reservations already in
-    ///   flight that the provider had not counted yet are not subtracted.
+    /// - `remaining` says what the provider counted as used: its `limit` (or the
+    ///   bucket's, when not stated) less `remaining`. What exceeds the bucket's own
+    ///   admissions so far (another client sharing the key, or costs under-estimated)
+    ///   counts as used until `reset` (a window from now when not stated): the provider's
+    ///   reset is when its window is fully replenished, so that usage has left it by
+    ///   then. Usage the bucket booked itself already counts there and leaves the window
+    ///   as it leaves the provider's: a statement consistent with the bucket's own
+    ///   bookings delays nothing. A newer statement replaces the previous one (each
+    ///   states the provider's whole usage), so repeated statements never add up.
     ///
     /// A dimension without a configured bucket is not limited, and the statement is
     /// ignored (the cooldown after a 429 still applies).
@@ -302,6 +309,7 @@ impl ScopeHandle {
     ///     window: Some(Duration::from_secs(60)),
     /// });
     /// assert_eq!(h.capacity(BucketKey::TOKENS_PER_MINUTE), Some(30_000));
+    /// // Nothing of ours was admitted: the 30,000 used are someone else's, until the reset.
     /// let wait = h.wait_time(&[(BucketKey::TOKENS_PER_MINUTE, 1)]).await.unwrap();
     /// assert_eq!(wait, Duration::from_secs(3));
     /// # }

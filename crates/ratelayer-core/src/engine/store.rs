@@ -115,7 +115,8 @@ impl<T> fmt::Debug for StoreFuture<T> {
 pub struct ReceiptItem {
     /// Store-defined identity of the bucket within the scope.
     pub bucket: u16,
-    /// Store-defined identity of a learned cap the booking took from (0: none).
+    /// Store-defined identity of a learned statement the booking took from (0: none;
+    /// the in-memory store uses none).
     pub cap: u16,
     /// What the bucket counts.
     pub dimension: Dimension,

@@ -224,6 +224,8 @@ async fn learned_limits_tighten_but_never_loosen_beyond_what_was_said() {
     let h = handle();
     h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
         .unwrap();
+    // We booked nothing, so the 19,000 the provider counted are someone else's: they
+    // count until the reset, beside the learned (lower) limit.
     h.learn(
         Dimension::Tokens,
         &DimensionLimit {
@@ -477,4 +479,115 @@ async fn absurd_network_values_never_panic() {
         .unwrap();
     let l = h.lease(Priority::High).await.unwrap();
     assert_eq!(l.expires_at(), None);
+}
+
+fn said(limit: Option<u64>, remaining: u64, reset: Duration) -> DimensionLimit {
+    DimensionLimit {
+        limit,
+        remaining: Some(remaining),
+        reset: Some(reset),
+        window: Some(MIN),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn statements_consistent_with_our_bookings_tighten_nothing() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
+        .unwrap();
+    let _a = reserve(&h, &[(TPM, 10_000)]).await.commit();
+    advance(secs(30)).await;
+    let _b = reserve(&h, &[(TPM, 10_000)]).await.commit();
+    // The provider counted exactly our 20,000; its reset (60 s) is when the window is
+    // fully replenished, i.e. when our second booking leaves. A fixed "10,000 more until
+    // the reset" cap would hold 20,000 back for 60 s; our sliding window frees the first
+    // 10,000 after 30 s, and the provider's window does too.
+    h.learn(Dimension::Tokens, &said(Some(30_000), 10_000, MIN));
+    let r = reserve(&h, &[(TPM, 10_000)]).await;
+    assert_eq!(r.wait(), Duration::ZERO);
+    drop(r);
+    assert_eq!(h.wait_time(&[(TPM, 20_000)]).await.unwrap(), secs(30));
+    // Without a stated limit, the bucket's own limit is the reference: same verdict.
+    h.learn(Dimension::Tokens, &said(None, 10_000, MIN));
+    assert_eq!(h.wait_time(&[(TPM, 10_000)]).await.unwrap(), Duration::ZERO);
+    assert_eq!(h.wait_time(&[(TPM, 20_000)]).await.unwrap(), secs(30));
+    // The provider counted less than we booked (we over-estimated): nothing changes.
+    h.learn(Dimension::Tokens, &said(Some(30_000), 25_000, MIN));
+    assert_eq!(h.wait_time(&[(TPM, 10_000)]).await.unwrap(), Duration::ZERO);
+    assert_eq!(h.wait_time(&[(TPM, 10_001)]).await.unwrap(), secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn external_usage_counts_exactly_until_the_reset() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
+        .unwrap();
+    let _a = reserve(&h, &[(TPM, 10_000)]).await.commit();
+    advance(secs(10)).await;
+    // The provider counted 25,000: 15,000 more than ours, replenished 40 s from now.
+    h.learn(Dimension::Tokens, &said(Some(30_000), 5_000, secs(40)));
+    assert_eq!(h.wait_time(&[(TPM, 5_000)]).await.unwrap(), Duration::ZERO);
+    // One more token waits for the external usage to leave (before our own does).
+    assert_eq!(h.wait_time(&[(TPM, 5_001)]).await.unwrap(), secs(40));
+    // Beyond what our own 10,000 leave room for: waits for them (60 s after booking).
+    assert_eq!(h.wait_time(&[(TPM, 20_001)]).await.unwrap(), secs(50));
+    let r = reserve(&h, &[(TPM, 20_000)]).await;
+    assert_eq!(r.wait(), secs(40));
+    tokio::time::sleep_until(r.ready_at()).await;
+    let _b = r.commit();
+    // The phantom is gone: only our own 30,000 count now.
+    assert_eq!(h.wait_time(&[(TPM, 1)]).await.unwrap(), secs(10));
+
+    // GCRA too: 8 of 10 requests used by someone else, replenished in 20 s.
+    h.set_quota(RPM, Quota::gcra(10, MIN)).unwrap();
+    h.learn(Dimension::Requests, &said(Some(10), 2, secs(20)));
+    assert_eq!(h.wait_time(&[(RPM, 2)]).await.unwrap(), Duration::ZERO);
+    assert_eq!(h.wait_time(&[(RPM, 3)]).await.unwrap(), secs(20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lower_stated_limit_still_tightens() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
+        .unwrap();
+    let _a = reserve(&h, &[(TPM, 15_000)]).await.commit();
+    // The provider counted our 15,000 of a 20,000 limit: nothing external, but the
+    // limit is lower than configured.
+    h.learn(Dimension::Tokens, &said(Some(20_000), 5_000, MIN));
+    assert_eq!(h.capacity(TPM), Some(20_000));
+    assert_eq!(h.wait_time(&[(TPM, 5_000)]).await.unwrap(), Duration::ZERO);
+    assert_eq!(h.wait_time(&[(TPM, 5_001)]).await.unwrap(), MIN);
+    assert!(matches!(
+        h.reserve(&[(TPM, 20_001)], None).await,
+        Err(ReserveError::NeverFits(NeverFits {
+            capacity: 20_000,
+            ..
+        }))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_statements_do_not_stack() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
+        .unwrap();
+    let _a = reserve(&h, &[(TPM, 10_000)]).await.commit();
+    // A burst of responses, each saying 10,000 were used beyond ours.
+    for _ in 0..5 {
+        h.learn(Dimension::Tokens, &said(Some(30_000), 10_000, secs(30)));
+    }
+    assert_eq!(h.wait_time(&[(TPM, 10_000)]).await.unwrap(), Duration::ZERO);
+    assert_eq!(h.wait_time(&[(TPM, 10_001)]).await.unwrap(), secs(30));
+    // A newer statement replaces the older one: here the external usage is gone.
+    h.learn(Dimension::Tokens, &said(Some(30_000), 20_000, MIN));
+    assert_eq!(h.wait_time(&[(TPM, 20_000)]).await.unwrap(), Duration::ZERO);
+    // Bookings queued for later are not what the provider counted: a statement made
+    // while they wait still sees the external usage.
+    advance(secs(30)).await;
+    let queued = reserve(&h, &[(TPM, 25_000)]).await;
+    assert_eq!(queued.wait(), secs(30));
+    h.learn(Dimension::Tokens, &said(Some(30_000), 10_000, secs(50)));
+    // After the queued 25,000, one more fits at once without the phantom (30 s), but
+    // the 10,000 external count until the reset.
+    assert_eq!(h.wait_time(&[(TPM, 1)]).await.unwrap(), secs(50));
 }
