@@ -120,25 +120,17 @@ where
                         Ok(book) => book,
                         Err(e) => return ResponseFuture::failed(e),
                     };
-                    if let Book::Done(mut booking) = book {
-                        if booking.ready_at().is_none_or(|at| at <= Instant::now()) {
+                    let book = match book {
+                        Book::Done(mut booking)
+                            if booking.ready_at().is_none_or(|at| at <= Instant::now()) =>
+                        {
                             // The fast path: admitted at once, the readied inner service
                             // is called here.
                             booking.use_now();
                             return ResponseFuture::called(self.inner.call(req), permit);
                         }
-                        let book = Book::Done(booking);
-                        return ResponseFuture::waiting(
-                            Self::wait(
-                                &mut self.inner,
-                                &self.state,
-                                req,
-                                (*limiter).clone(),
-                                priority,
-                            )
-                            .admitted(permit, book),
-                        );
-                    }
+                        book => book,
+                    };
                     return ResponseFuture::waiting(
                         Self::wait(
                             &mut self.inner,
