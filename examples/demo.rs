@@ -211,7 +211,7 @@ mod stack {
         <ProviderService<C> as Service<Request<ReplayBody>>>::Error: Into<BoxError>,
         <ProviderService<C> as Service<Request<ReplayBody>>>::Future: Send + 'static,
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: Into<BoxError>,
+        B::Error: Into<BoxError> + Send,
     {
         let (chain, stats) = Chain::new()
             .provider(

@@ -9,11 +9,12 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::Request;
+use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 
 /// What the layers need of a request body: its bytes, if they are in memory, and a copy
 /// for another attempt, if one can be made.
@@ -208,7 +209,7 @@ impl<D> ReplayableBody for http_body_util::Empty<D> {
 /// replayed body. `None` when the body cannot be replayed.
 ///
 /// ```
-/// use http::Request;
+/// use http::{HeaderMap, Request};
 /// use ratelayer_core::body::try_clone_request;
 ///
 /// let mut req = Request::post("http://localhost/v1/chat/completions")
@@ -231,6 +232,172 @@ pub fn try_clone_request<B: ReplayableBody>(req: &Request<B>) -> Option<Request<
     *copy.headers_mut() = req.headers().clone();
     *copy.extensions_mut() = req.extensions().clone();
     Some(copy)
+}
+
+/// Copies a frame's data into [`Bytes`].
+fn frame_to_bytes<D: bytes::Buf>(frame: Frame<D>) -> Frame<Bytes> {
+    frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
+}
+
+pin_project! {
+    /// A response body that a layer may have partly read: the inner body unchanged, or,
+    /// for a response whose start was read (an error body, to classify it), the bytes read,
+    /// then any read error or trailers met while reading, then the rest of the inner body.
+    /// Either way the caller receives every byte the server sent, as [`Bytes`] frames.
+    ///
+    /// The retry and fallback layers return it (as their `ResponseBody`).
+    ///
+    /// ```
+    /// use http_body::Body;
+    /// use ratelayer_core::body::PrefixedBody;
+    /// let body = PrefixedBody::new(String::from("hello"));
+    /// assert_eq!(body.size_hint().exact(), Some(5));
+    /// ```
+    pub struct PrefixedBody<B: Body> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B: Body> {
+        Passthrough { #[pin] body: B },
+        Buffered {
+            data: Option<Bytes>,
+            error: Option<B::Error>,
+            trailers: Option<HeaderMap>,
+            rest: Option<Pin<Box<B>>>,
+        },
+    }
+}
+
+impl<B: Body> PrefixedBody<B> {
+    /// Wraps a body unchanged.
+    ///
+    /// ```
+    /// use ratelayer_core::body::PrefixedBody;
+    /// let body = PrefixedBody::new(String::new());
+    /// ```
+    pub fn new(body: B) -> Self {
+        PrefixedBody {
+            kind: Kind::Passthrough { body },
+        }
+    }
+
+    /// A body that yields `data` (already read from the inner body), then `error` or
+    /// `trailers` if reading met them, then what `rest` still holds (`None`: it ended).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use ratelayer_core::body::PrefixedBody;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let rest = Box::pin(Full::new(Bytes::from(" world")));
+    /// let body = PrefixedBody::buffered(Bytes::from("hello"), None, None, Some(rest));
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "hello world");
+    /// # }
+    /// ```
+    pub fn buffered(
+        data: Bytes,
+        error: Option<B::Error>,
+        trailers: Option<HeaderMap>,
+        rest: Option<Pin<Box<B>>>,
+    ) -> Self {
+        PrefixedBody {
+            kind: Kind::Buffered {
+                data: (!data.is_empty()).then_some(data),
+                error,
+                trailers,
+                rest,
+            },
+        }
+    }
+}
+
+impl<B: Body> std::fmt::Debug for PrefixedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Passthrough { .. } => "passthrough",
+            Kind::Buffered { .. } => "buffered",
+        };
+        f.debug_struct("PrefixedBody").field("kind", &kind).finish()
+    }
+}
+
+impl<B: Body> Body for PrefixedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { body } => {
+                let f = ready!(body.poll_frame(cx));
+                Poll::Ready(f.map(|r| r.map(frame_to_bytes)))
+            }
+            KindProj::Buffered {
+                data,
+                error,
+                trailers,
+                rest,
+            } => {
+                if let Some(d) = data.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(d))));
+                }
+                if let Some(e) = error.take() {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                if let Some(r) = rest {
+                    match ready!(r.as_mut().poll_frame(cx)) {
+                        Some(f) => return Poll::Ready(Some(f.map(frame_to_bytes))),
+                        None => *rest = None,
+                    }
+                }
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Passthrough { body } => body.is_end_stream(),
+            Kind::Buffered {
+                data,
+                error,
+                trailers,
+                rest,
+            } => {
+                data.is_none()
+                    && error.is_none()
+                    && trailers.is_none()
+                    && rest.as_ref().is_none_or(|r| r.is_end_stream())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Passthrough { body } => body.size_hint(),
+            Kind::Buffered { data, rest, .. } => {
+                let n = data.as_ref().map_or(0, |d| d.len() as u64);
+                match rest {
+                    None => SizeHint::with_exact(n),
+                    Some(r) => {
+                        let h = r.size_hint();
+                        let mut s = SizeHint::new();
+                        s.set_lower(h.lower().saturating_add(n));
+                        if let Some(u) = h.upper() {
+                            s.set_upper(u.saturating_add(n));
+                        }
+                        s
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

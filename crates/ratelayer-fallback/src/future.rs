@@ -35,11 +35,11 @@ type Output<ResB> = Result<Response<ResponseBody<ResB>>, BoxError>;
 /// the attempt in flight is dropped, a half-open circuit's probe is released, and the
 /// request is counted as cancelled in the stats.
 #[must_use = "futures do nothing unless polled"]
-pub struct ResponseFuture<ResB> {
+pub struct ResponseFuture<ResB: Body> {
     inner: Pin<Box<dyn Future<Output = Output<ResB>> + Send>>,
 }
 
-impl<ResB> ResponseFuture<ResB> {
+impl<ResB: Body> ResponseFuture<ResB> {
     pub(crate) fn new(fut: impl Future<Output = Output<ResB>> + Send + 'static) -> Self {
         ResponseFuture {
             inner: Box::pin(fut),
@@ -47,13 +47,13 @@ impl<ResB> ResponseFuture<ResB> {
     }
 }
 
-impl<ResB> fmt::Debug for ResponseFuture<ResB> {
+impl<ResB: Body> fmt::Debug for ResponseFuture<ResB> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture")
     }
 }
 
-impl<ResB> Future for ResponseFuture<ResB> {
+impl<ResB: Body> Future for ResponseFuture<ResB> {
     type Output = Output<ResB>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -94,7 +94,7 @@ impl Drop for RequestGuard {
 }
 
 /// What one attempt came to.
-struct Verdict<ResB> {
+struct Verdict<ResB: Body> {
     class: Classification,
     status: Option<StatusCode>,
     /// The response, rebuilt with the body bytes read (when it can be returned).
@@ -162,7 +162,11 @@ fn prepare<B: ReplayableBody + 'static>(
 }
 
 /// Reads at most `limit` bytes of `body`: the bytes, and whether the body ended.
-async fn read_prefix<ResB>(body: &mut ResB, limit: usize) -> Result<(Bytes, bool), ResB::Error>
+/// What reading the start of a body found: the bytes, trailers met, and whether the body
+/// ended.
+type Prefix = (Bytes, Option<http::HeaderMap>, bool);
+
+async fn read_prefix<ResB>(body: &mut ResB, limit: usize) -> Result<Prefix, ResB::Error>
 where
     ResB: Body<Data = Bytes> + Unpin,
 {
@@ -170,16 +174,21 @@ where
     loop {
         let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
         match frame {
-            None => return Ok((buf.freeze(), true)),
+            None => return Ok((buf.freeze(), None, true)),
             Some(Err(e)) => return Err(e),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
                     buf.extend_from_slice(&data);
                     if buf.len() >= limit {
-                        return Ok((buf.freeze(), false));
+                        return Ok((buf.freeze(), None, false));
                     }
                 }
-            }
+                // Trailers end the body: keep them for the caller.
+                Err(frame) => {
+                    let trailers = frame.into_trailers().ok();
+                    return Ok((buf.freeze(), trailers, true));
+                }
+            },
         }
     }
 }
@@ -203,7 +212,7 @@ async fn judge<B, ResB>(
 ) -> Verdict<ResB>
 where
     ResB: Body<Data = Bytes> + Unpin,
-    ResB::Error: Into<BoxError>,
+    ResB::Error: Into<BoxError> + Send,
 {
     let resp = match result {
         Ok(resp) => resp,
@@ -223,8 +232,9 @@ where
     let (parts, mut body) = resp.into_parts();
     let (bytes, response, error) = if chain.classifier.wants_body(status) {
         match read_prefix(&mut body, chain.policy.max_error_body).await {
-            Ok((bytes, ended)) => {
-                let body = ResponseBody::buffered(bytes.clone(), body, ended);
+            Ok((bytes, trailers, ended)) => {
+                let rest = (!ended).then(|| Box::pin(body));
+                let body = ResponseBody::buffered(bytes.clone(), None, trailers, rest);
                 (Some(bytes), Some(Response::from_parts(parts, body)), None)
             }
             Err(e) => (None, None, Some(e.into())),
@@ -300,7 +310,10 @@ impl Leave {
 }
 
 /// What to do after an attempt.
-enum Step<ResB> {
+// `Done` carries the response (large); a `Step` lives for one decision, never in a
+// collection, so boxing it would only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Step<ResB: Body> {
     /// Try the same provider again, after this wait.
     Again(Option<Duration>),
     /// Leave the provider.
@@ -340,7 +353,7 @@ fn leave<B>(
     l.next
 }
 
-fn outcome<ResB>(verdict: Verdict<ResB>) -> Output<ResB> {
+fn outcome<ResB: Body>(verdict: Verdict<ResB>) -> Output<ResB> {
     match (verdict.response, verdict.error) {
         (Some(r), _) => Ok(r),
         (None, Some(e)) => Err(e),
@@ -367,7 +380,7 @@ impl<B> Walk<'_, B> {
         Leave::new(reason, detail, status, self.pos + 1)
     }
 
-    fn error_detail<ResB>(verdict: &Verdict<ResB>) -> String {
+    fn error_detail<ResB: Body>(verdict: &Verdict<ResB>) -> String {
         verdict
             .error
             .as_ref()
@@ -375,7 +388,7 @@ impl<B> Walk<'_, B> {
     }
 
     /// Decides what an attempt's verdict means. `permit` records the breaker outcome.
-    fn decide<ResB>(
+    fn decide<ResB: Body>(
         &mut self,
         verdict: Verdict<ResB>,
         m: &RequestMeta,
@@ -514,7 +527,7 @@ pub(crate) async fn run<B, ResB>(
 where
     B: ReplayableBody + Send + 'static,
     ResB: Body<Data = Bytes> + Unpin + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    ResB::Error: Into<BoxError> + Send,
 {
     let guard = RequestGuard::new(chain.stats.clone());
     let original_meta = meta::ensure(&mut req).clone();

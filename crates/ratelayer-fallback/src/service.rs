@@ -111,7 +111,7 @@ impl<B, ResB> Service<Request<B>> for Fallback<B, ResB>
 where
     B: ReplayableBody + Send + 'static,
     ResB: Body<Data = Bytes> + Unpin + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    ResB::Error: Into<BoxError> + Send,
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = BoxError;

@@ -563,3 +563,42 @@ async fn huge_durations_never_panic() {
     assert!(all.attempts[0].reason.starts_with("quota_exhausted"));
     assert!(all.attempts[1].reason.starts_with("circuit_open"));
 }
+
+/// An error response whose body the fallback read to classify it comes back whole: every
+/// byte, and the trailers met while reading.
+#[tokio::test(start_paused = true)]
+async fn a_read_error_body_keeps_its_bytes_and_trailers() {
+    type Body = http_body_util::combinators::WithTrailers<
+        http_body_util::Full<bytes::Bytes>,
+        std::future::Ready<Option<Result<http::HeaderMap, std::convert::Infallible>>>,
+    >;
+    let svc = tower::service_fn(|_req: Request<ReplayBody>| async {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-trailer", http::HeaderValue::from_static("kept"));
+        let body: Body = http_body_util::Full::new(bytes::Bytes::from(
+            r#"{"error":{"message":"bad request","type":"invalid_request_error"}}"#,
+        ))
+        .with_trailers(std::future::ready(Some(Ok(trailers))));
+        Ok::<_, BoxError>(
+            Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .body(body)
+                .unwrap(),
+        )
+    });
+    let f: Fallback<ReplayBody, Body> = Fallback::builder()
+        .provider(ProviderSpec::new("only").service(svc))
+        .build()
+        .unwrap();
+    let resp = f.oneshot(chat(10)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let collected = resp.into_body().collect().await.unwrap();
+    assert_eq!(
+        collected.trailers().and_then(|t| t.get("x-trailer")),
+        Some(&http::HeaderValue::from_static("kept"))
+    );
+    assert_eq!(
+        collected.to_bytes(),
+        r#"{"error":{"message":"bad request","type":"invalid_request_error"}}"#
+    );
+}

@@ -94,7 +94,7 @@ where
 async fn drive<ResB>(f: &Fallback<ReplayBody, ResB>)
 where
     ResB: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
-    ResB::Error: Into<ratelayer_core::BoxError>,
+    ResB::Error: Into<ratelayer_core::BoxError> + Send,
 {
     let mut tasks = Vec::new();
     let mut seed: u64 = 0x5eed;
