@@ -11,7 +11,9 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::limiter::{Admit, Book, Booking, Permit, ScopeLimiter, Waiter, priority_str};
+use crate::limiter::{
+    Admit, Book, Booking, Permit, PermitOwner, ScopeLimiter, Waiter, priority_str,
+};
 use ratelayer_core::engine::{Priority, Reserve};
 use std::sync::Arc;
 
@@ -232,7 +234,8 @@ where
                         ready!(self.poll_sleep(until, cx));
                         continue;
                     }
-                    match self.limiter.acquire(self.priority)? {
+                    let owner = || PermitOwner::Scope(Arc::clone(&self.limiter));
+                    match self.limiter.acquire(self.priority, owner)? {
                         Admit::Now(p) => self.stage = Stage::Admitted(p),
                         Admit::Queued(w) => self.stage = Stage::Queued(w),
                     }

@@ -7,10 +7,14 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 use ratelayer_core::{ConfigError, LimitState, RequestMeta, Scope};
 
 use crate::config::{ConcurrencyConfig, Limits, ScopeBy};
-use crate::limiter::{ScopeLimiter, ScopeStats};
+use crate::limiter::{PermitOwner, ScopeLimiter, ScopeStats};
 
 /// State shared by a layer, its services (all clones) and its handles.
+///
+/// Aligned to a cache line so that, inside its `Arc`, the fields every request reads sit
+/// on another line than the reference counts every service clone and permit writes.
 #[derive(Debug)]
+#[repr(align(64))]
 pub(crate) struct Shared {
     config: RwLock<ConcurrencyConfig>,
     /// Fixed for the layer's life (a reload cannot change it).
@@ -47,16 +51,26 @@ impl Shared {
         read(&self.config)
     }
 
+    /// The first scope's limiter, once a request has been seen.
+    #[inline]
+    pub(crate) fn first(&self) -> Option<&Arc<ScopeLimiter>> {
+        self.first.get()
+    }
+
     /// The limiter of the request described by `meta`.
     #[inline]
     pub(crate) fn limiter_for(&self, meta: &RequestMeta) -> LimiterRef<'_> {
         let by_model = self.scope_by == ScopeBy::ProviderCredentialModel;
-        let matches = |s: &Scope| {
-            s.provider() == &*meta.provider
-                && s.credential() == meta.credential.as_deref()
-                && (!by_model || s.model() == meta.model.as_deref())
+        let model = if by_model {
+            meta.model.as_deref()
+        } else {
+            None
         };
-        if let Some(l) = self.first.get().filter(|l| matches(l.scope())) {
+        if let Some(l) = self
+            .first
+            .get()
+            .filter(|l| l.matches(&meta.provider, meta.credential.as_deref(), model))
+        {
             return LimiterRef::Borrowed(l);
         }
         let mut scope = Scope::new(meta.provider.clone());
@@ -97,10 +111,22 @@ impl Shared {
     }
 }
 
-/// A scope's limiter, borrowed from the layer's cache or owned.
+/// A scope's limiter: the layer's first scope (borrowed), or another one.
 pub(crate) enum LimiterRef<'a> {
     Borrowed(&'a Arc<ScopeLimiter>),
     Owned(Arc<ScopeLimiter>),
+}
+
+impl LimiterRef<'_> {
+    /// What a permit of this scope keeps alive: the layer's shared state for the first
+    /// scope (one reference count per request, as the service's own), else the limiter.
+    #[inline]
+    pub(crate) fn owner(&self, shared: &Arc<Shared>) -> PermitOwner {
+        match self {
+            LimiterRef::Borrowed(_) => PermitOwner::First(Arc::clone(shared)),
+            LimiterRef::Owned(l) => PermitOwner::Scope(Arc::clone(l)),
+        }
+    }
 }
 
 impl Deref for LimiterRef<'_> {

@@ -6,17 +6,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use ratelayer_core::engine::{
-    BucketKey, ConcurrencyConfig as LeaseConfig, Lease, LeaseFuture, OnFull, Priority, Quota,
-    Reservation, Reserve, ReserveError, ScopeHandle,
+    BucketKey, ConcurrencyConfig as LeaseConfig, LeaseGrant, OnFull, Priority, Quota, Reservation,
+    Reserve, ReserveError, ScopeHandle, StoreFuture,
 };
 use ratelayer_core::{BoxError, Dimension, QueueFull, Scope};
 use tokio::time::Instant;
 
 use crate::config::{Limits, WhenFull};
+use crate::handle::Shared;
 
 /// A request limit the provider stated: `limit` per `interval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +57,76 @@ struct Applied {
     costs: Arc<[(BucketKey, u64)]>,
 }
 
-/// The limiter of one scope, shared by every clone of the layer's services.
+/// A scope's identity as the hot path compares it, on cache lines of its own.
+///
+/// The scope's strings are often shared with a request's metadata, small allocations
+/// among those every request makes and frees, so their cache lines are written by other
+/// cores all the time (false sharing): a copy padded by a cache line on each side is
+/// read from lines nothing else writes.
 #[derive(Debug)]
+struct ScopeKey {
+    /// Provider, credential and model bytes, one after the other, between paddings.
+    buf: Box<[u8]>,
+    provider: usize,
+    credential: Option<usize>,
+    model: Option<usize>,
+}
+
+/// A cache line (and then some, for adjacent-line prefetching).
+const PAD: usize = 128;
+
+impl ScopeKey {
+    fn new(scope: &Scope) -> Self {
+        let parts = [
+            scope.provider(),
+            scope.credential().unwrap_or(""),
+            scope.model().unwrap_or(""),
+        ];
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut buf = Vec::with_capacity(2 * PAD + len);
+        buf.resize(PAD, 0);
+        for p in parts {
+            buf.extend_from_slice(p.as_bytes());
+        }
+        buf.resize(2 * PAD + len, 0);
+        ScopeKey {
+            buf: buf.into_boxed_slice(),
+            provider: scope.provider().len(),
+            credential: scope.credential().map(str::len),
+            model: scope.model().map(str::len),
+        }
+    }
+
+    /// Whether the scope is (`provider`, `credential`, `model`).
+    #[inline]
+    fn matches(&self, provider: &str, credential: Option<&str>, model: Option<&str>) -> bool {
+        if provider.len() != self.provider
+            || credential.map(str::len) != self.credential
+            || model.map(str::len) != self.model
+        {
+            return false;
+        }
+        let mut at = PAD;
+        for part in [provider, credential.unwrap_or(""), model.unwrap_or("")] {
+            let end = at + part.len();
+            if self.buf.get(at..end) != Some(part.as_bytes()) {
+                return false;
+            }
+            at = end;
+        }
+        true
+    }
+}
+
+/// The limiter of one scope, shared by every clone of the layer's services.
+///
+/// Aligned to a cache line, so that no other allocation shares the lines every request
+/// reads.
+#[derive(Debug)]
+#[repr(align(64))]
 pub(crate) struct ScopeLimiter {
     scope: Scope,
+    key: ScopeKey,
     engine: ScopeHandle,
     applied: Mutex<Applied>,
     /// Whether any request bucket is set (read without the lock on the hot path).
@@ -109,6 +176,7 @@ pub(crate) fn buckets(limits: &Limits) -> Vec<(BucketKey, Quota)> {
 impl ScopeLimiter {
     pub(crate) fn new(scope: Scope, engine: ScopeHandle, limits: &Limits) -> Self {
         let l = ScopeLimiter {
+            key: ScopeKey::new(&scope),
             scope,
             engine,
             applied: Mutex::new(Applied {
@@ -126,6 +194,17 @@ impl ScopeLimiter {
 
     pub(crate) fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    /// Whether this is the scope of (`provider`, `credential`, `model`).
+    #[inline]
+    pub(crate) fn matches(
+        &self,
+        provider: &str,
+        credential: Option<&str>,
+        model: Option<&str>,
+    ) -> bool {
+        self.key.matches(provider, credential, model)
     }
 
     fn lock(&self) -> MutexGuard<'_, Applied> {
@@ -225,12 +304,20 @@ impl ScopeLimiter {
     }
 
     /// A permit at once if one is free and nobody waits; otherwise a place in the queue,
-    /// or [`QueueFull`] when the queue is full and the scope is set to fail.
-    pub(crate) fn acquire(&self, priority: Priority) -> Result<Admit, QueueFull> {
-        let mut fut = self.engine.lease(priority);
+    /// or [`QueueFull`] when the queue is full and the scope is set to fail. `owner` is
+    /// what the permit keeps alive to give its lease back: this limiter, reachable from it.
+    pub(crate) fn acquire(
+        &self,
+        priority: Priority,
+        owner: impl FnOnce() -> PermitOwner,
+    ) -> Result<Admit, QueueFull> {
+        let mut fut = self.engine.store().acquire_lease(priority);
         let mut cx = Context::from_waker(Waker::noop());
         match Pin::new(&mut fut).poll(&mut cx) {
-            Poll::Ready(Ok(lease)) => Ok(Admit::Now(Permit { lease })),
+            Poll::Ready(Ok(grant)) => Ok(Admit::Now(Permit {
+                owner: owner(),
+                grant,
+            })),
             Poll::Ready(Err(full)) => {
                 tracing::warn!(scope = %self.scope, capacity = full.capacity,
                     "queue full: request rejected");
@@ -245,7 +332,10 @@ impl ScopeLimiter {
                     queued,
                     "request queued for a concurrency permit"
                 );
-                Ok(Admit::Queued(Waiter { fut }))
+                Ok(Admit::Queued(Waiter {
+                    fut,
+                    owner: Some(owner()),
+                }))
             }
         }
     }
@@ -278,22 +368,51 @@ pub(crate) fn priority_str(p: Priority) -> &'static str {
 /// A place in a scope's queue. Dropping it leaves the queue (or gives back a permit
 /// granted to it in the meantime).
 pub(crate) struct Waiter {
-    fut: LeaseFuture,
+    fut: StoreFuture<Result<LeaseGrant, QueueFull>>,
+    owner: Option<PermitOwner>,
 }
 
 impl Waiter {
     pub(crate) fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, QueueFull>> {
-        Pin::new(&mut self.fut)
-            .poll(cx)
-            .map(|r| r.map(|lease| Permit { lease }))
+        let res = ready!(Pin::new(&mut self.fut).poll(cx));
+        let Some(owner) = self.owner.take() else {
+            // Polled again after it completed; the future never completes twice.
+            return Poll::Pending;
+        };
+        Poll::Ready(res.map(|grant| Permit { owner, grant }))
     }
+}
+
+/// What a [`Permit`] keeps alive to give its lease back.
+#[derive(Debug)]
+pub(crate) enum PermitOwner {
+    /// The layer's first scope, reached through the layer's shared state. The service
+    /// already writes that reference count for each clone: a permit holding it writes no
+    /// other shared cache line than the lease queue's.
+    First(Arc<Shared>),
+    /// Any scope.
+    Scope(Arc<ScopeLimiter>),
 }
 
 /// A concurrency permit of one scope (an engine lease), given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Permit {
-    #[allow(dead_code)] // held for its Drop
-    lease: Lease,
+    owner: PermitOwner,
+    grant: LeaseGrant,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let limiter = match &self.owner {
+            PermitOwner::First(shared) => shared.first(),
+            PermitOwner::Scope(l) => Some(l),
+        };
+        match limiter {
+            Some(l) => l.engine.store().release_lease(&self.grant),
+            // The first scope is set before any permit of it exists, and never unset.
+            None => tracing::error!("concurrency permit of an unknown scope not given back"),
+        }
+    }
 }
 
 /// Booking a start: at once when nothing paces (or the store answered at once), or a
@@ -331,5 +450,31 @@ impl Booking {
         if let Some(r) = self.reservation.take() {
             drop(r.commit());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_key_matches_only_its_own_scope() {
+        let full = Scope::new("openai")
+            .with_credential("fp")
+            .with_model("gpt-4o");
+        let k = ScopeKey::new(&full);
+        assert!(k.matches("openai", Some("fp"), Some("gpt-4o")));
+        assert!(!k.matches("openai", Some("fp"), None));
+        assert!(!k.matches("openai", Some("fp"), Some("gpt-4x")));
+        assert!(!k.matches("openai", Some("fq"), Some("gpt-4o")));
+        assert!(!k.matches("openal", Some("fp"), Some("gpt-4o")));
+        // The same bytes split differently are another scope.
+        assert!(!k.matches("openaif", Some("p"), Some("gpt-4o")));
+
+        let bare = ScopeKey::new(&Scope::new("kimi"));
+        assert!(bare.matches("kimi", None, None));
+        assert!(!bare.matches("kimi", Some(""), None));
+        assert!(!bare.matches("kimi", None, Some("")));
+        assert!(!bare.matches("kim", None, None));
     }
 }

@@ -317,3 +317,54 @@ async fn nothing_starts_during_a_cooldown() {
     send.send_response(ok("y"));
     assert_ready!(t.poll()).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn permits_of_each_scope_go_back_to_their_own_scope() {
+    // "p" is the layer's first scope, "q" another one: their permits are given back
+    // through different owners, and each admits only its own queue.
+    let (layer, handle) = ConcurrencyLayer::pair(
+        ConcurrencyConfig::new()
+            .provider("p", Limits::new().max_concurrent(1))
+            .provider("q", Limits::new().max_concurrent(1)),
+    )
+    .unwrap();
+    let (mock, mut mh) = mock::pair::<Request<String>, Response<Full<Bytes>>>();
+    let svc = layer.layer(mock);
+    let mut p1 = task::spawn(svc.clone().oneshot(req("p", "p1")));
+    let mut q1 = task::spawn(svc.clone().oneshot(req("q", "q1")));
+    let mut p2 = task::spawn(svc.clone().oneshot(req("p", "p2")));
+    let mut q2 = task::spawn(svc.clone().oneshot(req("q", "q2")));
+    for t in [&mut p1, &mut q1, &mut p2, &mut q2] {
+        assert_pending!(t.poll());
+    }
+    let stats = |p: &str| {
+        let s = handle.stats(&scope(p)).unwrap();
+        (s.in_flight, s.queued)
+    };
+    assert_eq!((stats("p"), stats("q")), ((1, 1), (1, 1)));
+    let (a, send_a) = next_body(&mut mh).await;
+    let (b, send_b) = next_body(&mut mh).await;
+    assert_eq!((a.as_str(), b.as_str()), ("p1", "q1"));
+
+    // q1 ends: only q2 is admitted.
+    send_b.send_response(ok("q1"));
+    drop(assert_ready!(q1.poll()).unwrap());
+    assert_eq!((stats("p"), stats("q")), ((1, 1), (1, 0)));
+    assert_pending!(p2.poll());
+    assert_pending!(q2.poll());
+    let (c, send_c) = next_body(&mut mh).await;
+    assert_eq!(c, "q2");
+
+    // p1 ends: p2 is admitted; then everything ends and nothing stays held.
+    send_a.send_response(ok("p1"));
+    drop(assert_ready!(p1.poll()).unwrap());
+    assert_eq!((stats("p"), stats("q")), ((1, 0), (1, 0)));
+    assert_pending!(p2.poll());
+    let (d, send_d) = next_body(&mut mh).await;
+    assert_eq!(d, "p2");
+    send_c.send_response(ok("q2"));
+    send_d.send_response(ok("p2"));
+    drop(assert_ready!(q2.poll()).unwrap());
+    drop(assert_ready!(p2.poll()).unwrap());
+    assert_eq!((stats("p"), stats("q")), ((0, 0), (0, 0)));
+}
