@@ -1,7 +1,5 @@
 //! Token estimation from request bodies.
 
-use serde_json::{Map, Value};
-
 /// The estimate of one request: input tokens and the output allowance.
 ///
 /// ```
@@ -144,6 +142,29 @@ pub trait TokenEstimator: Send + Sync + 'static {
     fn estimate(&self, input: &EstimateInput<'_>) -> TokenEstimate {
         estimate_json(self, input)
     }
+
+    /// The estimate of a request together with the model its JSON body names (a
+    /// top-level `model` string of 1 to 256 bytes). The layers call this once per
+    /// request ([`meta::compute`](super::compute)).
+    ///
+    /// By default it reads the model first and then calls [`estimate`](Self::estimate)
+    /// with it, so [`count_text`](Self::count_text) always sees the body's model. An
+    /// estimator whose counts do not depend on the model may override it to read the body
+    /// once, as [`DefaultEstimator`] does.
+    ///
+    /// ```
+    /// use ratelayer_core::meta::{DefaultEstimator, EstimateInput, TokenEstimator};
+    /// let body = br#"{"messages":[{"role":"user","content":"hi"}],"model":"gpt-4o","max_tokens":5}"#;
+    /// let (e, model) = DefaultEstimator::new()
+    ///     .estimate_and_model(&EstimateInput::new("/v1/chat/completions", Some(body)));
+    /// assert_eq!(model.as_deref(), Some("gpt-4o"));
+    /// assert_eq!(e.output_tokens, 5);
+    /// ```
+    fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<String>) {
+        let model = input.body.and_then(super::scan::model_in_body);
+        let input = input.model(model.as_deref().or(input.model));
+        (self.estimate(&input), model)
+    }
 }
 
 impl<E: TokenEstimator + ?Sized> TokenEstimator for std::sync::Arc<E> {
@@ -161,6 +182,9 @@ impl<E: TokenEstimator + ?Sized> TokenEstimator for std::sync::Arc<E> {
     }
     fn estimate(&self, input: &EstimateInput<'_>) -> TokenEstimate {
         (**self).estimate(input)
+    }
+    fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<String>) {
+        (**self).estimate_and_model(input)
     }
 }
 
@@ -231,6 +255,11 @@ impl TokenEstimator for DefaultEstimator {
             self.default_output.unwrap_or(1_024)
         }
     }
+
+    /// One pass over the body: the default count does not depend on the model.
+    fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<String>) {
+        scan_estimate(self, input)
+    }
 }
 
 /// Whether `path` is an embeddings endpoint (OpenAI `/embeddings`, Gemini
@@ -245,7 +274,7 @@ fn is_embeddings(path: &str) -> bool {
 const REPLY_PRIMING: u64 = 3;
 
 /// Keys whose values are the request's input.
-const INPUT_KEYS: &[&str] = &[
+pub(crate) const INPUT_KEYS: &[&str] = &[
     "messages",
     "system",
     "prompt",
@@ -261,11 +290,11 @@ const INPUT_KEYS: &[&str] = &[
 
 /// Keys whose array elements are messages, or whose value is one message when it is not
 /// an array (each charged [`per_message`](TokenEstimator::per_message)).
-const MESSAGE_KEYS: &[&str] = &["messages", "contents", "input", "prompt"];
+pub(crate) const MESSAGE_KEYS: &[&str] = &["messages", "contents", "input", "prompt"];
 
 /// Keys whose value is one message (each charged
 /// [`per_message`](TokenEstimator::per_message) once).
-const SINGLE_MESSAGE_KEYS: &[&str] = &[
+pub(crate) const SINGLE_MESSAGE_KEYS: &[&str] = &[
     "system",
     "systemInstruction",
     "system_instruction",
@@ -273,7 +302,7 @@ const SINGLE_MESSAGE_KEYS: &[&str] = &[
 ];
 
 /// Types and keys of media parts.
-const MEDIA_TYPES: &[&str] = &[
+pub(crate) const MEDIA_TYPES: &[&str] = &[
     "image",
     "image_url",
     "input_image",
@@ -283,7 +312,7 @@ const MEDIA_TYPES: &[&str] = &[
     "file",
     "audio",
 ];
-const MEDIA_KEYS: &[&str] = &[
+pub(crate) const MEDIA_KEYS: &[&str] = &[
     "image_url",
     "input_audio",
     "inline_data",
@@ -291,38 +320,6 @@ const MEDIA_KEYS: &[&str] = &[
     "file_data",
     "fileData",
 ];
-
-fn is_media(o: &Map<String, Value>) -> bool {
-    let typed = o
-        .get("type")
-        .and_then(Value::as_str)
-        .is_some_and(|t| MEDIA_TYPES.contains(&t));
-    typed || MEDIA_KEYS.iter().any(|k| o.contains_key(*k))
-}
-
-/// Tokens of a JSON value: every string counted as text, every number in an array (token
-/// ids) as one token, every media part as [`media_tokens`](TokenEstimator::media_tokens).
-fn count_value<E: TokenEstimator + ?Sized>(e: &E, v: &Value, model: Option<&str>) -> u64 {
-    match v {
-        Value::String(s) => e.count_text(s, model),
-        Value::Number(_) => 1,
-        Value::Array(items) => items
-            .iter()
-            .fold(0u64, |acc, i| acc.saturating_add(count_value(e, i, model))),
-        Value::Object(o) if is_media(o) => e.media_tokens(),
-        Value::Object(o) => o
-            .values()
-            .fold(0u64, |acc, i| acc.saturating_add(count_value(e, i, model))),
-        Value::Bool(_) | Value::Null => 0,
-    }
-}
-
-/// The largest of the non-negative integer fields present.
-fn largest(o: &Map<String, Value>, keys: &[&str]) -> Option<u64> {
-    keys.iter()
-        .filter_map(|k| o.get(*k).and_then(Value::as_u64))
-        .max()
-}
 
 /// The estimate of a request, read from its JSON body. This is what
 /// [`TokenEstimator::estimate`] does by default.
@@ -359,71 +356,51 @@ pub fn estimate_json<E: TokenEstimator + ?Sized>(
     e: &E,
     input: &EstimateInput<'_>,
 ) -> TokenEstimate {
+    scan_estimate(e, input).0
+}
+
+/// [`estimate_json`], and the model the body names, from one pass over the body.
+fn scan_estimate<E: TokenEstimator + ?Sized>(
+    e: &E,
+    input: &EstimateInput<'_>,
+) -> (TokenEstimate, Option<String>) {
     let by_length = |bytes: u64| bytes.div_ceil(3);
     let Some(body) = input.body else {
-        return TokenEstimate {
+        let e = TokenEstimate {
             input_tokens: by_length(input.content_length.unwrap_or(0)),
             output_tokens: e.default_output(input.path),
             source: super::EstimateSource::Conservative,
         };
+        return (e, None);
     };
-    let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(body) else {
-        return TokenEstimate {
+    let Some(facts) = super::scan::scan(e, body, input.model) else {
+        let e = TokenEstimate {
             input_tokens: by_length(body.len() as u64),
             output_tokens: e.default_output(input.path),
             source: super::EstimateSource::Conservative,
         };
+        return (e, None);
     };
-    let generation = o
-        .get("generationConfig")
-        .or_else(|| o.get("generation_config"))
-        .and_then(Value::as_object);
-    let max = [
-        largest(
-            &o,
-            &["max_completion_tokens", "max_tokens", "max_output_tokens"],
-        ),
-        generation.and_then(|g| largest(g, &["maxOutputTokens", "max_output_tokens"])),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
-    let n = largest(&o, &["n"])
-        .or_else(|| generation.and_then(|g| largest(g, &["candidateCount", "candidate_count"])))
-        .unwrap_or(1)
-        .max(1);
+    let (max, n) = facts.output();
     let output_tokens = max
         .unwrap_or_else(|| e.default_output(input.path))
-        .saturating_mul(n);
-
-    let model = input.model;
-    let (mut tokens, mut found) = (0u64, false);
-    for key in INPUT_KEYS {
-        let Some(v) = o.get(*key).filter(|v| !v.is_null()) else {
-            continue;
-        };
-        found = true;
-        tokens = tokens.saturating_add(count_value(e, v, model));
-        let messages = match v {
-            Value::Array(items) if MESSAGE_KEYS.contains(key) => items.len() as u64,
-            _ if MESSAGE_KEYS.contains(key) || SINGLE_MESSAGE_KEYS.contains(key) => 1,
-            _ => 0,
-        };
-        tokens = tokens.saturating_add(messages.saturating_mul(e.per_message()));
-    }
-    if !found {
-        return TokenEstimate {
+        .saturating_mul(n.unwrap_or(1).max(1));
+    if !facts.found_input {
+        let e = TokenEstimate {
             input_tokens: by_length(body.len() as u64),
             output_tokens,
             source: super::EstimateSource::Conservative,
         };
+        return (e, facts.model);
     }
+    let mut tokens = facts.input_tokens;
     if !is_embeddings(input.path) {
         tokens = tokens.saturating_add(REPLY_PRIMING);
     }
-    TokenEstimate {
+    let e = TokenEstimate {
         input_tokens: tokens,
         output_tokens,
         source: super::EstimateSource::Body,
-    }
+    };
+    (e, facts.model)
 }

@@ -33,6 +33,7 @@ use crate::headers::Dialect;
 use crate::scope::Scope;
 
 mod estimate;
+mod scan;
 #[cfg(test)]
 mod tests;
 
@@ -297,18 +298,18 @@ pub fn compute<B: ReplayableBody, E: TokenEstimator + ?Sized>(
         Some(p) => p.0.clone(),
         None => Arc::from(provider_for_uri(req.uri())),
     };
-    let model = body
-        .and_then(model_in_body)
-        .or_else(|| model_in_path(req.uri().path()));
+    let path = req.uri().path();
+    let path_model = model_in_path(path);
     let content_length = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let input = EstimateInput::new(req.uri().path(), body)
+    let input = EstimateInput::new(path, body)
         .content_length(content_length)
-        .model(model.as_deref());
-    let estimate = estimator.estimate(&input);
+        .model(path_model.as_deref());
+    let (estimate, body_model) = estimator.estimate_and_model(&input);
+    let model = body_model.or(path_model);
     let meta = RequestMeta {
         provider,
         credential: credential(req.headers(), req.uri()),
@@ -372,27 +373,15 @@ pub fn provider_for_uri(uri: &Uri) -> String {
     known.map_or(host, str::to_owned)
 }
 
-/// The longest model name taken from a request (longer ones are ignored).
-const MAX_MODEL_LEN: usize = 256;
-
-fn model_in_body(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct WithModel {
-        model: Option<String>,
-    }
-    let m = serde_json::from_slice::<WithModel>(body).ok()?.model?;
-    (!m.is_empty() && m.len() <= MAX_MODEL_LEN).then_some(m)
-}
-
-/// Gemini `/models/{model}:generateContent` (also Vertex's
-/// `/publishers/google/models/{model}:…`), Azure `/deployments/{name}/…`.
+/// The model a path names (`/models/{model}:…`, `/deployments/{model}/…`).
 fn model_in_path(path: &str) -> Option<String> {
     let mut segments = path.split('/');
     while let Some(s) = segments.next() {
         if s == "models" || s == "deployments" {
             let next = segments.next()?;
             let name = next.split(':').next().unwrap_or(next);
-            return (!name.is_empty() && name.len() <= MAX_MODEL_LEN).then(|| name.to_owned());
+            return (!name.is_empty() && name.len() <= scan::MAX_MODEL_LEN)
+                .then(|| name.to_owned());
         }
     }
     None
@@ -409,12 +398,24 @@ fn model_in_path(path: &str) -> Option<String> {
 /// assert_eq!(fingerprint(b"").len(), 8);
 /// ```
 pub fn fingerprint(secret: &[u8]) -> String {
+    let hex = fingerprint_hex(secret);
+    String::from_utf8_lossy(&hex).into_owned()
+}
+
+/// [`fingerprint`] as eight ASCII hex digits, without allocating.
+fn fingerprint_hex(secret: &[u8]) -> [u8; 8] {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let h = secret
         .iter()
         .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME));
-    format!("{:08x}", (h ^ (h >> 32)) as u32)
+    let v = (h ^ (h >> 32)) as u32;
+    let mut out = [0u8; 8];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((v >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 /// Credential headers, in the order they are looked for.
@@ -436,5 +437,9 @@ fn credential(headers: &HeaderMap, uri: &Uri) -> Option<Arc<str>> {
     from_header
         .or_else(from_query)
         .filter(|v| !v.is_empty())
-        .map(|v| Arc::from(fingerprint(v)))
+        .map(|v| {
+            let hex = fingerprint_hex(v);
+            // Eight ASCII hex digits are always UTF-8.
+            Arc::from(std::str::from_utf8(&hex).unwrap_or("00000000"))
+        })
 }

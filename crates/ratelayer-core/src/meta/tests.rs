@@ -632,3 +632,179 @@ proptest! {
         }
     }
 }
+
+// ------------------------------------------------- one pass == the tree model
+
+/// The estimate as a tree walk over a parsed `serde_json::Value`: the documented rules
+/// written the obvious way, the model that the one-pass reader must match.
+fn tree_model(path: &str, body: &[u8]) -> (TokenEstimate, Option<String>) {
+    use super::estimate::{INPUT_KEYS, MEDIA_KEYS, MEDIA_TYPES, MESSAGE_KEYS, SINGLE_MESSAGE_KEYS};
+    use serde_json::{Map, Value};
+    let e = DefaultEstimator::new();
+    let conservative = |output| TokenEstimate {
+        input_tokens: (body.len() as u64).div_ceil(3),
+        output_tokens: output,
+        source: EstimateSource::Conservative,
+    };
+    let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(body) else {
+        return (conservative(e.default_output(path)), None);
+    };
+    fn is_media(o: &Map<String, Value>) -> bool {
+        o.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| MEDIA_TYPES.contains(&t))
+            || MEDIA_KEYS.iter().any(|k| o.contains_key(*k))
+    }
+    fn count(e: &DefaultEstimator, v: &Value) -> u64 {
+        match v {
+            Value::String(s) => e.count_text(s, None),
+            Value::Number(_) => 1,
+            Value::Array(items) => items.iter().map(|i| count(e, i)).sum(),
+            Value::Object(o) if is_media(o) => e.media_tokens(),
+            Value::Object(o) => o.values().map(|i| count(e, i)).sum(),
+            Value::Bool(_) | Value::Null => 0,
+        }
+    }
+    fn largest(o: &Map<String, Value>, keys: &[&str]) -> Option<u64> {
+        keys.iter()
+            .filter_map(|k| o.get(*k).and_then(Value::as_u64))
+            .max()
+    }
+    let model = o
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty() && m.len() <= 256)
+        .map(str::to_owned);
+    let generation = o
+        .get("generationConfig")
+        .or_else(|| o.get("generation_config"))
+        .and_then(Value::as_object);
+    let max = [
+        largest(
+            &o,
+            &["max_completion_tokens", "max_tokens", "max_output_tokens"],
+        ),
+        generation.and_then(|g| largest(g, &["maxOutputTokens", "max_output_tokens"])),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let n = largest(&o, &["n"])
+        .or_else(|| generation.and_then(|g| largest(g, &["candidateCount", "candidate_count"])))
+        .unwrap_or(1)
+        .max(1);
+    let output = max
+        .unwrap_or_else(|| e.default_output(path))
+        .saturating_mul(n);
+    let (mut tokens, mut found) = (0u64, false);
+    for key in INPUT_KEYS {
+        let Some(v) = o.get(*key).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        found = true;
+        tokens += count(&e, v);
+        tokens += 4 * match v {
+            Value::Array(items) if MESSAGE_KEYS.contains(key) => items.len() as u64,
+            _ if MESSAGE_KEYS.contains(key) || SINGLE_MESSAGE_KEYS.contains(key) => 1,
+            _ => 0,
+        };
+    }
+    if !found {
+        return (conservative(output), model);
+    }
+    if !path.ends_with("/embeddings") {
+        tokens += 3;
+    }
+    let est = TokenEstimate {
+        input_tokens: tokens,
+        output_tokens: output,
+        source: EstimateSource::Body,
+    };
+    (est, model)
+}
+
+/// Any JSON value built from the keys that mean something, and others.
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let key = prop_oneof![
+        Just("model"),
+        Just("messages"),
+        Just("system"),
+        Just("prompt"),
+        Just("input"),
+        Just("instructions"),
+        Just("contents"),
+        Just("systemInstruction"),
+        Just("tools"),
+        Just("tool_choice"),
+        Just("max_tokens"),
+        Just("max_completion_tokens"),
+        Just("max_output_tokens"),
+        Just("maxOutputTokens"),
+        Just("n"),
+        Just("candidateCount"),
+        Just("candidate_count"),
+        Just("generationConfig"),
+        Just("generation_config"),
+        Just("type"),
+        Just("image_url"),
+        Just("inline_data"),
+        Just("content"),
+        Just("role"),
+        Just("text"),
+        Just("x\u{e9}\"\\"),
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<u32>().prop_map(|n| serde_json::json!(n)),
+        any::<i32>().prop_map(|n| serde_json::json!(n)),
+        (-1e6f64..1e6).prop_map(|f| serde_json::json!(f)),
+        prop_oneof![
+            Just("image".to_owned()),
+            Just("text".to_owned()),
+            Just("gpt-4o".to_owned()),
+            "\\PC{0,40}",
+            Just("a\"b\\c\n".to_owned())
+        ]
+        .prop_map(Value::String),
+    ];
+    let object = |key: BoxedStrategy<&'static str>, inner: BoxedStrategy<Value>| {
+        proptest::collection::vec((key, inner), 0..8)
+            .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+    };
+    let key = key.boxed();
+    let k2 = key.clone();
+    let value = leaf
+        .prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                object(k2.clone(), inner.boxed()),
+            ]
+        })
+        .boxed();
+    // Mostly top-level objects, as requests are.
+    prop_oneof![4 => object(key, value.clone()), 1 => value]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// The one-pass reader gives exactly what the tree walk gives, model included, on any
+    /// JSON built from the meaningful keys.
+    #[test]
+    fn one_pass_equals_the_tree_model(body in any_json(), embeddings in any::<bool>()) {
+        let path = if embeddings { "/v1/embeddings" } else { "/v1/chat/completions" };
+        let bytes = body.to_string().into_bytes();
+        let (e, model) = DefaultEstimator::new().estimate_and_model(&EstimateInput::new(path, Some(&bytes)));
+        prop_assert_eq!((e, model), tree_model(path, &bytes), "body {}", body);
+    }
+
+    /// Arbitrary bytes: the same as the tree walk (not JSON, or not an object: by length).
+    #[test]
+    fn one_pass_equals_the_tree_model_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let path = "/v1/chat/completions";
+        let got = DefaultEstimator::new().estimate_and_model(&EstimateInput::new(path, Some(&body)));
+        prop_assert_eq!(got, tree_model(path, &body));
+    }
+}

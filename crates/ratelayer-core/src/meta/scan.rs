@@ -1,0 +1,431 @@
+//! One pass over a JSON request body that finds the model and counts the estimate,
+//! without building a `serde_json::Value` (no allocation for unescaped text).
+//!
+//! The rules are those documented on [`estimate_json`](super::estimate_json); this module
+//! only reads the body once, as a stream of serde events.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::estimate::{
+    INPUT_KEYS, MEDIA_KEYS, MEDIA_TYPES, MESSAGE_KEYS, SINGLE_MESSAGE_KEYS, TokenEstimator,
+};
+
+/// The longest model name taken from a body or a path.
+pub(crate) const MAX_MODEL_LEN: usize = 256;
+
+/// What one pass over a top-level JSON object found.
+#[derive(Debug, Default)]
+pub(crate) struct BodyFacts {
+    /// The top-level `model` string, when it is non-empty and at most
+    /// [`MAX_MODEL_LEN`] bytes.
+    pub(crate) model: Option<String>,
+    /// Tokens of the input keys, with the per-message charges.
+    pub(crate) input_tokens: u64,
+    /// Whether any input key held a non-null value.
+    pub(crate) found_input: bool,
+    /// The largest top-level maximum-output field.
+    pub(crate) max_output: Option<u64>,
+    /// The top-level `n`.
+    pub(crate) n: Option<u64>,
+    /// `generationConfig`'s largest maximum-output field and candidate count (`Some(None)`
+    /// when it is present but not an object).
+    pub(crate) generation_camel: Option<Option<(Option<u64>, Option<u64>)>>,
+    /// `generation_config`'s, used when `generationConfig` is absent.
+    pub(crate) generation_snake: Option<(Option<u64>, Option<u64>)>,
+}
+
+impl BodyFacts {
+    /// The output maximum and the choice count the body states (the generation config
+    /// counts when the top level says nothing of the choices).
+    pub(crate) fn output(&self) -> (Option<u64>, Option<u64>) {
+        let generation = match self.generation_camel {
+            Some(g) => g,
+            None => self.generation_snake,
+        };
+        let max = match (self.max_output, generation.and_then(|g| g.0)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let n = self.n.or_else(|| generation.and_then(|g| g.1));
+        (max, n)
+    }
+}
+
+/// Reads `body` as one JSON object. `None` when it is not valid JSON or not an object.
+pub(crate) fn scan<E: TokenEstimator + ?Sized>(
+    e: &E,
+    body: &[u8],
+    model: Option<&str>,
+) -> Option<BodyFacts> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let facts = de.deserialize_any(TopLevel { e, model }).ok()??;
+    de.end().ok()?;
+    Some(facts)
+}
+
+/// The model a JSON body names: its top-level `model` string, of 1 to
+/// [`MAX_MODEL_LEN`] bytes.
+pub(crate) fn model_in_body(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct WithModel {
+        model: Option<String>,
+    }
+    let m = serde_json::from_slice::<WithModel>(body).ok()?.model?;
+    (!m.is_empty() && m.len() <= MAX_MODEL_LEN).then_some(m)
+}
+
+fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `visit_*` methods of a visitor that answers `$none` for every kind of value not
+/// written out (skipping arrays and objects whole).
+macro_rules! none_for {
+    ($none:expr; $($kind:ident),*) => {
+        $(none_for!(@one $kind, $none);)*
+    };
+    (@one str, $none:expr) => {
+        fn visit_str<Er: serde::de::Error>(self, _: &str) -> Result<Self::Value, Er> { Ok($none) }
+    };
+    (@one u64, $none:expr) => {
+        fn visit_u64<Er: serde::de::Error>(self, _: u64) -> Result<Self::Value, Er> { Ok($none) }
+    };
+    (@one i64, $none:expr) => {
+        fn visit_i64<Er: serde::de::Error>(self, _: i64) -> Result<Self::Value, Er> { Ok($none) }
+    };
+    (@one f64, $none:expr) => {
+        fn visit_f64<Er: serde::de::Error>(self, _: f64) -> Result<Self::Value, Er> { Ok($none) }
+    };
+    (@one bool, $none:expr) => {
+        fn visit_bool<Er: serde::de::Error>(self, _: bool) -> Result<Self::Value, Er> { Ok($none) }
+    };
+    (@one unit, $none:expr) => {
+        fn visit_unit<Er: serde::de::Error>(self) -> Result<Self::Value, Er> { Ok($none) }
+    };
+    (@one seq, $none:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($none)
+        }
+    };
+    (@one map, $none:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($none)
+        }
+    };
+}
+
+/// The keys that mean something somewhere in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Model,
+    /// An input key, by its index in [`INPUT_KEYS`].
+    Input(usize),
+    /// `max_completion_tokens`, `max_tokens`, `max_output_tokens`.
+    MaxOutput,
+    N,
+    GenerationCamel,
+    GenerationSnake,
+    /// `maxOutputTokens` (generation config).
+    MaxOutputTokens,
+    /// `candidateCount`, `candidate_count` (generation config).
+    CandidateCount,
+    Type,
+    Media,
+    Other,
+}
+
+impl Key {
+    fn of(k: &str) -> Key {
+        if let Some(i) = INPUT_KEYS.iter().position(|x| *x == k) {
+            return Key::Input(i);
+        }
+        match k {
+            "model" => Key::Model,
+            "max_completion_tokens" | "max_tokens" | "max_output_tokens" => Key::MaxOutput,
+            "n" => Key::N,
+            "generationConfig" => Key::GenerationCamel,
+            "generation_config" => Key::GenerationSnake,
+            "maxOutputTokens" => Key::MaxOutputTokens,
+            "candidateCount" | "candidate_count" => Key::CandidateCount,
+            "type" => Key::Type,
+            _ if MEDIA_KEYS.contains(&k) => Key::Media,
+            _ => Key::Other,
+        }
+    }
+
+    /// `max_output_tokens` is a maximum at the top level and in a generation config.
+    fn is_generation_max(k: &str) -> bool {
+        k == "maxOutputTokens" || k == "max_output_tokens"
+    }
+}
+
+/// Reads a map key without allocating when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = (Key, bool);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = (Key, bool);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<Er: serde::de::Error>(self, k: &str) -> Result<Self::Value, Er> {
+        Ok((Key::of(k), Key::is_generation_max(k)))
+    }
+}
+
+/// A non-negative integer, or `None` for any other value (which is skipped).
+struct U64Seed;
+
+impl<'de> DeserializeSeed<'de> for U64Seed {
+    type Value = Option<u64>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for U64Seed {
+    type Value = Option<u64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_u64<Er: serde::de::Error>(self, v: u64) -> Result<Self::Value, Er> {
+        Ok(Some(v))
+    }
+    fn visit_i64<Er: serde::de::Error>(self, v: i64) -> Result<Self::Value, Er> {
+        Ok(u64::try_from(v).ok())
+    }
+    none_for!(None; f64, str, bool, unit, seq, map);
+}
+
+/// The top-level `model`: a string, or `None` for any other value.
+struct ModelSeed;
+
+impl<'de> DeserializeSeed<'de> for ModelSeed {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ModelSeed {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_str<Er: serde::de::Error>(self, v: &str) -> Result<Self::Value, Er> {
+        Ok((!v.is_empty() && v.len() <= MAX_MODEL_LEN).then(|| v.to_owned()))
+    }
+    none_for!(None; u64, i64, f64, bool, unit, seq, map);
+}
+
+/// A generation config object: its largest maximum-output field and its candidate count.
+struct GenerationSeed;
+
+impl<'de> DeserializeSeed<'de> for GenerationSeed {
+    type Value = Option<(Option<u64>, Option<u64>)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GenerationSeed {
+    type Value = Option<(Option<u64>, Option<u64>)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut max, mut count) = (None, None);
+        while let Some((key, generation_max)) = map.next_key_seed(KeySeed)? {
+            if generation_max {
+                max = max_opt(max, map.next_value_seed(U64Seed)?);
+            } else if key == Key::CandidateCount {
+                count = max_opt(count, map.next_value_seed(U64Seed)?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Some((max, count)))
+    }
+
+    none_for!(None; str, u64, i64, f64, bool, unit, seq);
+}
+
+/// What counting one value found.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counted {
+    tokens: u64,
+    /// Elements, when the value is an array.
+    items: Option<u64>,
+    /// Whether the value is a string naming a media part type.
+    media_type: bool,
+    null: bool,
+}
+
+/// Counts a value: strings as text, numbers as one token each, media parts as
+/// [`media_tokens`](TokenEstimator::media_tokens), objects and arrays by their contents.
+struct Count<'a, E: ?Sized> {
+    e: &'a E,
+    model: Option<&'a str>,
+}
+
+impl<E: ?Sized> Clone for Count<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E: ?Sized> Copy for Count<'_, E> {}
+
+impl<'de, E: TokenEstimator + ?Sized> DeserializeSeed<'de> for Count<'_, E> {
+    type Value = Counted;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for Count<'_, E> {
+    type Value = Counted;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_str<Er: serde::de::Error>(self, v: &str) -> Result<Counted, Er> {
+        Ok(Counted {
+            tokens: self.e.count_text(v, self.model),
+            media_type: MEDIA_TYPES.contains(&v),
+            ..Counted::default()
+        })
+    }
+    fn visit_u64<Er: serde::de::Error>(self, _: u64) -> Result<Counted, Er> {
+        Ok(Counted {
+            tokens: 1,
+            ..Counted::default()
+        })
+    }
+    fn visit_i64<Er: serde::de::Error>(self, v: i64) -> Result<Counted, Er> {
+        self.visit_u64(v.unsigned_abs())
+    }
+    fn visit_f64<Er: serde::de::Error>(self, _: f64) -> Result<Counted, Er> {
+        self.visit_u64(0)
+    }
+    fn visit_bool<Er: serde::de::Error>(self, _: bool) -> Result<Counted, Er> {
+        Ok(Counted::default())
+    }
+    fn visit_unit<Er: serde::de::Error>(self) -> Result<Counted, Er> {
+        Ok(Counted {
+            null: true,
+            ..Counted::default()
+        })
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Counted, A::Error> {
+        let (mut tokens, mut items) = (0u64, 0u64);
+        while let Some(c) = seq.next_element_seed(self)? {
+            tokens = tokens.saturating_add(c.tokens);
+            items += 1;
+        }
+        Ok(Counted {
+            tokens,
+            items: Some(items),
+            ..Counted::default()
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Counted, A::Error> {
+        let (mut tokens, mut media) = (0u64, false);
+        while let Some((key, _)) = map.next_key_seed(KeySeed)? {
+            let c = map.next_value_seed(self)?;
+            tokens = tokens.saturating_add(c.tokens);
+            media |= key == Key::Media || (key == Key::Type && c.media_type);
+        }
+        Ok(Counted {
+            tokens: if media { self.e.media_tokens() } else { tokens },
+            ..Counted::default()
+        })
+    }
+}
+
+/// The top-level object.
+struct TopLevel<'a, E: ?Sized> {
+    e: &'a E,
+    model: Option<&'a str>,
+}
+
+impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for TopLevel<'_, E> {
+    /// `None` when the body is JSON but not an object.
+    type Value = Option<BodyFacts>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut facts = BodyFacts::default();
+        let count = Count {
+            e: self.e,
+            model: self.model,
+        };
+        while let Some((key, _)) = map.next_key_seed(KeySeed)? {
+            match key {
+                Key::Model => facts.model = map.next_value_seed(ModelSeed)?,
+                Key::Input(i) => {
+                    let c = map.next_value_seed(count)?;
+                    if c.null {
+                        continue;
+                    }
+                    facts.found_input = true;
+                    let k = INPUT_KEYS[i];
+                    let messages = match c.items {
+                        Some(n) if MESSAGE_KEYS.contains(&k) => n,
+                        _ if MESSAGE_KEYS.contains(&k) || SINGLE_MESSAGE_KEYS.contains(&k) => 1,
+                        _ => 0,
+                    };
+                    facts.input_tokens = facts
+                        .input_tokens
+                        .saturating_add(c.tokens)
+                        .saturating_add(messages.saturating_mul(self.e.per_message()));
+                }
+                Key::MaxOutput => {
+                    facts.max_output = max_opt(facts.max_output, map.next_value_seed(U64Seed)?);
+                }
+                Key::N => facts.n = max_opt(facts.n, map.next_value_seed(U64Seed)?),
+                Key::GenerationCamel => {
+                    facts.generation_camel = Some(map.next_value_seed(GenerationSeed)?);
+                }
+                Key::GenerationSnake => {
+                    facts.generation_snake = map.next_value_seed(GenerationSeed)?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(facts))
+    }
+
+    none_for!(None; str, u64, i64, f64, bool, unit, seq);
+}
