@@ -31,6 +31,8 @@ pin_project! {
         permit: Option<Permit>,
         wait: Option<Box<Wait<S, B>>>,
         error: Option<BoxError>,
+        // When a request that waited was sent: stamped on its response (`SentAt`).
+        sent_at: Option<Instant>,
     }
 }
 
@@ -56,6 +58,7 @@ where
             permit: Some(permit),
             wait: None,
             error: None,
+            sent_at: None,
         }
     }
 
@@ -65,6 +68,7 @@ where
             permit: None,
             wait: Some(Box::new(wait)),
             error: None,
+            sent_at: None,
         }
     }
 
@@ -74,6 +78,7 @@ where
             permit: None,
             wait: None,
             error: Some(error),
+            sent_at: None,
         }
     }
 }
@@ -94,6 +99,7 @@ where
             let (fut, permit) = ready!(wait.poll_admit(cx))?;
             *this.wait = None;
             *this.permit = Some(permit);
+            *this.sent_at = Some(Instant::now());
             this.inner.set(Some(fut));
         }
         let Some(fut) = this.inner.as_mut().as_pin_mut() else {
@@ -103,7 +109,12 @@ where
         this.inner.set(None);
         let permit = this.permit.take();
         Poll::Ready(match out {
-            Ok(res) => Ok(res.map(|body| ResponseBody::new(body, permit))),
+            Ok(mut res) => {
+                if let Some(at) = this.sent_at.take() {
+                    ratelayer_core::SentAt(at).stamp(res.extensions_mut());
+                }
+                Ok(res.map(|body| ResponseBody::new(body, permit)))
+            }
             Err(e) => Err(e.into()),
         })
     }

@@ -61,6 +61,36 @@ impl Deadline {
     }
 }
 
+/// When a request was really sent (tokio time), as a *response* extension: a layer that
+/// holds requests back before sending them (a concurrency queue, pacing) sets it on the
+/// response, so layers outside it that count costs in time windows (tokens per minute)
+/// count them from when the provider received the request, not from when they let it
+/// pass. A layer sets it only when the response has none or an earlier one: the innermost
+/// layer knows best.
+///
+/// ```
+/// use http::Response;
+/// use ratelayer_core::SentAt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let mut resp = Response::new(());
+/// SentAt(tokio::time::Instant::now()).stamp(resp.extensions_mut());
+/// assert!(resp.extensions().get::<SentAt>().is_some());
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SentAt(pub Instant);
+
+impl SentAt {
+    /// Sets `self` on `extensions` unless they hold a later instant already.
+    pub fn stamp(self, extensions: &mut http::Extensions) {
+        if extensions.get::<SentAt>().is_none_or(|s| s.0 < self.0) {
+            extensions.insert(self);
+        }
+    }
+}
+
 /// A [governor] clock that reads `tokio::time::Instant`, so governor's limiters obey
 /// `tokio::time::pause` and `tokio::time::advance`.
 ///

@@ -30,7 +30,7 @@ pub mod state;
 
 pub use body::{ReplayBody, ReplayableBody};
 pub use classify::{Classification, Classifier, DefaultClassifier};
-pub use clock::Deadline;
+pub use clock::{Deadline, SentAt};
 pub use error::{ConfigError, NeverFits, QueueFull, WaitTooLong};
 pub use headers::{Dialect, Dimension, RateLimitSnapshot};
 pub use meta::RequestMeta;

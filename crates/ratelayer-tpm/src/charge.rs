@@ -12,7 +12,7 @@ use http::response::Parts;
 use ratelayer_core::engine::{BucketKey, Committed, Quota, ScopeHandle};
 use ratelayer_core::headers::{self, DimensionLimit};
 use ratelayer_core::meta::TokenEstimator;
-use ratelayer_core::{LimitState, NeverFits, RateLimitSnapshot, Scope};
+use ratelayer_core::{LimitState, NeverFits, RateLimitSnapshot, Scope, SentAt};
 
 use crate::calibration::Calibration;
 use crate::config::TpmConfig;
@@ -297,6 +297,10 @@ impl Charge {
             dialect,
         );
         self.shared.learn_limits(&self.entry.handle, &snapshot);
+        if let Some(sent) = parts.extensions.get::<SentAt>() {
+            // An inner layer held the request back: the provider counts it from then.
+            self.committed.sent_at(sent.0);
+        }
         let status = parts.status;
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_client_error() {
             for (key, _) in self.estimate.costs() {

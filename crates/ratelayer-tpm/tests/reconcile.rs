@@ -328,3 +328,44 @@ async fn a_lower_limit_in_the_headers_tightens_the_budget() {
     let e = err.downcast_ref::<ratelayer_core::NeverFits>().unwrap();
     assert_eq!(e.capacity, 10_000);
 }
+
+/// An inner layer that holds every request back `hold` before sending it (like a
+/// concurrency queue) and stamps the response with when it was sent.
+fn holding(
+    hold: Duration,
+) -> impl tower::Service<
+    Request<ReplayBody>,
+    Response = Response<http_body_util::Full<Bytes>>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(move |_req: Request<ReplayBody>| async move {
+        tokio::time::sleep(hold).await;
+        let sent = Instant::now();
+        let mut resp = Response::new(http_body_util::Full::new(Bytes::from_static(
+            br#"{"usage":{"prompt_tokens":20000,"completion_tokens":0,"total_tokens":20000}}"#,
+        )));
+        ratelayer_core::SentAt(sent).stamp(resp.extensions_mut());
+        Ok::<_, std::convert::Infallible>(resp)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_held_back_below_counts_from_when_it_was_sent() {
+    let layer = layer_30k();
+    let t0 = Instant::now();
+    let resp = layer
+        .layer(holding(Duration::from_secs(10)))
+        .oneshot(request("openai", "gpt-4o", 20_000, 0))
+        .await
+        .unwrap();
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(10));
+    // Booked at 0 s but sent at 10 s: the provider counts the 20,000 tokens until 70 s,
+    // so a 20,000-token request booked now waits until then, not until 60 s.
+    let svc = layer.layer(answering(r#"{}"#));
+    svc.oneshot(request("openai", "gpt-4o", 20_000, 0))
+        .await
+        .unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(70));
+}

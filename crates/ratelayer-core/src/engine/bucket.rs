@@ -174,6 +174,45 @@ impl Ring {
         }
     }
 
+    /// Moves `amount` booked in the slot identified by `from` (its start) to the instant
+    /// `at` (later than `from`, possibly before later bookings): into the slot covering
+    /// `at`, else into the first slot starting after `at` (it counts a little longer:
+    /// conservative), else into a new slot at the tail. Returns the identity of the slot
+    /// that holds it now (`from` when the slot is gone: nothing to move).
+    fn move_to(&mut self, from: u64, amount: u64, at: u64, window: u64) -> u64 {
+        let width = (window / self.cap() as u64).max(1);
+        let Some(i) = (0..self.len).find(|&i| self.get(i).start == from) else {
+            return from;
+        };
+        let j = self.idx(i);
+        let taken = amount.min(self.entries[j].sum);
+        self.entries[j].sum -= taken;
+        let (len, full) = (self.len, self.len == self.cap());
+        for k in i..len {
+            let j = self.idx(k);
+            let e = &mut self.entries[j];
+            let covers = at < e.start.saturating_add(width);
+            // The tail takes it when the ring is full or `at` is not after its latest.
+            if covers || k + 1 == len && (full || at <= e.latest) {
+                e.latest = e.latest.max(at);
+                e.sum = e.sum.saturating_add(taken);
+                let start = e.start;
+                self.last = self.last.max(at);
+                return start;
+            }
+        }
+        // After every slot: a new one at the tail.
+        let j = self.idx(self.len);
+        self.entries[j] = Entry {
+            start: at,
+            latest: at,
+            sum: taken,
+        };
+        self.len += 1;
+        self.last = self.last.max(at);
+        at
+    }
+
     /// Rebuilds the ring with `slots` entries, merging the oldest ones if it shrinks
     /// (merging only makes sums count longer: conservative).
     fn resize(&mut self, slots: u32) {
@@ -535,6 +574,26 @@ impl Bucket {
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    /// A committed booking made for `ready` reached the provider at `sent` (later: it was
+    /// held back by an inner layer): count its cost from then, as the provider does. A
+    /// sliding window moves the cost to the slot of `sent` (only this booking's, not the
+    /// whole slot's it shared); GCRA counts it as [`commit_late`](Self::commit_late).
+    pub(crate) fn redate(&mut self, item: &mut ReceiptItem, ready: u64, sent: u64) {
+        if sent <= ready {
+            return;
+        }
+        let win = self.window();
+        match &mut self.state {
+            State::Gcra { .. } => self.commit_late(item, ready, sent),
+            State::Sliding(ring) => {
+                self.seq += 1;
+                item.data[0] = ring.move_to(item.data[0], item.cost, sent, win);
+                // No longer the slot's previous state: a cancel refunds from the new slot.
+                item.data[1] = 0;
             }
         }
     }

@@ -328,6 +328,17 @@ impl ScopeStore for MemoryScope {
         }
     }
 
+    fn redate(&self, receipt: &mut Receipt, ready_at: Instant, sent_at: Instant) {
+        let ready = self.nanos(ready_at);
+        let sent = self.nanos(sent_at);
+        let mut buckets = self.lock();
+        for item in receipt.items_mut() {
+            if let Some(b) = buckets.iter_mut().find(|b| b.id == item.bucket) {
+                b.redate(item, ready, sent);
+            }
+        }
+    }
+
     fn bucket_id(&self, key: BucketKey) -> Option<u16> {
         self.lock().iter().find(|b| b.key == key).map(|b| b.id)
     }

@@ -551,6 +551,38 @@ impl fmt::Debug for Committed {
 }
 
 impl Committed {
+    /// The request reached the provider at `at`, later than it was committed (a layer
+    /// inside held it back, such as a concurrency queue): its costs count from then, as
+    /// the provider counts them, so a window-safe bucket neither forgets them before the
+    /// provider does nor holds the rest of their slot longer. Nothing changes when `at`
+    /// is not later than the booking's `ready_at`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let mut used = h.reserve(&[(tpm, 8_000)], None).await.unwrap().commit();
+    /// tokio::time::advance(Duration::from_secs(5)).await;
+    /// used.sent_at(tokio::time::Instant::now()); // queued 5 s below us before it was sent
+    /// tokio::time::advance(Duration::from_secs(56)).await;
+    /// // The provider counts the 8,000 tokens until 65 s: 4 s more.
+    /// assert_eq!(h.wait_time(&[(tpm, 8_000)]).await.unwrap(), Duration::from_secs(4));
+    /// # }
+    /// ```
+    pub fn sent_at(&mut self, at: Instant) {
+        let r = &mut self.inner;
+        if at > r.booking.ready_at + LATE_COMMIT_SLACK {
+            r.store
+                .redate(&mut r.booking.receipt, r.booking.ready_at, at);
+        }
+    }
+
     /// Sets the actual cost in bucket `key`: debits the difference if it is more than
     /// booked, refunds it if less (a refund never creates capacity beyond the limit).
     /// No effect for a bucket the reservation did not book.

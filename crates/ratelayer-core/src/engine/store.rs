@@ -355,6 +355,14 @@ pub trait ScopeStore: Send + Sync + fmt::Debug + 'static {
     /// counts from then (a window-safe bucket must not forget it early).
     fn commit_late(&self, receipt: &Receipt, ready_at: Instant, used_at: Instant);
 
+    /// Records that a committed booking made for `ready_at` reached the provider later,
+    /// at `sent_at` (an inner layer held it back): its costs count from then, as the
+    /// provider counts them, and later adjustments apply where they count now. The
+    /// default records it as [`commit_late`](Self::commit_late) does (conservative).
+    fn redate(&self, receipt: &mut Receipt, ready_at: Instant, sent_at: Instant) {
+        self.commit_late(receipt, ready_at, sent_at);
+    }
+
     /// The identity of bucket `key` in receipts ([`ReceiptItem::bucket`]).
     fn bucket_id(&self, key: BucketKey) -> Option<u16>;
 

@@ -591,3 +591,27 @@ async fn repeated_statements_do_not_stack() {
     // the 10,000 external count until the reset.
     assert_eq!(h.wait_time(&[(TPM, 1)]).await.unwrap(), secs(50));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_booking_sent_later_moves_alone_to_when_it_was_sent() {
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
+        .unwrap();
+    // A and B share the slot of 0 s; C is booked at 5 s.
+    let mut a = reserve(&h, &[(TPM, 10_000)]).await.commit();
+    let _b = reserve(&h, &[(TPM, 10_000)]).await.commit();
+    advance(secs(5)).await;
+    let _c = reserve(&h, &[(TPM, 5_000)]).await.commit();
+    advance(secs(5)).await;
+    // A was held back below and reached the provider only now; it used 4,000.
+    a.sent_at(Instant::now());
+    a.adjust(TPM, 4_000);
+    assert_eq!(h.used(TPM), Some(19_000));
+    advance(secs(50)).await;
+    // At 60 s B has left the window (A has not: it counts until 70 s, C until 65 s), so
+    // 26,000 more fit once C leaves.
+    assert_eq!(h.wait_time(&[(TPM, 26_000)]).await.unwrap(), secs(5));
+    assert_eq!(h.wait_time(&[(TPM, 21_000)]).await.unwrap(), Duration::ZERO);
+    advance(secs(5)).await;
+    assert_eq!(h.wait_time(&[(TPM, 27_000)]).await.unwrap(), secs(5));
+}
