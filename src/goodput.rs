@@ -3,10 +3,25 @@
 //!
 //! The judge (ratelayer-mock) enforces its limits with a sliding one-minute window: in
 //! any 60 s window it admits at most `rpm` requests and `tpm` tokens, and at most
-//! `concurrency` requests are in flight. So over a span of `d` seconds from the first
-//! admission to the last, it admits at most `tpm × (d / 60 + 1)` tokens (the first
-//! window is available at once). The minimum time to serve the workload is, for each
-//! limit, the span it needs plus one response latency; the largest is binding.
+//! `concurrency` requests are in flight. Cut the time from the first admission into
+//! consecutive 60 s intervals `[first + 60 k, first + 60 (k + 1))`: each lies inside one
+//! of the judge's windows, so each admits at most the limit (a request's final charge is
+//! never more than what it was charged when admitted). Hence:
+//!
+//! - **Minimum time.** `n` units (tokens or requests) at `limit` per minute need
+//!   `ceil(n / limit)` intervals, so the last admission comes at least
+//!   `60 s × (ceil(n / limit) − 1)` after the first, and the last response one latency
+//!   later. This bound is exact for a sliding window (admitting a full limit at 0, 60,
+//!   120 s … meets it); the continuous `60 s × (n / limit − 1)` is not (it claims a
+//!   fraction of a window's budget can be had in that fraction of a minute, which a
+//!   sliding window never gives back). Concurrency needs `ceil(requests / concurrency)`
+//!   latencies. The largest bound is binding.
+//! - **Share of the binding limit used.** What was admitted in the complete intervals
+//!   from the first admission, divided by the limit times their number: the mean fill of
+//!   the judge's window while the strategy had work. Each interval holds at most the
+//!   limit, so 100 % is the most any strategy can reach; the last, partial interval is
+//!   left out (a strategy that has run out of work cannot fill it). A run shorter than a
+//!   minute is measured against one window.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -77,7 +92,7 @@ pub fn theoretical_minimum(
         if per_minute == 0 {
             return 0.0;
         }
-        ((amount as f64 / per_minute as f64) - 1.0).max(0.0) * 60.0
+        (amount.div_ceil(per_minute).max(1) - 1) as f64 * 60.0
     };
     let lat = limits.latency.as_secs_f64();
     let candidates = [
@@ -96,20 +111,22 @@ pub fn theoretical_minimum(
     (Duration::from_secs_f64(secs), binding)
 }
 
-/// The share of the binding limit used by `admissions`: what was admitted from the first
-/// admission to the last, divided by what the judge could have admitted over that span
-/// (see the [module docs](self)). For concurrency: the mean number in flight over the run
-/// divided by the limit.
+/// The share of the binding limit used by `admissions`: what was admitted in the
+/// complete minutes from the first admission, divided by what the judge admits in them at
+/// most (see the [module docs](self)). For concurrency: the mean number in flight over
+/// the run divided by the limit.
 ///
 /// ```
 /// use std::time::Duration;
 /// use ratelayer_suite::goodput::{binding_share, Admission, Binding, ProviderLimits};
 /// let limits = ProviderLimits { rpm: 60, tpm: 1_000, concurrency: 4,
 ///                               latency: Duration::from_secs(1) };
-/// // 1,000 tokens at t=0 and 1,000 more at t=60 s: the whole budget of two windows.
-/// let a = [Admission { at: Duration::ZERO, tokens: 1_000 },
-///          Admission { at: Duration::from_secs(60), tokens: 1_000 }];
-/// let share = binding_share(&limits, Binding::Tpm, &a, Duration::from_secs(61));
+/// // The whole budget at 0, 60 and 120 s, then the little work left at 130 s: every
+/// // complete minute was full.
+/// let at = |s| Duration::from_secs(s);
+/// let a = [Admission { at: at(0), tokens: 1_000 }, Admission { at: at(60), tokens: 1_000 },
+///          Admission { at: at(120), tokens: 1_000 }, Admission { at: at(130), tokens: 10 }];
+/// let share = binding_share(&limits, Binding::Tpm, &a, at(131));
 /// assert!((share - 1.0).abs() < 1e-9);
 /// ```
 pub fn binding_share(
@@ -124,13 +141,15 @@ pub fn binding_share(
     ) else {
         return 0.0;
     };
-    let windows = (last - first).as_secs_f64() / 60.0 + 1.0;
+    const MINUTE: Duration = Duration::from_secs(60);
+    let complete = ((last - first).as_secs() / 60).max(1);
+    // The complete minutes (or the one minute of a shorter run).
+    let end = first + MINUTE * u32::try_from(complete).unwrap_or(u32::MAX);
+    let inside = admissions.iter().filter(|a| a.at < end);
+    let of_limit = |used: u64, limit: u64| used as f64 / (limit.max(1) * complete) as f64;
     match binding {
-        Binding::Tpm => {
-            let used: u64 = admissions.iter().map(|a| a.tokens).sum();
-            used as f64 / (limits.tpm.max(1) as f64 * windows)
-        }
-        Binding::Rpm => admissions.len() as f64 / (limits.rpm.max(1) as f64 * windows),
+        Binding::Tpm => of_limit(inside.map(|a| a.tokens).sum(), limits.tpm),
+        Binding::Rpm => of_limit(inside.count() as u64, limits.rpm),
         Binding::Concurrency => {
             let busy = admissions.len() as f64 * limits.latency.as_secs_f64();
             busy / (limits.concurrency.max(1) as f64 * wall.as_secs_f64().max(1e-9))
@@ -303,6 +322,15 @@ mod tests {
         );
         assert_eq!(binding, Binding::Rpm);
         assert_eq!(min, Duration::from_secs(62));
+        // One request more needs a third minute of the window: 120 s + 2 s, not 63 s.
+        let wide = ProviderLimits {
+            concurrency: 100,
+            ..limits
+        };
+        assert_eq!(
+            theoretical_minimum(&wide, 121, 1_000).0,
+            Duration::from_secs(122)
+        );
     }
 
     #[test]
@@ -319,8 +347,14 @@ mod tests {
                 tokens: 500 / 30,
             })
             .collect();
+        // Two complete minutes (the admission at 120 s is in the partial third).
         let share = binding_share(&limits, Binding::Tpm, &a, Duration::from_secs(121));
-        assert!((share - 61.0 * 16.0 / 3_000.0).abs() < 1e-9, "{share}");
+        assert!((share - 60.0 * 16.0 / 2_000.0).abs() < 1e-9, "{share}");
+        let share = binding_share(&limits, Binding::Rpm, &a, Duration::from_secs(121));
+        assert!((share - 60.0 / 120.0).abs() < 1e-9, "{share}");
+        // Shorter than a minute: against one window.
+        let share = binding_share(&limits, Binding::Tpm, &a[..10], Duration::from_secs(19));
+        assert!((share - 160.0 / 1_000.0).abs() < 1e-9, "{share}");
         assert_eq!(
             binding_share(&limits, Binding::Rpm, &[], Duration::ZERO),
             0.0
