@@ -150,6 +150,21 @@ impl LimitState {
         self.lock().entry(scope.clone()).or_default().tier = Some(tier);
     }
 
+    /// Whether a tier was detected or set for `scope` (no copy of it is made).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope, state::TierInfo};
+    /// let st = LimitState::new();
+    /// let s = Scope::new("openai");
+    /// assert!(!st.has_tier(&s));
+    /// st.set_tier(&s, TierInfo::new("tier-1", Duration::from_secs(20)));
+    /// assert!(st.has_tier(&s));
+    /// ```
+    pub fn has_tier(&self, scope: &Scope) -> bool {
+        self.lock().get(scope).is_some_and(|e| e.tier.is_some())
+    }
+
     /// The tier of `scope`, if one was detected or set.
     pub fn tier(&self, scope: &Scope) -> Option<TierInfo> {
         self.lock().get(scope).and_then(|e| e.tier.clone())
@@ -171,6 +186,10 @@ impl LimitState {
     /// the scope without its model, and the provider as a whole. `None` if no cooldown
     /// is in force now.
     pub fn cooldown_until(&self, scope: &Scope) -> Option<Instant> {
+        // No cooldown anywhere lasts past now: no need to resolve the scope.
+        if !self.inner.store.may_cool_down(Instant::now()) {
+            return None;
+        }
         self.inner.store.scope(scope).cooldown_until()
     }
 
@@ -194,7 +213,29 @@ impl LimitState {
 
     /// The last rate-limit snapshot seen for `scope`.
     pub fn observed(&self, scope: &Scope) -> Option<Observed> {
-        self.lock().get(scope).and_then(|e| e.observed.clone())
+        self.with_observed(scope, Observed::clone)
+    }
+
+    /// Reads the last snapshot observed for exactly `scope` in place, without copying it:
+    /// `f`'s answer, or `None` when nothing was observed.
+    ///
+    /// ```
+    /// use ratelayer_core::{LimitState, RateLimitSnapshot, Scope};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let st = LimitState::new();
+    /// let s = Scope::new("openai");
+    /// assert_eq!(st.with_observed(&s, |o| o.snapshot.requests.limit), None);
+    /// let mut snap = RateLimitSnapshot::default();
+    /// snap.requests.limit = Some(500);
+    /// st.observe(&s, snap);
+    /// assert_eq!(st.with_observed(&s, |o| o.snapshot.requests.limit), Some(Some(500)));
+    /// # }
+    /// ```
+    pub fn with_observed<R>(&self, scope: &Scope, f: impl FnOnce(&Observed) -> R) -> Option<R> {
+        self.lock()
+            .get(scope)
+            .and_then(|e| e.observed.as_ref())
+            .map(f)
     }
 
     /// The scopes this state knows about (with a tier, a snapshot, or engine state).
@@ -224,9 +265,17 @@ mod tests {
         assert_eq!(st.cooldown_remaining(&model), Duration::from_secs(20));
         let other = provider.clone().with_model("gpt-4o-mini");
         assert_eq!(st.cooldown_remaining(&other), Duration::from_secs(20));
+        assert!(st.store().may_cool_down(Instant::now()));
         tokio::time::advance(Duration::from_secs(21)).await;
+        // Past every cooldown: the store says so without resolving a scope.
+        assert!(!st.store().may_cool_down(Instant::now()));
         assert_eq!(st.cooldown_until(&model), None);
         assert_eq!(st.cooldown_remaining(&model), Duration::ZERO);
+        // A cooldown set directly on a scope's handle counts too.
+        st.handle(&other)
+            .set_cooldown(Instant::now() + Duration::from_secs(3));
+        assert!(st.store().may_cool_down(Instant::now()));
+        assert_eq!(st.cooldown_remaining(&other), Duration::from_secs(3));
     }
 
     #[test]

@@ -67,8 +67,7 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future, ResB>,
-        #[pin]
-        sleep: Sleep,
+        sleep: Option<Pin<Box<Sleep>>>,
         service: S,
         ready: bool,
         template: Option<Request<ReqB>>,
@@ -111,7 +110,7 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Gate,
-            sleep: sleep_until(Instant::now()),
+            sleep: None,
             service,
             ready: true,
             template: Some(req),
@@ -124,6 +123,23 @@ where
             total_wait: Duration::ZERO,
             probe: None,
         }
+    }
+}
+
+/// Arms the timer for `until`. The timer is made at the first wait, so a request that
+/// never waits builds none.
+fn arm(slot: &mut Option<Pin<Box<Sleep>>>, until: Instant) {
+    match slot {
+        Some(s) => s.as_mut().reset(until),
+        None => *slot = Some(Box::pin(sleep_until(until))),
+    }
+}
+
+/// Polls the armed timer (one never armed has nothing to wait for).
+fn poll_timer(slot: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> Poll<()> {
+    match slot {
+        Some(s) => s.as_mut().poll(cx),
+        None => Poll::Ready(()),
     }
 }
 
@@ -176,7 +192,7 @@ where
                                 Admit::Probe(mut rx) => {
                                     drop_readiness(this.service, this.ready);
                                     if let Some(d) = *this.deadline {
-                                        this.sleep.as_mut().reset(d);
+                                        arm(this.sleep, d);
                                     }
                                     this.state.set(State::Probe {
                                         wait: Box::pin(async move {
@@ -200,14 +216,14 @@ where
                             wait_ms = (until - now).as_millis() as u64, reason = why,
                             "waiting before attempt");
                         *this.total_wait += until - now;
-                        this.sleep.as_mut().reset(until);
+                        arm(this.sleep, until);
                         this.state.set(State::Sleeping);
                         continue;
                     }
                     this.state.set(State::Ready);
                 }
                 StateProj::Sleeping => {
-                    ready!(this.sleep.as_mut().poll(cx));
+                    ready!(poll_timer(this.sleep, cx));
                     this.state.set(State::Gate);
                 }
                 StateProj::Probe { wait } => {
@@ -216,7 +232,7 @@ where
                         continue;
                     }
                     if let Some(d) = *this.deadline {
-                        ready!(this.sleep.as_mut().poll(cx));
+                        ready!(poll_timer(this.sleep, cx));
                         let now = Instant::now();
                         return Poll::Ready(Err(too_long(this.scope, Duration::ZERO, d, now)));
                     }
@@ -258,11 +274,14 @@ where
                 }
                 StateProj::Calling { fut } => {
                     let result = ready!(fut.poll(cx));
-                    this.probe.take();
+                    // Only the probe of a scope not yet seen has anything to report.
+                    let probing = this.probe.take().is_some();
                     let shared = &**this.shared;
                     match result {
                         Ok(resp) => {
-                            shared.gate.seen(this.scope);
+                            if probing {
+                                shared.gate.seen(this.scope);
+                            }
                             let (parts, body) = resp.into_parts();
                             if shared.classifier.wants_body(parts.status) {
                                 this.state.set(State::Reading {
@@ -318,7 +337,7 @@ where
                                 }
                                 Decision::Retry(delay) => {
                                     *this.total_wait += delay;
-                                    this.sleep.as_mut().reset(Instant::now() + delay);
+                                    arm(this.sleep, Instant::now() + delay);
                                     this.state.set(State::Sleeping);
                                     continue;
                                 }
@@ -495,7 +514,7 @@ where
             Some(out)
         }
         Err(delay) => {
-            this.sleep.as_mut().reset(Instant::now() + delay);
+            arm(this.sleep, Instant::now() + delay);
             this.state.set(State::Sleeping);
             None
         }

@@ -81,7 +81,7 @@ impl Gate {
     ) -> Admit {
         let now = Instant::now();
         // Read the shared state before taking our own lock (no nested locks).
-        let observed = state.observed(scope);
+        let observed = state.with_observed(scope, |o| (o.snapshot.requests, o.at));
         let mut map = self.lock();
         let g = map.entry(scope.clone()).or_insert_with(ScopeGate::new);
         if !g.seen {
@@ -95,13 +95,12 @@ impl Gate {
                 scope: scope.clone(),
             }));
         }
-        let Some(obs) = observed else {
+        let Some((req, at)) = observed else {
             g.record(now, MAX_LOG);
             return Admit::Go(None);
         };
-        let req = obs.snapshot.requests;
         if let (Some(0), Some(reset)) = (req.remaining, req.reset) {
-            let until = obs.at + reset;
+            let until = at + reset;
             if until > now {
                 return Admit::Until(until, "remaining 0 until reset");
             }

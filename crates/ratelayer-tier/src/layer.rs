@@ -309,7 +309,7 @@ impl Detector {
     /// Before a request: a scope seen for the first time is on its most conservative
     /// tier, published so every layer reads the same base delay.
     pub(crate) fn on_request(&self, scope: &Scope) {
-        if self.state.tier(scope).is_none() {
+        if !self.state.has_tier(scope) {
             let t = self
                 .tables
                 .for_provider(scope.provider())

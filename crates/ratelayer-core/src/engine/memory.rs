@@ -32,6 +32,8 @@ use crate::scope::Scope;
 pub struct MemoryStore {
     epoch: Instant,
     scopes: Mutex<HashMap<Scope, Arc<MemoryScope>>>,
+    /// The latest cooldown end set on any scope (nanos since `epoch`), never lowered.
+    latest_cooldown: Arc<AtomicU64>,
 }
 
 impl Default for MemoryStore {
@@ -46,6 +48,7 @@ impl MemoryStore {
         MemoryStore {
             epoch: Instant::now(),
             scopes: Mutex::new(HashMap::new()),
+            latest_cooldown: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -71,6 +74,7 @@ impl MemoryStore {
             epoch: self.epoch,
             wider: wider.into_boxed_slice(),
             cooldown: AtomicU64::new(0),
+            latest_cooldown: Arc::clone(&self.latest_cooldown),
             buckets: Mutex::new(Vec::new()),
             next_bucket: AtomicU16::new(0),
             leases: Leases::new(scope.clone()),
@@ -90,6 +94,12 @@ impl Store for MemoryStore {
         let map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         map.keys().cloned().collect()
     }
+
+    #[inline]
+    fn may_cool_down(&self, now: Instant) -> bool {
+        let latest = self.latest_cooldown.load(Ordering::Acquire);
+        latest != 0 && Duration::from_nanos(latest) > now.saturating_duration_since(self.epoch)
+    }
 }
 
 /// The in-memory state of one scope.
@@ -101,6 +111,8 @@ pub struct MemoryScope {
     wider: Box<[Arc<MemoryScope>]>,
     /// Cooldown end in nanoseconds since `epoch`; 0 means none.
     cooldown: AtomicU64,
+    /// The store's latest cooldown end over all scopes.
+    latest_cooldown: Arc<AtomicU64>,
     buckets: Mutex<Vec<Bucket>>,
     next_bucket: AtomicU16,
     leases: Arc<Leases>,
@@ -377,6 +389,7 @@ impl ScopeStore for MemoryScope {
     fn set_cooldown(&self, until: Instant) {
         let n = self.nanos(until).max(1);
         let prev = self.cooldown.fetch_max(n, Ordering::AcqRel);
+        self.latest_cooldown.fetch_max(n, Ordering::AcqRel);
         if prev < n {
             tracing::debug!(scope = %self.scope,
                 cooldown_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,

@@ -306,6 +306,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The scopes the store knows about.
     fn scopes(&self) -> Vec<Scope>;
+
+    /// Whether any cooldown set in this store may still be in force at `now`. `false`
+    /// promises that no scope has a cooldown past `now`, so a caller may skip resolving
+    /// the scope; the default, `true`, promises nothing.
+    fn may_cool_down(&self, now: Instant) -> bool {
+        let _ = now;
+        true
+    }
 }
 
 /// The limiter state of one scope: buckets, cooldown and concurrency leases.
