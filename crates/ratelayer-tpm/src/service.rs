@@ -88,12 +88,14 @@ where
         // the fast path needs no clone of the inner service and no allocation.
         const TOKENS: &str = "the token budget";
         let (wait, reason) = if entry.idle() {
-            let mut reserve = entry.handle.reserve(&costs, Some(Duration::ZERO));
+            // One clock read for the booking, the check and the commit.
+            let now = Instant::now();
+            let mut reserve = entry.handle.reserve_at(&costs, Some(Duration::ZERO), now);
             let mut cx = Context::from_waker(Waker::noop());
             match Pin::new(&mut reserve).poll(&mut cx) {
-                Poll::Ready(Ok(reservation)) if reservation.ready_at() <= Instant::now() => {
+                Poll::Ready(Ok(reservation)) if reservation.ready_at() <= now => {
                     let charge = Charge::new(
-                        reservation.commit(),
+                        reservation.commit_at(now),
                         Arc::clone(&entry),
                         Arc::clone(&self.shared),
                         estimate,
