@@ -129,6 +129,9 @@ fn prepare<B: ReplayableBody + 'static>(
     original: &RequestMeta,
 ) -> RequestMeta {
     let spec = &chain.specs[idx];
+    // What the estimate depends on, to tell whether the rewrites changed it.
+    let body_before = req.body().bytes().map(|b| (b.as_ptr(), b.len()));
+    let path_before = req.uri().path_and_query().cloned();
     spec.apply(req);
     let provider = spec
         .scope_provider
@@ -141,6 +144,23 @@ fn prepare<B: ReplayableBody + 'static>(
         // Same body, same headers: only the provider (scope) changes.
         let m = RequestMeta {
             provider,
+            ..original.clone()
+        };
+        meta::set(req, m.clone());
+        return m;
+    }
+    let same_body =
+        body_before.is_some() && req.body().bytes().map(|b| (b.as_ptr(), b.len())) == body_before;
+    if same_body
+        && req.uri().path_and_query() == path_before.as_ref()
+        && original.source != EstimateSource::Explicit
+    {
+        // The rewrites touched only headers or the authority: the estimate and the model
+        // read from the same body and path stand (no second read of the body); the
+        // provider and the credential are this provider's.
+        let m = RequestMeta {
+            provider,
+            credential: meta::credential_of(req),
             ..original.clone()
         };
         meta::set(req, m.clone());

@@ -467,6 +467,57 @@ async fn rewrites_shape_the_request_and_refresh_its_metadata() {
     );
 }
 
+/// A provider whose rewrites touch only headers keeps the estimate and model read from
+/// the body (no second read), and carries its own credential and provider.
+#[tokio::test(start_paused = true)]
+async fn header_only_rewrites_keep_the_estimate_and_change_the_credential() {
+    type Seen = Arc<Mutex<Vec<Request<ReplayBody>>>>;
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
+    let backup = tower::service_fn(move |req: Request<ReplayBody>| {
+        s2.lock().unwrap().push(req);
+        async { Ok::<_, std::convert::Infallible>(Response::new(ReplayBody::from("ok"))) }
+    });
+    let limited = tower::service_fn(|_req: Request<ReplayBody>| async {
+        let resp = Response::builder()
+            .status(429)
+            .header("retry-after", "999")
+            .body(ReplayBody::empty())
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(resp)
+    });
+    let f = Fallback::builder()
+        .provider(ProviderSpec::new("openai").service(limited))
+        .provider(
+            ProviderSpec::new("backup")
+                .header("authorization", "Bearer sk-backup")
+                .service(backup),
+        )
+        .build()
+        .unwrap();
+    let mut original = chat(10);
+    let expected = ratelayer_core::meta::ensure(&mut original).clone();
+    assert_eq!(f.clone().oneshot(chat(10)).await.unwrap().status(), 200);
+
+    let seen = seen.lock().unwrap();
+    let meta = seen[0].extensions().get::<RequestMeta>().unwrap();
+    assert_eq!(&*meta.provider, "backup");
+    assert_eq!(
+        meta.credential.as_deref(),
+        Some(ratelayer_core::meta::fingerprint(b"Bearer sk-backup").as_str())
+    );
+    assert_ne!(meta.credential, expected.credential);
+    assert_eq!(meta.model.as_deref(), Some("gpt-4o"));
+    assert_eq!(
+        (meta.input_tokens, meta.output_tokens, meta.source),
+        (
+            expected.input_tokens,
+            expected.output_tokens,
+            expected.source
+        )
+    );
+}
+
 #[test]
 fn configuration_is_validated_when_built() {
     let svc = || MockProvider::builder().build().unwrap();

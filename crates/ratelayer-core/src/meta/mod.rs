@@ -419,6 +419,23 @@ fn fingerprint_hex(secret: &[u8]) -> [u8; 8] {
 }
 
 /// Credential headers, in the order they are looked for.
+/// The fingerprint of the credential `req` carries (the first of `authorization`,
+/// `x-api-key`, `api-key`, `x-goog-api-key`, else a `key=` query parameter), as in
+/// [`RequestMeta::credential`]; never the credential itself.
+///
+/// ```
+/// use http::Request;
+/// use ratelayer_core::meta::{credential_of, fingerprint};
+/// let req = Request::get("https://api.openai.com/v1/models")
+///     .header("authorization", "Bearer sk-test")
+///     .body(())
+///     .unwrap();
+/// assert_eq!(credential_of(&req).as_deref(), Some(fingerprint(b"Bearer sk-test").as_str()));
+/// ```
+pub fn credential_of<B>(req: &Request<B>) -> Option<Arc<str>> {
+    credential(req.headers(), req.uri())
+}
+
 const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 /// The fingerprint of the request's credential: the first credential header, else
