@@ -1,7 +1,33 @@
 //! The limiter engine's hot path, side by side with governor's `check_n` and tower's
-//! `ConcurrencyLimit` in the same run: uncontended, then from two threads.
+//! `ConcurrencyLimit` in the same run: uncontended, then from two threads (each thread
+//! runs the operation; the time is per operation and thread, wall clock).
 //!
-//! `cargo bench -p ratelayer-core --bench engine -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p ratelayer-core --bench engine -- --warm-up-time 1 --measurement-time 2`
+//!
+//! Rows (N = 16 tokens; quotas high enough never to limit, so every operation takes the
+//! admit path; the in-memory store behind `LimitState`):
+//!
+//! - `governor check_n`: one `check_n(N)` on a direct limiter, with governor's default
+//!   clock and with `TokioClock` (what ratelayer uses for paused-time tests).
+//! - `engine reserve+commit tokens (GCRA | sliding window)`: `reserve(&[(TPM, N)], None)`,
+//!   polled once, then `commit()` (two clock reads: booking and use), the `Committed`
+//!   dropped.
+//! - `engine reserve+commit 1 request (GCRA) + N tokens (sliding)`: the same booking one
+//!   request in a GCRA reservoir and N tokens in a sliding window: what a request that
+//!   may have to wait books (the TPM layer's queued path, the concurrency layer's paced
+//!   start), with the use read from the clock when it is sent.
+//! - `engine reserve_at+commit_at (one clock read)`: the same with one instant read by
+//!   the caller for both.
+//! - `engine take (reserve+commit at once) 1 request + N tokens`: `take`, which books and
+//!   commits at once if everything fits now (one clock read): what the TPM layer does for
+//!   a request that nobody waits before, its fast path.
+//! - `engine lease acquire+release` and `tower ConcurrencyLimit acquire+release`: a
+//!   concurrency lease taken and given back; tower's layer readied, called, completed.
+//!
+//! After criterion's rows, a paired measurement: each row alternated with governor's
+//! `check_n` in short rounds (load drift on a shared machine hits both alike), with the
+//! median ratio. Skip criterion's rows with a filter that matches none (such as
+//! `-- paired`).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::cell::RefCell;
@@ -118,6 +144,13 @@ fn ops() -> Vec<(&'static str, Op)> {
     ));
     let h = engine(true);
     v.push((
+        "engine take (reserve+commit at once) 1 request + N tokens",
+        Box::new(move || {
+            black_box(now(h.take(&[(RPM, 1), (TPM, N)])).unwrap());
+        }),
+    ));
+    let h = engine(true);
+    v.push((
         "engine lease acquire+release",
         Box::new(move || {
             black_box(now(h.lease(Priority::Normal)).unwrap());
@@ -185,5 +218,62 @@ fn bench(c: &mut Criterion) {
     two.finish();
 }
 
-criterion_group!(benches, bench);
+/// Runs `op` `iters` times on each of `threads` threads; the wall time per iteration.
+fn per_iter(op: &Op, iters: u32, threads: u32) -> f64 {
+    let start = StdInstant::now();
+    if threads == 1 {
+        for _ in 0..iters {
+            op();
+        }
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    for _ in 0..iters {
+                        op();
+                    }
+                });
+            }
+        });
+    }
+    start.elapsed().as_secs_f64() * 1e9 / f64::from(iters)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Each row alternated with governor's `check_n` (default clock) in short rounds, so load
+/// drift on a shared machine hits both alike: the median time per operation of each, and
+/// the median of the per-round ratios.
+fn paired(c: &mut Criterion) {
+    let _ = c;
+    if std::env::args().any(|a| a == "--profile-time") {
+        return;
+    }
+    for (threads, rounds, iters) in [(1, 300, 2_000), (2, 40, 20_000)] {
+        let ops = ops();
+        let (gname, g) = &ops[0];
+        println!("paired, {threads} thread(s), {rounds} alternated rounds, reference: {gname}");
+        for (name, op) in &ops[1..] {
+            let (mut ours, mut theirs, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let t = per_iter(g, iters, threads);
+                let o = per_iter(op, iters, threads);
+                theirs.push(t);
+                ours.push(o);
+                ratio.push(o / t);
+            }
+            println!(
+                "  {name:<68} {:>8.1} ns vs {:>6.1} ns: {:>5.2}x",
+                median(ours),
+                median(theirs),
+                median(ratio)
+            );
+        }
+    }
+}
+
+criterion_group!(benches, bench, paired);
 criterion_main!(benches);

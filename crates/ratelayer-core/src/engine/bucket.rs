@@ -53,6 +53,7 @@ impl Ring {
         self.total = self.total.saturating_sub(taken);
     }
 
+    #[inline]
     fn cap(&self) -> usize {
         self.entries.len()
     }
@@ -64,10 +65,12 @@ impl Ring {
         if j >= self.cap() { j - self.cap() } else { j }
     }
 
+    #[inline]
     fn get(&self, i: usize) -> &Entry {
         &self.entries[self.idx(i)]
     }
 
+    #[inline]
     fn tail_mut(&mut self) -> Option<&mut Entry> {
         if self.len == 0 {
             return None;
@@ -77,6 +80,7 @@ impl Ring {
     }
 
     /// Drops entries that no admission at or after `t` can see.
+    #[inline]
     fn expire(&mut self, t: u64, window: u64) {
         while self.len > 0 && self.entries[self.head].latest.saturating_add(window) <= t {
             self.total = self.total.saturating_sub(self.entries[self.head].sum);
@@ -148,8 +152,15 @@ impl Ring {
     /// `at` falls within its width (or the ring is full: conservative), else in a new
     /// slot. Returns the slot's identity (start), its previous latest time, and whether
     /// the slot is new.
-    fn record(&mut self, at: u64, amount: u64, now: u64, window: u64) -> (u64, u64, bool) {
-        let width = (window / self.cap() as u64).max(1);
+    #[inline]
+    fn record(
+        &mut self,
+        at: u64,
+        amount: u64,
+        now: u64,
+        window: u64,
+        width: u64,
+    ) -> (u64, u64, bool) {
         self.expire(now, window);
         self.last = self.last.max(at);
         let full = self.len == self.cap();
@@ -268,12 +279,20 @@ pub(crate) struct Bucket {
     /// Identifies the bucket in receipts (a re-created bucket gets a new id).
     pub(crate) id: u16,
     quota: Quota,
+    /// The window in nanoseconds (cached from `quota`).
+    win: u64,
+    /// The width of a sliding window's slot in nanoseconds (cached; 0 for GCRA).
+    width: u64,
     learned_limit: Option<u64>,
     /// The latest statement's usage beyond ours (replaced by each statement).
     phantom: Option<Phantom>,
     /// Bumped on every change; a receipt whose `seq` equals it is the last change and
     /// can be undone exactly.
     seq: u64,
+    /// How to undo the latest booking exactly, while it is the bucket's last change
+    /// (`seq` unchanged): GCRA, how far it moved the start past the previous `tat`;
+    /// sliding window, the slot's previous latest time, or [`CREATED`].
+    undo: u64,
     state: State,
 }
 
@@ -312,15 +331,29 @@ impl Bucket {
             },
             Algorithm::SlidingWindow { slots } => State::Sliding(Ring::new(slots)),
         };
-        Bucket {
+        let mut b = Bucket {
             key,
             id,
             quota,
+            win: 0,
+            width: 0,
             learned_limit: None,
             phantom: None,
             seq: 0,
+            undo: 0,
             state,
-        }
+        };
+        b.refresh();
+        b
+    }
+
+    /// Recomputes what is cached from the quota and the ring's size.
+    fn refresh(&mut self) {
+        self.win = window_ns(&self.quota);
+        self.width = match &self.state {
+            State::Gcra { .. } => 0,
+            State::Sliding(ring) => (self.win / ring.cap() as u64).max(1),
+        };
     }
 
     pub(crate) fn quota(&self) -> Quota {
@@ -328,17 +361,20 @@ impl Bucket {
     }
 
     /// The configured limit, tightened by what the provider said.
+    #[inline]
     pub(crate) fn limit(&self) -> u64 {
         self.learned_limit
             .map_or(self.quota.limit, |l| l.min(self.quota.limit))
             .max(1)
     }
 
+    #[inline]
     fn window(&self) -> u64 {
-        window_ns(&self.quota)
+        self.win
     }
 
     /// The most one reservation can ever take.
+    #[inline]
     pub(crate) fn capacity(&self) -> u64 {
         match self.quota.algorithm {
             Algorithm::Gcra { burst } => self.learned_limit.map_or(burst, |l| burst.min(l.max(1))),
@@ -381,6 +417,35 @@ impl Bucket {
         }
     }
 
+    /// Whether `cost` fits at `now` (`earliest(now, cost) == now`, and `cost` within the
+    /// capacity): the fast path of a reservation, with no division.
+    #[inline]
+    pub(crate) fn fits_now(&self, now: u64, cost: u64) -> bool {
+        let need = match self.phantom {
+            // Before its `until` the phantom counts beside `cost` (see `earliest`).
+            Some(p) if p.until > now => cost.saturating_add(p.amount),
+            _ => cost,
+        };
+        match &self.state {
+            State::Gcra { tat, .. } => {
+                let burst = self.capacity();
+                if need > burst {
+                    return false;
+                }
+                let w = u128::from(self.window());
+                // As in `own_earliest`: `tat + need * w - burst * w <= now * limit`.
+                *tat + u128::from(need) * w
+                    <= u128::from(burst) * w + u128::from(now) * u128::from(self.limit())
+            }
+            State::Sliding(ring) => {
+                let limit = self.limit();
+                need <= limit
+                    && now >= ring.last
+                    && ring.live_sum(now, self.window()).saturating_add(need) <= limit
+            }
+        }
+    }
+
     /// The earliest time at or after `now` when `need` fits beside our own bookings, or
     /// `None` if it exceeds the capacity.
     fn own_earliest(&self, now: u64, need: u64) -> Option<u64> {
@@ -417,12 +482,14 @@ impl Bucket {
     }
 
     /// Books `cost` for admission at `at` (`at >= now`, `at >= earliest(now, cost)`).
-    pub(crate) fn book(&mut self, at: u64, cost: u64, now: u64) -> ReceiptItem {
+    #[inline]
+    pub(crate) fn book(&mut self, at: u64, cost: u64, now: u64, out: &mut ReceiptItem) {
         self.seq += 1;
-        let data: [u64; 2];
+        let data: u64;
         let w = u128::from(self.window());
         let l = u128::from(self.limit());
         let win = self.window();
+        let width = self.width;
         let seq = self.seq;
         match &mut self.state {
             State::Gcra {
@@ -440,45 +507,41 @@ impl Bucket {
                 // when the bucket was idle, where any value up to `now` restores the same
                 // state).
                 let moved = sat64(*tat - u128::from(cost) * w - prev);
-                data = [sat64(*tat / l), moved];
+                data = sat64(*tat / l);
+                self.undo = moved;
             }
             State::Sliding(ring) => {
-                let (start, prev_latest, created) = ring.record(at, cost, now, win);
-                data = [start, if created { CREATED } else { prev_latest }];
+                let (start, prev_latest, created) = ring.record(at, cost, now, win, width);
+                data = start;
+                self.undo = if created { CREATED } else { prev_latest };
             }
         }
-        ReceiptItem {
-            bucket: self.id,
-            cap: 0,
-            dimension: self.key.dimension,
-            cost,
-            seq: self.seq,
-            data,
-        }
+        out.set(self.id, self.key.dimension, cost, seq, data);
     }
 
     /// Gives back an unused booking. Exact (the bucket is as if the booking never
     /// happened) when nothing else changed the bucket since; otherwise refunds only what
     /// is still outstanding (never creating capacity beyond the limit).
     pub(crate) fn cancel(&mut self, item: &ReceiptItem, now: u64) {
-        if item.seq == self.seq {
+        if item.seq() == self.seq {
+            // The booking was the bucket's last change: `undo` is its own.
             self.seq += 1;
             match &mut self.state {
                 State::Gcra { tat, last_book, .. } => {
-                    let w = u128::from(window_ns(&self.quota));
-                    *tat -= u128::from(item.cost) * w + u128::from(item.data[1]);
+                    let w = u128::from(self.win);
+                    *tat -= u128::from(item.cost()) * w + u128::from(self.undo);
                     *last_book = 0;
                 }
                 State::Sliding(ring) => {
-                    let created = item.data[1] == CREATED;
-                    if ring.len > 0 && ring.get(ring.len - 1).start == item.data[0] {
+                    let created = self.undo == CREATED;
+                    if ring.len > 0 && ring.get(ring.len - 1).start == item.data() {
                         let j = ring.idx(ring.len - 1);
-                        ring.take(j, item.cost);
+                        ring.take(j, item.cost());
                         if created {
                             ring.entries[j] = Entry::default();
                             ring.len -= 1;
                         } else {
-                            ring.entries[j].latest = item.data[1];
+                            ring.entries[j].latest = self.undo;
                         }
                         // The latest booking before this one is now the newest slot's.
                         ring.last = if ring.len > 0 {
@@ -490,7 +553,7 @@ impl Bucket {
                 }
             }
         } else {
-            self.refund(item, item.cost, now);
+            self.refund(item, item.cost(), now);
         }
     }
 
@@ -506,9 +569,9 @@ impl Bucket {
                 min_slack,
             } => {
                 let floor = u128::from(now) * l;
-                let end = (u128::from(item.data[0]) * l).min(*tat);
+                let end = (u128::from(item.data()) * l).min(*tat);
                 let mut back = (u128::from(amount) * w).min(end.saturating_sub(floor));
-                if item.seq != *last_book {
+                if item.seq() != *last_book {
                     back = back.min(*min_slack);
                     *min_slack -= back;
                 }
@@ -517,7 +580,7 @@ impl Bucket {
             State::Sliding(ring) => {
                 for i in 0..ring.len {
                     let j = ring.idx(i);
-                    if ring.entries[j].start == item.data[0] {
+                    if ring.entries[j].start == item.data() {
                         ring.take(j, amount);
                         break;
                     }
@@ -533,6 +596,7 @@ impl Bucket {
         let w = u128::from(self.window());
         let l = u128::from(self.limit());
         let win = self.window();
+        let width = self.width;
         match &mut self.state {
             State::Gcra {
                 tat,
@@ -546,7 +610,7 @@ impl Bucket {
             }
             State::Sliding(ring) => {
                 let at = now.max(ring.last);
-                ring.record(at, amount, now, win);
+                ring.record(at, amount, now, win, width);
             }
         }
     }
@@ -560,7 +624,7 @@ impl Bucket {
         let l = u128::from(self.limit());
         match &mut self.state {
             State::Gcra { tat, last_book, .. } => {
-                let end = u128::from(item.data[0]) * l;
+                let end = u128::from(item.data()) * l;
                 *tat = (*tat).max(end + u128::from(used - ready) * l);
                 *last_book = 0;
             }
@@ -568,7 +632,7 @@ impl Bucket {
                 ring.last = ring.last.max(used);
                 for i in 0..ring.len {
                     let j = ring.idx(i);
-                    if ring.entries[j].start == item.data[0] {
+                    if ring.entries[j].start == item.data() {
                         let e = &mut ring.entries[j];
                         e.latest = e.latest.max(used);
                         break;
@@ -591,21 +655,23 @@ impl Bucket {
             State::Gcra { .. } => self.commit_late(item, ready, sent),
             State::Sliding(ring) => {
                 self.seq += 1;
-                item.data[0] = ring.move_to(item.data[0], item.cost, sent, win);
-                // No longer the slot's previous state: a cancel refunds from the new slot.
-                item.data[1] = 0;
+                // (The bumped `seq` also makes an exact undo impossible: a cancel would
+                // refund from the new slot.)
+                let slot = ring.move_to(item.data(), item.cost(), sent, win);
+                item.set_data(slot);
             }
         }
     }
 
     /// Changes the booked cost of `item` to `actual`: debits the difference or refunds it.
     pub(crate) fn adjust(&mut self, item: &mut ReceiptItem, actual: u64, now: u64) {
-        if actual > item.cost {
-            self.debit(actual - item.cost, now);
-        } else if actual < item.cost {
-            self.refund(item, item.cost - actual, now);
+        let cost = item.cost();
+        if actual > cost {
+            self.debit(actual - cost, now);
+        } else if actual < cost {
+            self.refund(item, cost - actual, now);
         }
-        item.cost = actual;
+        item.set_cost(actual);
     }
 
     /// Applies a new quota (hot reload) keeping the state: the outstanding load carries
@@ -616,7 +682,9 @@ impl Bucket {
         let old_cap = u128::from(self.capacity());
         let old = self.quota;
         self.quota = quota;
+        self.refresh();
         self.retune(now, old_limit, old_w, old_cap, old);
+        self.refresh();
     }
 
     /// Records what a provider said at `now`. A lower limit tightens the bucket (never

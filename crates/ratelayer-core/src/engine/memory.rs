@@ -75,7 +75,7 @@ impl MemoryStore {
             wider: wider.into_boxed_slice(),
             cooldown: AtomicU64::new(0),
             latest_cooldown: Arc::clone(&self.latest_cooldown),
-            buckets: Mutex::new(Vec::new()),
+            buckets: Mutex::new(Buckets::default()),
             next_bucket: AtomicU16::new(0),
             leases: Leases::new(scope.clone()),
         });
@@ -102,6 +102,33 @@ impl Store for MemoryStore {
     }
 }
 
+/// The buckets of a scope, and the latest instant a reservation read from the clock.
+#[derive(Debug, Default)]
+struct Buckets {
+    list: Vec<Bucket>,
+    /// The latest `now` of a reservation (nanoseconds since the epoch): whoever takes the
+    /// lock after it is at least as late, even if its own clock read came first (another
+    /// thread read the clock a moment later and booked first). Without it, that racing
+    /// reservation would see a later booking and wait a few hundred nanoseconds.
+    seen: u64,
+}
+
+impl std::ops::Deref for Buckets {
+    type Target = Vec<Bucket>;
+
+    #[inline]
+    fn deref(&self) -> &Vec<Bucket> {
+        &self.list
+    }
+}
+
+impl std::ops::DerefMut for Buckets {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Vec<Bucket> {
+        &mut self.list
+    }
+}
+
 /// The in-memory state of one scope.
 #[derive(Debug)]
 pub struct MemoryScope {
@@ -113,7 +140,7 @@ pub struct MemoryScope {
     cooldown: AtomicU64,
     /// The store's latest cooldown end over all scopes.
     latest_cooldown: Arc<AtomicU64>,
-    buckets: Mutex<Vec<Bucket>>,
+    buckets: Mutex<Buckets>,
     next_bucket: AtomicU16,
     leases: Arc<Leases>,
 }
@@ -136,9 +163,27 @@ impl MemoryScope {
     }
 
     #[inline]
-    fn lock(&self) -> MutexGuard<'_, Vec<Bucket>> {
+    fn lock(&self) -> MutexGuard<'_, Buckets> {
         // Bucket updates are plain arithmetic that cannot panic half-way.
         self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks the buckets for a reservation at `now_i`: the guard, and the instant in
+    /// nanoseconds and as an `Instant` (`now_i`, or the latest instant a reservation
+    /// booked at, if later: another thread read the clock after this one and booked
+    /// first).
+    #[inline]
+    fn lock_at(&self, now_i: Instant) -> (MutexGuard<'_, Buckets>, u64, Instant) {
+        let read = self.nanos(now_i);
+        let mut buckets = self.lock();
+        let now = read.max(buckets.seen);
+        buckets.seen = now;
+        let now_i = if now == read {
+            now_i
+        } else {
+            self.instant(now)
+        };
+        (buckets, now, now_i)
     }
 
     /// Cooldown end (nanos), over this scope and the wider ones.
@@ -189,15 +234,79 @@ impl MemoryScope {
         Ok((ready, reason))
     }
 
+    /// Books `costs` at `now_i` if they all fit then and no cooldown is in force: the
+    /// common case, without planning a later instant (one pass to check, one to book).
+    /// The receipt and the instant booked (`now_i`, or a little later if another
+    /// reservation read the clock after this one and booked first); `None` if it does not
+    /// fit now (nothing booked: [`reserve_now`](Self::reserve_now) plans it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, MemoryStore, Quota, ScopeStore, Store};
+    /// use ratelayer_core::Scope;
+    ///
+    /// let scope = MemoryStore::new().scope(&Scope::new("openai")).as_memory().unwrap();
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// scope.set_quota(tpm, Some(Quota::sliding_window(1_000, Duration::from_secs(60)))).unwrap();
+    /// let now = tokio::time::Instant::now();
+    /// let (receipt, at) = scope.book_now(&[(tpm, 600)], now).unwrap();
+    /// assert_eq!((receipt.items()[0].cost(), at), (600, now));
+    /// assert!(scope.book_now(&[(tpm, 600)], now).is_none()); // does not fit now
+    /// ```
+    #[inline]
+    pub fn book_now(
+        &self,
+        costs: &[(BucketKey, u64)],
+        now_i: Instant,
+    ) -> Option<(Receipt, Instant)> {
+        let (mut buckets, now, now_i) = self.lock_at(now_i);
+        if self.cooldown_nanos() > now
+            || !buckets.iter().all(|b| {
+                let cost = cost_of(costs, b.key);
+                cost == 0 || b.fits_now(now, cost)
+            })
+        {
+            return None;
+        }
+        let mut receipt = Receipt::default();
+        for b in buckets.iter_mut() {
+            let cost = cost_of(costs, b.key);
+            if cost > 0 {
+                receipt.push_with(|item| b.book(now, cost, now, item));
+            }
+        }
+        drop(buckets);
+        Some((receipt, now_i))
+    }
+
     /// Reserves synchronously (the in-memory store never waits inside the store).
+    #[inline]
     pub fn reserve_now(
         &self,
         costs: &[(BucketKey, u64)],
         max_wait: Option<Duration>,
         now_i: Instant,
     ) -> Result<Booking, ReserveError> {
-        let now = self.nanos(now_i);
-        let mut buckets = self.lock();
+        match self.book_now(costs, now_i) {
+            Some((receipt, ready_at)) => Ok(Booking {
+                ready_at,
+                waits: false,
+                receipt,
+            }),
+            None => self.reserve_planned(costs, max_wait, now_i),
+        }
+    }
+
+    /// [`reserve_now`](Self::reserve_now) when it does not fit at once: plans the
+    /// earliest instant, or declines.
+    #[inline(never)]
+    fn reserve_planned(
+        &self,
+        costs: &[(BucketKey, u64)],
+        max_wait: Option<Duration>,
+        now_i: Instant,
+    ) -> Result<Booking, ReserveError> {
+        let (mut buckets, now, now_i) = self.lock_at(now_i);
         let (ready, reason) = self
             .plan(&buckets, costs, now)
             .map_err(ReserveError::NeverFits)?;
@@ -216,7 +325,7 @@ impl MemoryScope {
         for b in buckets.iter_mut() {
             let cost = cost_of(costs, b.key);
             if cost > 0 {
-                receipt.push(b.book(ready, cost, now));
+                receipt.push_with(|item| b.book(ready, cost, now, item));
             }
         }
         drop(buckets);
@@ -244,6 +353,10 @@ fn cost_of(costs: &[(BucketKey, u64)], key: BucketKey) -> u64 {
 impl ScopeStore for MemoryScope {
     fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    fn as_memory(self: Arc<Self>) -> Option<Arc<MemoryScope>> {
+        Some(self)
     }
 
     fn set_quota(&self, key: BucketKey, quota: Option<Quota>) -> Result<(), ConfigError> {
@@ -323,7 +436,7 @@ impl ScopeStore for MemoryScope {
         let mut buckets = self.lock();
         // Undo in reverse booking order so exact restores stack.
         for item in receipt.items().iter().rev() {
-            if let Some(b) = buckets.iter_mut().find(|b| b.id == item.bucket) {
+            if let Some(b) = buckets.iter_mut().find(|b| b.id == item.bucket()) {
                 b.cancel(item, now);
             }
         }
@@ -334,7 +447,7 @@ impl ScopeStore for MemoryScope {
         let used = self.nanos(used_at);
         let mut buckets = self.lock();
         for item in receipt.items() {
-            if let Some(b) = buckets.iter_mut().find(|b| b.id == item.bucket) {
+            if let Some(b) = buckets.iter_mut().find(|b| b.id == item.bucket()) {
                 b.commit_late(item, ready, used);
             }
         }
@@ -345,7 +458,7 @@ impl ScopeStore for MemoryScope {
         let sent = self.nanos(sent_at);
         let mut buckets = self.lock();
         for item in receipt.items_mut() {
-            if let Some(b) = buckets.iter_mut().find(|b| b.id == item.bucket) {
+            if let Some(b) = buckets.iter_mut().find(|b| b.id == item.bucket()) {
                 b.redate(item, ready, sent);
             }
         }
@@ -358,9 +471,9 @@ impl ScopeStore for MemoryScope {
     fn adjust(&self, item: &mut ReceiptItem, actual: u64) {
         let now = self.nanos(Instant::now());
         let mut buckets = self.lock();
-        match buckets.iter_mut().find(|b| b.id == item.bucket) {
+        match buckets.iter_mut().find(|b| b.id == item.bucket()) {
             Some(b) => b.adjust(item, actual, now),
-            None => item.cost = actual,
+            None => item.set_cost(actual),
         }
     }
 

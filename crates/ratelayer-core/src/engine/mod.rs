@@ -171,6 +171,8 @@ pub const LATE_COMMIT_SLACK: Duration = Duration::from_millis(1);
 #[derive(Clone)]
 pub struct ScopeHandle {
     store: Arc<dyn ScopeStore>,
+    /// The same store when it is the in-memory one: the hot path books on it directly.
+    memory: Option<Arc<MemoryScope>>,
 }
 
 impl fmt::Debug for ScopeHandle {
@@ -184,7 +186,8 @@ impl fmt::Debug for ScopeHandle {
 impl ScopeHandle {
     /// Wraps a store's scope handle.
     pub fn new(store: Arc<dyn ScopeStore>) -> Self {
-        ScopeHandle { store }
+        let memory = Arc::clone(&store).as_memory();
+        ScopeHandle { store, memory }
     }
 
     /// The scope.
@@ -259,8 +262,45 @@ impl ScopeHandle {
         now: Instant,
     ) -> Reserve {
         Reserve {
-            fut: self.store.reserve(costs, max_wait, now),
-            store: Some(Arc::clone(&self.store)),
+            inner: Pending::book(self, costs, max_wait, now),
+        }
+    }
+
+    /// Books `costs` if they all fit now, and commits them at once: the request is sent
+    /// now, or not at all (what governor's `check_n` does, with exact waits, several
+    /// buckets and a receipt to [`adjust`](Committed::adjust)). One clock read: the
+    /// instant of booking is the instant of use.
+    ///
+    /// The same as [`reserve`](Self::reserve) with a `max_wait` of zero followed at once
+    /// by [`commit`](Reservation::commit): a wait is declined with
+    /// [`ReserveError::WaitTooLong`] (saying how long and what for) without changing any
+    /// state, and a cost above a bucket's capacity fails with
+    /// [`ReserveError::NeverFits`]. The in-memory store answers at once; a networked
+    /// store's answer arriving late is committed at its arrival.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota, ReserveError};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(1_000, Duration::from_secs(60))).unwrap();
+    /// let mut used = h.take(&[(tpm, 800)]).await.unwrap();
+    /// match h.take(&[(tpm, 800)]).await {
+    ///     Err(ReserveError::WaitTooLong(e)) => assert_eq!(e.wait, Duration::from_secs(60)),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// used.adjust(tpm, 200); // the response said 200 tokens: 600 come back
+    /// assert!(h.take(&[(tpm, 800)]).await.is_ok());
+    /// # }
+    /// ```
+    #[inline]
+    pub fn take(&self, costs: &[(BucketKey, u64)]) -> Take {
+        Take {
+            inner: Pending::book(self, costs, Some(Duration::ZERO), Instant::now()),
         }
     }
 
@@ -368,12 +408,148 @@ impl ScopeHandle {
     }
 }
 
+/// What a booking becomes: a live reservation, or a use.
+trait Outcome: Sized {
+    /// Whether the booking is given back on drop.
+    const LIVE: bool;
+
+    fn from_booked(booked: Booked, ready_at: Instant) -> Self;
+
+    /// The store's answer arrived after a wait (a store that really waits).
+    fn arrived_late(&self) {}
+}
+
+impl Outcome for Reservation {
+    const LIVE: bool = true;
+
+    #[inline]
+    fn from_booked(booked: Booked, ready_at: Instant) -> Self {
+        Reservation { ready_at, booked }
+    }
+}
+
+impl Outcome for Committed {
+    const LIVE: bool = false;
+
+    #[inline]
+    fn from_booked(booked: Booked, ready_at: Instant) -> Self {
+        Committed { ready_at, booked }
+    }
+
+    /// Used at the answer's arrival: recorded then if that is late.
+    fn arrived_late(&self) {
+        let b = &self.booked;
+        record_use(&*b.store, &b.receipt, self.ready_at, Instant::now());
+    }
+}
+
+/// A store operation's outcome: at hand (the in-memory store), or awaited from a store
+/// that really waits.
+#[derive(Debug)]
+enum Pending<T> {
+    Done(Option<Result<T, ReserveError>>),
+    Waiting {
+        fut: StoreFuture<Result<Booking, ReserveError>>,
+        store: Arc<dyn ScopeStore>,
+    },
+}
+
+impl<T: Outcome> Pending<T> {
+    /// Books `costs` for `now`: on the in-memory store directly when everything fits
+    /// now (the booking is built here, and the future only hands it over), else through
+    /// the store.
+    #[inline]
+    fn book(
+        h: &ScopeHandle,
+        costs: &[(BucketKey, u64)],
+        max_wait: Option<Duration>,
+        now: Instant,
+    ) -> Self {
+        if let Some(m) = &h.memory
+            && let Some((receipt, ready_at)) = m.book_now(costs, now)
+        {
+            let booked = Booked {
+                store: Arc::clone(&h.store),
+                receipt,
+                live: T::LIVE,
+            };
+            return Pending::Done(Some(Ok(T::from_booked(booked, ready_at))));
+        }
+        match h.store.reserve(costs, max_wait, now).into_ready() {
+            Ok(res) => Pending::Done(Some(arrived(&h.store, res))),
+            Err(fut) => Pending::Waiting {
+                fut,
+                store: Arc::clone(&h.store),
+            },
+        }
+    }
+
+    #[inline]
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, ReserveError>> {
+        match self {
+            Pending::Done(v) => match v.take() {
+                Some(v) => Poll::Ready(v),
+                None => Poll::Pending,
+            },
+            Pending::Waiting { fut, store } => {
+                let res = std::task::ready!(Pin::new(fut).poll(cx));
+                let out = arrived::<T>(store, res);
+                if let Ok(t) = &out {
+                    t.arrived_late();
+                }
+                *self = Pending::Done(None);
+                Poll::Ready(out)
+            }
+        }
+    }
+}
+
+/// What the store's answer becomes (logged if it waits or was declined).
+#[inline]
+fn arrived<T: Outcome>(
+    store: &Arc<dyn ScopeStore>,
+    res: Result<Booking, ReserveError>,
+) -> Result<T, ReserveError> {
+    match res {
+        Ok(Booking {
+            ready_at,
+            waits,
+            receipt,
+        }) => {
+            if waits {
+                booked_for_later(&**store, ready_at);
+            }
+            let booked = Booked {
+                store: Arc::clone(store),
+                receipt,
+                live: T::LIVE,
+            };
+            Ok(T::from_booked(booked, ready_at))
+        }
+        Err(e) => {
+            declined(&**store, &e);
+            Err(e)
+        }
+    }
+}
+
+#[cold]
+fn booked_for_later(store: &dyn ScopeStore, ready_at: Instant) {
+    let wait = ready_at.saturating_duration_since(Instant::now());
+    tracing::debug!(scope = %store.scope(), wait_ms = wait.as_millis() as u64,
+        "reservation waits");
+}
+
+#[cold]
+fn declined(store: &dyn ScopeStore, e: &ReserveError) {
+    tracing::debug!(scope = %store.scope(), error = %e, "reservation declined");
+}
+
 /// The future of [`ScopeHandle::reserve`].
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct Reserve {
-    fut: StoreFuture<Result<Booking, ReserveError>>,
-    store: Option<Arc<dyn ScopeStore>>,
+    inner: Pending<Reservation>,
 }
 
 impl Future for Reserve {
@@ -381,28 +557,60 @@ impl Future for Reserve {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let res = std::task::ready!(Pin::new(&mut self.fut).poll(cx));
-        let Some(store) = self.store.take() else {
-            return Poll::Pending;
-        };
-        Poll::Ready(match res {
-            Ok(booking) => {
-                if booking.waits {
-                    let wait = booking.ready_at.saturating_duration_since(Instant::now());
-                    tracing::debug!(scope = %store.scope(),
-                        wait_ms = wait.as_millis() as u64, "reservation waits");
-                }
-                Ok(Reservation {
-                    store,
-                    booking,
-                    live: true,
-                })
-            }
-            Err(e) => {
-                tracing::debug!(scope = %store.scope(), error = %e, "reservation declined");
-                Err(e)
-            }
-        })
+        self.inner.poll(cx)
+    }
+}
+
+/// The future of [`ScopeHandle::take`]: ready at once for the in-memory store.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, Quota};
+/// use ratelayer_core::{LimitState, Scope};
+///
+/// let h = LimitState::new().handle(&Scope::new("openai"));
+/// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+/// h.set_quota(rpm, Quota::gcra(2, Duration::from_secs(60))).unwrap();
+/// let mut take = tokio_test::task::spawn(h.take(&[(rpm, 1)]));
+/// assert!(take.poll().is_ready());
+/// ```
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct Take {
+    inner: Pending<Committed>,
+}
+
+impl Future for Take {
+    type Output = Result<Committed, ReserveError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.poll(cx)
+    }
+}
+
+/// Records a use at `now` of a booking made for `ready_at`, if later by more than the
+/// slack.
+#[inline]
+fn record_use(store: &dyn ScopeStore, receipt: &Receipt, ready_at: Instant, now: Instant) {
+    if now > ready_at + LATE_COMMIT_SLACK {
+        store.commit_late(receipt, ready_at, now);
+    }
+}
+
+/// What a reservation holds: the store and the receipt; given back on drop while live.
+struct Booked {
+    store: Arc<dyn ScopeStore>,
+    receipt: Receipt,
+    live: bool,
+}
+
+impl Drop for Booked {
+    #[inline]
+    fn drop(&mut self) {
+        if self.live {
+            self.store.cancel(&self.receipt);
+        }
     }
 }
 
@@ -427,17 +635,16 @@ impl Future for Reserve {
 /// ```
 #[must_use = "a reservation dropped at once is cancelled"]
 pub struct Reservation {
-    store: Arc<dyn ScopeStore>,
-    booking: Booking,
-    live: bool,
+    ready_at: Instant,
+    booked: Booked,
 }
 
 impl fmt::Debug for Reservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
-            .field("scope", self.store.scope())
-            .field("ready_at", &self.booking.ready_at)
-            .field("receipt", &self.booking.receipt)
+            .field("scope", self.booked.store.scope())
+            .field("ready_at", &self.ready_at)
+            .field("receipt", &self.booked.receipt)
             .finish()
     }
 }
@@ -446,7 +653,7 @@ impl Reservation {
     /// When the reservation may be used: sleep until then with
     /// `tokio::time::sleep_until`.
     pub fn ready_at(&self) -> Instant {
-        self.booking.ready_at
+        self.ready_at
     }
 
     /// [`ready_at`](Self::ready_at), or later if a cooldown was set on the scope (or a
@@ -470,22 +677,20 @@ impl Reservation {
     /// # }
     /// ```
     pub fn ready_at_now(&self) -> Instant {
-        match self.store.cooldown_until() {
-            Some(cd) if cd > self.booking.ready_at => cd,
-            _ => self.booking.ready_at,
+        match self.booked.store.cooldown_until() {
+            Some(cd) if cd > self.ready_at => cd,
+            _ => self.ready_at,
         }
     }
 
     /// How long from now until [`ready_at`](Self::ready_at).
     pub fn wait(&self) -> Duration {
-        self.booking
-            .ready_at
-            .saturating_duration_since(Instant::now())
+        self.ready_at.saturating_duration_since(Instant::now())
     }
 
     /// What was booked.
     pub fn receipt(&self) -> &Receipt {
-        &self.booking.receipt
+        &self.booked.receipt
     }
 
     /// Marks the reservation used (the request is being sent now): it is no longer given
@@ -501,19 +706,16 @@ impl Reservation {
     /// [`commit`](Self::commit) with the current instant read by the caller.
     #[inline]
     pub fn commit_at(mut self, now: Instant) -> Committed {
-        self.live = false;
-        if now > self.booking.ready_at + LATE_COMMIT_SLACK {
-            self.store
-                .commit_late(&self.booking.receipt, self.booking.ready_at, now);
-        }
-        Committed { inner: self }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if self.live {
-            self.store.cancel(&self.booking.receipt);
+        self.booked.live = false;
+        record_use(
+            &*self.booked.store,
+            &self.booked.receipt,
+            self.ready_at,
+            now,
+        );
+        Committed {
+            ready_at: self.ready_at,
+            booked: self.booked,
         }
     }
 }
@@ -537,15 +739,18 @@ impl Drop for Reservation {
 /// # }
 /// ```
 pub struct Committed {
-    /// The reservation, no longer live (nothing happens on drop).
-    inner: Reservation,
+    /// When the booking was usable (the use counts from then, or from a later
+    /// [`sent_at`](Self::sent_at)).
+    ready_at: Instant,
+    /// No longer live: nothing happens on drop.
+    booked: Booked,
 }
 
 impl fmt::Debug for Committed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Committed")
-            .field("scope", self.inner.store.scope())
-            .field("receipt", &self.inner.booking.receipt)
+            .field("scope", self.booked.store.scope())
+            .field("receipt", &self.booked.receipt)
             .finish()
     }
 }
@@ -576,10 +781,9 @@ impl Committed {
     /// # }
     /// ```
     pub fn sent_at(&mut self, at: Instant) {
-        let r = &mut self.inner;
-        if at > r.booking.ready_at + LATE_COMMIT_SLACK {
-            r.store
-                .redate(&mut r.booking.receipt, r.booking.ready_at, at);
+        if at > self.ready_at + LATE_COMMIT_SLACK {
+            let r = &mut self.booked;
+            r.store.redate(&mut r.receipt, self.ready_at, at);
         }
     }
 
@@ -587,13 +791,13 @@ impl Committed {
     /// booked, refunds it if less (a refund never creates capacity beyond the limit).
     /// No effect for a bucket the reservation did not book.
     pub fn adjust(&mut self, key: BucketKey, actual: u64) {
-        let r = &mut self.inner;
+        let r = &mut self.booked;
         let Some(id) = r.store.bucket_id(key) else {
             return;
         };
-        let items = r.booking.receipt.items_mut();
-        if let Some(item) = items.iter_mut().find(|i| i.bucket == id)
-            && item.cost != actual
+        let items = r.receipt.items_mut();
+        if let Some(item) = items.iter_mut().find(|i| i.bucket() == id)
+            && item.cost() != actual
         {
             r.store.adjust(item, actual);
         }
@@ -602,9 +806,9 @@ impl Committed {
     /// Sets the actual cost of every booked bucket of `dimension` (such as tokens per
     /// minute and per day together).
     pub fn adjust_dimension(&mut self, dimension: Dimension, actual: u64) {
-        let r = &mut self.inner;
-        for item in r.booking.receipt.items_mut() {
-            if item.dimension == dimension && item.cost != actual {
+        let r = &mut self.booked;
+        for item in r.receipt.items_mut() {
+            if item.dimension() == dimension && item.cost() != actual {
                 r.store.adjust(item, actual);
             }
         }
@@ -612,7 +816,7 @@ impl Committed {
 
     /// What is booked now.
     pub fn receipt(&self) -> &Receipt {
-        &self.inner.booking.receipt
+        &self.booked.receipt
     }
 }
 

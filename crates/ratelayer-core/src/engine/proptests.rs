@@ -64,6 +64,22 @@ impl Sim {
         }
     }
 
+    /// A sliding window (or GCRA) of `limit` after the steps `ops` (those that fit).
+    async fn after(sliding: bool, limit: u64, ops: Vec<(u64, u64, Then)>) -> Self {
+        let quota = if sliding {
+            Quota::sliding_window(limit, WINDOW)
+        } else {
+            Quota::gcra(limit, WINDOW)
+        };
+        let mut sim = Sim::new(quota);
+        for (dt, c, then) in ops {
+            if c <= limit {
+                sim.step(dt, c, then).await;
+            }
+        }
+        sim
+    }
+
     fn use_it(&mut self, r: Reservation, pct: u8) {
         let cost = r.receipt().cost(KEY.dimension);
         let mut c = r.commit();
@@ -244,12 +260,7 @@ proptest! {
         cost in 1u64..5_000,
     ) {
         runtime().block_on(async {
-            let quota = if sliding { Quota::sliding_window(limit, WINDOW) } else { Quota::gcra(limit, WINDOW) };
-            let mut sim = Sim::new(quota);
-            for (dt, c, then) in ops {
-                if c > limit { continue; }
-                sim.step(dt, c, then).await;
-            }
+            let sim = Sim::after(sliding, limit, ops).await;
             let cost = cost.min(limit);
             let probes: Vec<u64> = [1, limit / 3, limit / 2, limit].into_iter().filter(|p| *p > 0).collect();
             let mut before = Vec::new();
@@ -258,6 +269,47 @@ proptest! {
             drop(r);
             for (p, b) in probes.iter().zip(&before) {
                 prop_assert_eq!(sim.h.wait_time(&[(KEY, *p)]).await.unwrap(), *b);
+            }
+            Ok(())
+        })?;
+    }
+
+    /// The fast path (everything fits now) and the planned path agree: `take` books
+    /// exactly when `wait_time` says zero, and otherwise declines naming the same wait
+    /// and changing nothing; with or without a learned statement (a phantom usage).
+    #[test]
+    fn take_agrees_with_the_planned_wait(
+        sliding in any::<bool>(),
+        limit in 1u64..5_000,
+        ops in ops(5_000),
+        costs in prop::collection::vec(1u64..5_000, 1..8),
+        learned in prop::option::of((0u64..5_000, 1u64..120)),
+    ) {
+        runtime().block_on(async {
+            let sim = Sim::after(sliding, limit, ops).await;
+            if let Some((used, reset)) = learned {
+                sim.h.learn(KEY.dimension, &crate::headers::DimensionLimit {
+                    limit: None,
+                    remaining: Some(limit.saturating_sub(used)),
+                    reset: Some(Duration::from_secs(reset)),
+                    window: None,
+                });
+            }
+            for cost in costs {
+                let cost = cost.min(limit);
+                let wait = sim.h.wait_time(&[(KEY, cost)]).await.unwrap();
+                match sim.h.take(&[(KEY, cost)]).await {
+                    Ok(c) => {
+                        prop_assert_eq!(wait, Duration::ZERO);
+                        prop_assert_eq!(c.receipt().cost(KEY.dimension), cost);
+                    }
+                    Err(ReserveError::WaitTooLong(e)) => {
+                        prop_assert!(wait > Duration::ZERO);
+                        prop_assert_eq!(e.wait, wait);
+                        prop_assert_eq!(sim.h.wait_time(&[(KEY, cost)]).await.unwrap(), wait);
+                    }
+                    Err(e) => prop_assert!(false, "{e}"),
+                }
             }
             Ok(())
         })?;

@@ -63,6 +63,23 @@ impl<T> StoreFuture<T> {
         }
     }
 
+    /// The value if the future was made [`ready`](Self::ready), or else the future
+    /// (without polling it).
+    ///
+    /// ```
+    /// use ratelayer_core::engine::StoreFuture;
+    ///
+    /// assert_eq!(StoreFuture::ready(7).into_ready().ok(), Some(7));
+    /// assert!(StoreFuture::boxed(async { 8 }).into_ready().is_err());
+    /// ```
+    #[inline]
+    pub fn into_ready(self) -> Result<T, Self> {
+        match self.inner {
+            FutInner::Ready(Some(v)) => Ok(v),
+            inner => Err(StoreFuture { inner }),
+        }
+    }
+
     /// The value if the future is ready at once (always the case for the in-memory
     /// store); `None` for a pending networked operation.
     pub fn now_or_never(self) -> Option<T> {
@@ -109,34 +126,123 @@ impl<T> fmt::Debug for StoreFuture<T> {
 }
 
 /// What one bucket booked for a reservation: enough for the store to undo or adjust it.
-/// Everything but `dimension` and `cost` is the store's own bookkeeping. Kept small: it
-/// travels with every reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Everything but [`dimension`](Self::dimension) and [`cost`](Self::cost) is the
+/// store's own bookkeeping. Kept small and made of whole words: it travels with every
+/// reservation, and moves of it must stay cheap.
+///
+/// ```
+/// use ratelayer_core::Dimension;
+/// use ratelayer_core::engine::ReceiptItem;
+///
+/// let mut item = ReceiptItem::new(3, Dimension::Tokens, 1_200, 7, 42);
+/// assert_eq!((item.bucket(), item.dimension(), item.cost()), (3, Dimension::Tokens, 1_200));
+/// assert_eq!((item.seq(), item.data()), (7, 42));
+/// item.set_cost(900);
+/// item.set_data(43);
+/// assert_eq!((item.cost(), item.data()), (900, 43));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ReceiptItem {
-    /// Store-defined identity of the bucket within the scope.
-    pub bucket: u16,
-    /// Store-defined identity of a learned statement the booking took from (0: none;
-    /// the in-memory store uses none).
-    pub cap: u16,
-    /// What the bucket counts.
-    pub dimension: Dimension,
-    /// What is currently booked in this bucket for the reservation.
-    pub cost: u64,
-    /// Store-defined change counter at booking time.
-    pub seq: u64,
-    /// Store-defined data.
-    pub data: [u64; 2],
+    /// The bucket's identity (low 16 bits) and the dimension (the next 8 bits): one word.
+    head: u64,
+    cost: u64,
+    seq: u64,
+    data: u64,
 }
 
 impl ReceiptItem {
     const EMPTY: ReceiptItem = ReceiptItem {
-        bucket: 0,
-        cap: 0,
-        dimension: Dimension::Requests,
+        head: 0,
         cost: 0,
         seq: 0,
-        data: [0; 2],
+        data: 0,
     };
+
+    /// An item of bucket `bucket` (the store's identity of the bucket within the scope)
+    /// counting `dimension`, booking `cost`, with the store's change counter `seq` and
+    /// data `data`.
+    #[inline]
+    pub const fn new(bucket: u16, dimension: Dimension, cost: u64, seq: u64, data: u64) -> Self {
+        ReceiptItem {
+            head: bucket as u64 | (dimension as u64) << 16,
+            cost,
+            seq,
+            data,
+        }
+    }
+
+    /// Overwrites every field (in place: no temporary to copy).
+    #[inline]
+    pub(crate) fn set(
+        &mut self,
+        bucket: u16,
+        dimension: Dimension,
+        cost: u64,
+        seq: u64,
+        data: u64,
+    ) {
+        self.head = bucket as u64 | (dimension as u64) << 16;
+        self.cost = cost;
+        self.seq = seq;
+        self.data = data;
+    }
+
+    /// The store's identity of the bucket within the scope.
+    #[inline]
+    pub fn bucket(&self) -> u16 {
+        self.head as u16
+    }
+
+    /// What the bucket counts.
+    pub fn dimension(&self) -> Dimension {
+        let code = (self.head >> 16) as u8;
+        Dimension::ALL
+            .into_iter()
+            .find(|d| *d as u8 == code)
+            .unwrap_or(Dimension::Requests)
+    }
+
+    /// What is currently booked in this bucket for the reservation.
+    #[inline]
+    pub fn cost(&self) -> u64 {
+        self.cost
+    }
+
+    /// Records a changed cost (after an adjustment).
+    #[inline]
+    pub fn set_cost(&mut self, cost: u64) {
+        self.cost = cost;
+    }
+
+    /// The store's change counter at booking time.
+    #[inline]
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The store's data.
+    #[inline]
+    pub fn data(&self) -> u64 {
+        self.data
+    }
+
+    /// Records changed store data (such as the slot a re-dated booking moved to).
+    #[inline]
+    pub fn set_data(&mut self, data: u64) {
+        self.data = data;
+    }
+}
+
+impl fmt::Debug for ReceiptItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReceiptItem")
+            .field("bucket", &self.bucket())
+            .field("dimension", &self.dimension())
+            .field("cost", &self.cost)
+            .field("seq", &self.seq)
+            .field("data", &self.data)
+            .finish()
+    }
 }
 
 /// Items kept inline (no allocation) in a [`Receipt`]; more spill to the heap.
@@ -144,21 +250,36 @@ const INLINE: usize = 2;
 
 /// What a reservation booked, bucket by bucket: up to two buckets (such as requests and
 /// tokens per minute) inline, without allocation; more on the heap.
+///
+/// ```
+/// use ratelayer_core::Dimension;
+/// use ratelayer_core::engine::{Receipt, ReceiptItem};
+///
+/// let mut r = Receipt::default();
+/// r.push(ReceiptItem::new(0, Dimension::Requests, 1, 1, 0));
+/// r.push(ReceiptItem::new(1, Dimension::Tokens, 700, 1, 0));
+/// r.push(ReceiptItem::new(2, Dimension::Tokens, 700, 1, 0)); // spills to the heap
+/// assert_eq!(r.items().len(), 3);
+/// assert_eq!(r.cost(Dimension::Tokens), 1_400);
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Receipt {
-    repr: Repr,
-}
-
-#[derive(Clone, PartialEq, Eq)]
-enum Repr {
-    Inline([ReceiptItem; INLINE], u8),
-    Heap(Vec<ReceiptItem>),
+    /// Items in `inline`; `usize::MAX` when they are all in `heap`.
+    len: usize,
+    inline: [ReceiptItem; INLINE],
+    /// One word while unused (the common case); a receipt of more than two buckets pays
+    /// a second allocation.
+    #[allow(clippy::box_collection)]
+    heap: Option<Box<Vec<ReceiptItem>>>,
 }
 
 impl Default for Receipt {
+    #[inline]
     fn default() -> Self {
         Receipt {
-            repr: Repr::Inline([ReceiptItem::EMPTY; INLINE], 0),
+            len: 0,
+            inline: [ReceiptItem::EMPTY; INLINE],
+            heap: None,
         }
     }
 }
@@ -167,37 +288,60 @@ impl Receipt {
     /// Appends an item.
     #[inline]
     pub fn push(&mut self, item: ReceiptItem) {
-        match &mut self.repr {
-            Repr::Inline(items, len) => match items.get_mut(usize::from(*len)) {
-                Some(slot) => {
-                    *slot = item;
-                    *len += 1;
-                }
-                None => {
-                    let mut v = Vec::with_capacity(MAX_BUCKETS);
-                    v.extend_from_slice(&items[..]);
-                    v.push(item);
-                    self.repr = Repr::Heap(v);
-                }
-            },
-            Repr::Heap(v) => v.push(item),
+        if self.heap.is_none()
+            && let Some(slot) = self.inline.get_mut(self.len)
+        {
+            *slot = item;
+            self.len += 1;
+        } else {
+            self.push_heap(item);
+        }
+    }
+
+    /// Appends an item written in place by `write`.
+    #[inline]
+    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut ReceiptItem)) {
+        if self.heap.is_none()
+            && let Some(slot) = self.inline.get_mut(self.len)
+        {
+            write(slot);
+            self.len += 1;
+        } else {
+            let mut item = ReceiptItem::EMPTY;
+            write(&mut item);
+            self.push_heap(item);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_heap(&mut self, item: ReceiptItem) {
+        match &mut self.heap {
+            Some(v) => v.push(item),
+            None => {
+                let mut v = Vec::with_capacity(MAX_BUCKETS);
+                v.extend_from_slice(&self.inline[..]);
+                v.push(item);
+                self.heap = Some(Box::new(v));
+                self.len = usize::MAX;
+            }
         }
     }
 
     /// The booked items.
     #[inline]
     pub fn items(&self) -> &[ReceiptItem] {
-        match &self.repr {
-            Repr::Inline(items, len) => &items[..usize::from(*len)],
-            Repr::Heap(v) => v,
+        match &self.heap {
+            None => &self.inline[..self.len.min(INLINE)],
+            Some(v) => v,
         }
     }
 
     /// The booked items, mutably (to record adjustments).
     pub fn items_mut(&mut self) -> &mut [ReceiptItem] {
-        match &mut self.repr {
-            Repr::Inline(items, len) => &mut items[..usize::from(*len)],
-            Repr::Heap(v) => v,
+        match &mut self.heap {
+            None => &mut self.inline[..self.len.min(INLINE)],
+            Some(v) => v,
         }
     }
 
@@ -205,7 +349,7 @@ impl Receipt {
     pub fn cost(&self, dimension: Dimension) -> u64 {
         self.items()
             .iter()
-            .filter(|i| i.dimension == dimension)
+            .filter(|i| i.dimension() == dimension)
             .map(|i| i.cost)
             .sum()
     }
@@ -323,6 +467,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 pub trait ScopeStore: Send + Sync + fmt::Debug + 'static {
     /// The scope.
     fn scope(&self) -> &Scope;
+
+    /// This handle as the in-memory store's scope, if it is one: [`ScopeHandle`]
+    /// then books on it directly (no dynamic dispatch, no moves of the booking through a
+    /// [`StoreFuture`]) on the hot path. Other stores keep the default, `None`.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::{MemoryStore, Store};
+    /// use ratelayer_core::Scope;
+    ///
+    /// assert!(MemoryStore::new().scope(&Scope::new("openai")).as_memory().is_some());
+    /// ```
+    ///
+    /// [`ScopeHandle`]: super::ScopeHandle
+    fn as_memory(self: Arc<Self>) -> Option<Arc<super::MemoryScope>> {
+        None
+    }
 
     /// Sets (hot reload: state kept, no burst admitted) or, with `None`, removes the quota
     /// of bucket `key`.

@@ -419,8 +419,9 @@ async fn observed_snapshots_publish_learned_limits() {
 #[test]
 fn reservations_stay_small() {
     // They travel through futures on the hot path: moves must stay cheap.
-    assert!(std::mem::size_of::<Reservation>() <= 136);
-    assert!(std::mem::size_of::<ReceiptItem>() <= 40);
+    assert!(std::mem::size_of::<Reservation>() <= 120);
+    assert!(std::mem::size_of::<Committed>() <= 120);
+    assert!(std::mem::size_of::<ReceiptItem>() <= 32);
 }
 
 #[tokio::test(start_paused = true)]
@@ -614,4 +615,142 @@ async fn a_booking_sent_later_moves_alone_to_when_it_was_sent() {
     assert_eq!(h.wait_time(&[(TPM, 21_000)]).await.unwrap(), Duration::ZERO);
     advance(secs(5)).await;
     assert_eq!(h.wait_time(&[(TPM, 27_000)]).await.unwrap(), secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_clock_read_that_books_second_does_not_wait() {
+    // Two threads read the clock; the later reading books first. The earlier one books
+    // at (at least) that later instant instead of waiting for it.
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(1_000, MIN)).unwrap();
+    let t = Instant::now();
+    let later = t + Duration::from_micros(3);
+    let first = h
+        .reserve_at(&[(TPM, 10)], Some(Duration::ZERO), later)
+        .await
+        .unwrap();
+    let second = h
+        .reserve_at(&[(TPM, 10)], Some(Duration::ZERO), t)
+        .await
+        .unwrap();
+    assert_eq!(first.ready_at(), later);
+    assert_eq!(second.ready_at(), later);
+}
+
+/// A store that answers after a network round trip (the in-memory store behind it).
+#[derive(Debug)]
+struct Slow(Arc<MemoryScope>);
+
+impl Slow {
+    fn handle() -> ScopeHandle {
+        let inner = MemoryStore::new().scope(&Scope::new("remote"));
+        let memory = inner.as_memory().unwrap();
+        ScopeHandle::new(Arc::new(Slow(memory)))
+    }
+}
+
+impl ScopeStore for Slow {
+    fn scope(&self) -> &Scope {
+        self.0.scope()
+    }
+    fn set_quota(&self, key: BucketKey, quota: Option<Quota>) -> Result<(), ConfigError> {
+        self.0.set_quota(key, quota)
+    }
+    fn quotas(&self) -> Vec<(BucketKey, Quota)> {
+        self.0.quotas()
+    }
+    fn capacity(&self, key: BucketKey) -> Option<u64> {
+        self.0.capacity(key)
+    }
+    fn used(&self, key: BucketKey) -> Option<u64> {
+        self.0.used(key)
+    }
+    fn reserve(
+        &self,
+        costs: &[(BucketKey, u64)],
+        max_wait: Option<Duration>,
+        now: Instant,
+    ) -> StoreFuture<Result<Booking, ReserveError>> {
+        let res = self.0.reserve_now(costs, max_wait, now);
+        StoreFuture::boxed(async move {
+            tokio::time::sleep(secs(5)).await;
+            res
+        })
+    }
+    fn wait_time(&self, costs: &[(BucketKey, u64)]) -> StoreFuture<Result<Duration, NeverFits>> {
+        self.0.wait_time(costs)
+    }
+    fn cancel(&self, receipt: &Receipt) {
+        self.0.cancel(receipt)
+    }
+    fn commit_late(&self, receipt: &Receipt, ready_at: Instant, used_at: Instant) {
+        self.0.commit_late(receipt, ready_at, used_at)
+    }
+    fn bucket_id(&self, key: BucketKey) -> Option<u16> {
+        self.0.bucket_id(key)
+    }
+    fn adjust(&self, item: &mut ReceiptItem, actual: u64) {
+        self.0.adjust(item, actual)
+    }
+    fn learn(&self, dimension: Dimension, said: &DimensionLimit) {
+        self.0.learn(dimension, said)
+    }
+    fn set_cooldown(&self, until: Instant) {
+        self.0.set_cooldown(until)
+    }
+    fn clear_cooldown(&self) {
+        self.0.clear_cooldown()
+    }
+    fn cooldown_until(&self) -> Option<Instant> {
+        self.0.cooldown_until()
+    }
+    fn set_concurrency(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
+        self.0.set_concurrency(config)
+    }
+    fn concurrency(&self) -> Option<ConcurrencyConfig> {
+        self.0.concurrency()
+    }
+    fn acquire_lease(&self, priority: Priority) -> StoreFuture<Result<LeaseGrant, QueueFull>> {
+        self.0.acquire_lease(priority)
+    }
+    fn release_lease(&self, grant: &LeaseGrant) {
+        self.0.release_lease(grant)
+    }
+    fn lease_counts(&self) -> (usize, usize) {
+        self.0.lease_counts()
+    }
+    fn approx_size(&self) -> usize {
+        self.0.approx_size()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_answers_late_still_books_and_takes() {
+    let h = Slow::handle();
+    h.set_quota(TPM, Quota::sliding_window(100, MIN)).unwrap();
+
+    // `take`: the answer arrives 5 s after the booking, and the use counts from then.
+    let mut take = task::spawn(h.take(&[(TPM, 60)]));
+    assert_pending!(take.poll());
+    advance(secs(5)).await;
+    let used = assert_ready!(take.poll()).unwrap();
+    assert_eq!(used.receipt().cost(Dimension::Tokens), 60);
+    assert_eq!(h.wait_time(&[(TPM, 50)]).await.unwrap(), MIN);
+
+    // `reserve`: a declined answer arrives late too, and books nothing.
+    let mut reserve = task::spawn(h.reserve(&[(TPM, 50)], Some(secs(1))));
+    assert_pending!(reserve.poll());
+    advance(secs(5)).await;
+    assert!(matches!(
+        assert_ready!(reserve.poll()),
+        Err(ReserveError::WaitTooLong(_))
+    ));
+    // A reservation from the slow store is cancelled on drop like any other.
+    let mut reserve = task::spawn(h.reserve(&[(TPM, 40)], None));
+    assert_pending!(reserve.poll());
+    advance(secs(5)).await;
+    let r = assert_ready!(reserve.poll()).unwrap();
+    assert_eq!(h.used(TPM), Some(100));
+    drop(r);
+    assert_eq!(h.used(TPM), Some(60));
 }
