@@ -415,23 +415,58 @@ async fn fatal_failures_are_returned_whole_or_fall_back_as_configured() {
     assert_eq!(f.stats().snapshot().fallbacks[&FallbackReason::Fatal], 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn rewrites_shape_the_request_and_refresh_its_metadata() {
-    type Seen = Arc<Mutex<Vec<Request<ReplayBody>>>>;
+type Seen = Arc<Mutex<Vec<Request<ReplayBody>>>>;
+
+/// A provider that answers 200 and keeps every request it was sent.
+fn recorder() -> (
+    Seen,
+    impl tower::Service<
+        Request<ReplayBody>,
+        Response = Response<ReplayBody>,
+        Error = std::convert::Infallible,
+        Future = impl Future<Output = Result<Response<ReplayBody>, std::convert::Infallible>>
+                 + Send
+                 + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+) {
     let seen: Seen = Arc::default();
     let s2 = seen.clone();
-    let anthropic = tower::service_fn(move |req: Request<ReplayBody>| {
+    let svc = tower::service_fn(move |req: Request<ReplayBody>| {
         s2.lock().unwrap().push(req);
         async { Ok::<_, std::convert::Infallible>(Response::new(ReplayBody::from("ok"))) }
     });
-    let limited = tower::service_fn(|_req: Request<ReplayBody>| async {
+    (seen, svc)
+}
+
+/// A provider that answers 429 with a Retry-After far beyond any wait.
+fn limited_for_long() -> impl tower::Service<
+    Request<ReplayBody>,
+    Response = Response<ReplayBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response<ReplayBody>, std::convert::Infallible>>
+             + Send
+             + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(|_req: Request<ReplayBody>| async {
         let resp = Response::builder()
             .status(429)
             .header("retry-after", "999")
             .body(ReplayBody::empty())
             .unwrap();
         Ok::<_, std::convert::Infallible>(resp)
-    });
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn rewrites_shape_the_request_and_refresh_its_metadata() {
+    let (seen, anthropic) = recorder();
+    let limited = limited_for_long();
     let f = Fallback::builder()
         .provider(ProviderSpec::new("openai").service(limited))
         .provider(
@@ -471,21 +506,8 @@ async fn rewrites_shape_the_request_and_refresh_its_metadata() {
 /// the body (no second read), and carries its own credential and provider.
 #[tokio::test(start_paused = true)]
 async fn header_only_rewrites_keep_the_estimate_and_change_the_credential() {
-    type Seen = Arc<Mutex<Vec<Request<ReplayBody>>>>;
-    let seen: Seen = Arc::default();
-    let s2 = seen.clone();
-    let backup = tower::service_fn(move |req: Request<ReplayBody>| {
-        s2.lock().unwrap().push(req);
-        async { Ok::<_, std::convert::Infallible>(Response::new(ReplayBody::from("ok"))) }
-    });
-    let limited = tower::service_fn(|_req: Request<ReplayBody>| async {
-        let resp = Response::builder()
-            .status(429)
-            .header("retry-after", "999")
-            .body(ReplayBody::empty())
-            .unwrap();
-        Ok::<_, std::convert::Infallible>(resp)
-    });
+    let (seen, backup) = recorder();
+    let limited = limited_for_long();
     let f = Fallback::builder()
         .provider(ProviderSpec::new("openai").service(limited))
         .provider(
