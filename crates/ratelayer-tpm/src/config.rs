@@ -26,11 +26,15 @@
 //! # The safety margin
 //!
 //! Each budget is enforced at `floor(limit × (1 − safety_margin))`. The default,
-//! [`DEFAULT_SAFETY_MARGIN`] = 2 %, absorbs small disagreements between our accounting and
-//! the provider's (clock skew between the booking instant and the provider's arrival
-//! instant, tokenizer differences that calibration has not learned yet) while keeping the
-//! throughput ceiling at 98 % of the limit: the goodput goal is at least 97 % of the
-//! binding limit, so the margin must stay small.
+//! [`DEFAULT_SAFETY_MARGIN`] = 1 %, absorbs small disagreements between our accounting and
+//! the provider's (the network time between our send and the provider's arrival instant,
+//! tokenizer differences that calibration has not learned yet) while keeping the
+//! throughput ceiling at 99 % of the limit: the goodput goal is at least 97 % of the
+//! binding limit, so the margin must stay small. The larger disagreements are handled
+//! where they arise: a request held back by an inner layer (a concurrency queue) is
+//! counted from when it was sent ([`SentAt`](ratelayer_core::SentAt)), each response's
+//! usage replaces the estimate, and the remaining-tokens headers reveal usage we did not
+//! book.
 //!
 //! ```
 //! use std::time::Duration;
@@ -60,8 +64,8 @@ use ratelayer_core::headers::value::parse_go_duration;
 use ratelayer_core::scope::Scope;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The default safety margin: 2 % of each limit is left unused.
-pub const DEFAULT_SAFETY_MARGIN: f64 = 0.02;
+/// The default safety margin: 1 % of each limit is left unused.
+pub const DEFAULT_SAFETY_MARGIN: f64 = 0.01;
 
 /// The default longest wait for admission: 5 minutes (five full token windows).
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
@@ -301,7 +305,7 @@ impl Default for TpmConfig {
 }
 
 impl TpmConfig {
-    /// The defaults: no budgets, a 2 % margin, a 5-minute maximum wait, reconciliation and
+    /// The defaults: no budgets, a 1 % margin, a 5-minute maximum wait, reconciliation and
     /// calibration on.
     pub fn new() -> Self {
         Self::default()
@@ -544,10 +548,10 @@ mod tests {
     #[test]
     fn margin_floors_and_never_raises() {
         let c = TpmConfig::new();
-        assert_eq!(c.effective(30_000), 29_400);
+        assert_eq!(c.effective(30_000), 29_700);
         assert_eq!(c.effective(1), 0);
         assert_eq!(TpmConfig::new().safety_margin(0.0).effective(7), 7);
-        assert_eq!(c.effective(1_000_000_000_000), 980_000_000_000);
+        assert_eq!(c.effective(1_000_000_000_000), 990_000_000_000);
     }
 
     #[test]

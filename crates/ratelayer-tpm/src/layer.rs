@@ -99,7 +99,7 @@ impl TpmLimitLayer {
     /// ```
     /// # use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
     /// let layer = TpmLimitLayer::new(TpmConfig::new()).unwrap();
-    /// assert_eq!(layer.config().safety_margin, 0.02);
+    /// assert_eq!(layer.config().safety_margin, 0.01);
     /// ```
     pub fn config(&self) -> &TpmConfig {
         &self.shared.config

@@ -25,7 +25,7 @@
 //!   error or a transport error keeps its estimate charged.
 //! - Budgets are configured ([`TpmConfig`], serde) and tightened by the limits the
 //!   provider's headers state (never loosened beyond the configuration); each budget is
-//!   enforced with a small safety margin ([`config::DEFAULT_SAFETY_MARGIN`], 2 %).
+//!   enforced with a small safety margin ([`config::DEFAULT_SAFETY_MARGIN`], 1 %).
 //! - Token counting: core's conservative default estimator; with the `tiktoken` feature,
 //!   `tiktoken::TiktokenEstimator` counts OpenAI models exactly, offline.
 //! - Memory is constant per scope: a fixed ring per budget, one calibration factor, no

@@ -46,7 +46,7 @@ async fn a_request_waits_exactly_as_long_as_the_budget_requires() {
 
 #[tokio::test(start_paused = true)]
 async fn the_wait_is_exact_with_the_default_margin_too() {
-    // 2 % margin: the budget holds 29,400; 12,071 + 22,117 still waits for the window.
+    // 1 % margin: the budget holds 29,700; 12,071 + 22,117 still waits for the window.
     let layer = TpmLimitLayer::new(
         TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000))),
     )
@@ -63,11 +63,11 @@ async fn the_wait_is_exact_with_the_default_margin_too() {
         .unwrap();
     assert_eq!(t0.elapsed(), Duration::from_secs(60));
     let err = svc
-        .oneshot(request("openai", "gpt-4o", 29_401, 0))
+        .oneshot(request("openai", "gpt-4o", 29_701, 0))
         .await
         .unwrap_err();
     let e = err.downcast_ref::<NeverFits>().unwrap();
-    assert_eq!((e.requested, e.capacity), (29_401, 29_400));
+    assert_eq!((e.requested, e.capacity), (29_701, 29_700));
 }
 
 #[tokio::test(start_paused = true)]

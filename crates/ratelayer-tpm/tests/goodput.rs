@@ -6,7 +6,7 @@
 //! traffic of many small requests is): admissions come in bursts about one window apart (the first window admits a full budget at t = 0, and its
 //! capacity frees all at once 60 s later). Each burst leaves unused whatever is smaller
 //! than the next request's reservation (about half a reservation), and the safety margin
-//! leaves 2 %; the free first window makes the run one window shorter than tokens / TPM.
+//! leaves 1 %; the free first window makes the run one window shorter than tokens / TPM.
 //! With reservations about 4 % of the budget over about 14 windows these balance within
 //! a few percent. Responses take time (3 s; 0.2 to 1.5 s), so reservations are
 //! reconciled late and the head of the queue must use each refund as it comes. Seeds 1,
