@@ -1,6 +1,7 @@
 //! The fallback's decisions, under paused time, against in-process mock providers.
 #![allow(clippy::unwrap_used)]
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -417,50 +418,31 @@ async fn fatal_failures_are_returned_whole_or_fall_back_as_configured() {
 
 type Seen = Arc<Mutex<Vec<Request<ReplayBody>>>>;
 
+/// A provider of these tests: any closure over requests, boxed.
+type TestProvider =
+    tower::util::BoxCloneSyncService<Request<ReplayBody>, Response<ReplayBody>, Infallible>;
+
 /// A provider that answers 200 and keeps every request it was sent.
-fn recorder() -> (
-    Seen,
-    impl tower::Service<
-        Request<ReplayBody>,
-        Response = Response<ReplayBody>,
-        Error = std::convert::Infallible,
-        Future = impl Future<Output = Result<Response<ReplayBody>, std::convert::Infallible>>
-                 + Send
-                 + 'static,
-    > + Clone
-    + Send
-    + Sync
-    + 'static,
-) {
+fn recorder() -> (Seen, TestProvider) {
     let seen: Seen = Arc::default();
     let s2 = seen.clone();
     let svc = tower::service_fn(move |req: Request<ReplayBody>| {
         s2.lock().unwrap().push(req);
-        async { Ok::<_, std::convert::Infallible>(Response::new(ReplayBody::from("ok"))) }
+        async { Ok::<_, Infallible>(Response::new(ReplayBody::from("ok"))) }
     });
-    (seen, svc)
+    (seen, TestProvider::new(svc))
 }
 
 /// A provider that answers 429 with a Retry-After far beyond any wait.
-fn limited_for_long() -> impl tower::Service<
-    Request<ReplayBody>,
-    Response = Response<ReplayBody>,
-    Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<Response<ReplayBody>, std::convert::Infallible>>
-             + Send
-             + 'static,
-> + Clone
-+ Send
-+ Sync
-+ 'static {
-    tower::service_fn(|_req: Request<ReplayBody>| async {
+fn limited_for_long() -> TestProvider {
+    TestProvider::new(tower::service_fn(|_req: Request<ReplayBody>| async {
         let resp = Response::builder()
             .status(429)
             .header("retry-after", "999")
             .body(ReplayBody::empty())
             .unwrap();
-        Ok::<_, std::convert::Infallible>(resp)
-    })
+        Ok::<_, Infallible>(resp)
+    }))
 }
 
 #[tokio::test(start_paused = true)]
