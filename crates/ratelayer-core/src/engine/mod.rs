@@ -471,7 +471,7 @@ impl<T: Outcome> Pending<T> {
             let booked = Booked {
                 store: Arc::clone(&h.store),
                 receipt,
-                live: T::LIVE,
+                live: Live::new(T::LIVE),
             };
             return Pending::Done(Some(Ok(T::from_booked(booked, ready_at))));
         }
@@ -522,7 +522,7 @@ fn arrived<T: Outcome>(
             let booked = Booked {
                 store: Arc::clone(store),
                 receipt,
-                live: T::LIVE,
+                live: Live::new(T::LIVE),
             };
             Ok(T::from_booked(booked, ready_at))
         }
@@ -602,13 +602,30 @@ fn record_use(store: &dyn ScopeStore, receipt: &Receipt, ready_at: Instant, now:
 struct Booked {
     store: Arc<dyn ScopeStore>,
     receipt: Receipt,
-    live: bool,
+    live: Live,
+}
+
+/// Whether a booking is still given back on drop: a whole word, so that the futures and
+/// results around it are copied in whole words (a byte written and then read as part of
+/// a wider load stalls the copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+enum Live {
+    No = 0,
+    Yes = 1,
+}
+
+impl Live {
+    #[inline]
+    const fn new(live: bool) -> Self {
+        if live { Live::Yes } else { Live::No }
+    }
 }
 
 impl Drop for Booked {
     #[inline]
     fn drop(&mut self) {
-        if self.live {
+        if self.live == Live::Yes {
             self.store.cancel(&self.receipt);
         }
     }
@@ -706,7 +723,7 @@ impl Reservation {
     /// [`commit`](Self::commit) with the current instant read by the caller.
     #[inline]
     pub fn commit_at(mut self, now: Instant) -> Committed {
-        self.booked.live = false;
+        self.booked.live = Live::No;
         record_use(
             &*self.booked.store,
             &self.booked.receipt,
