@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use ratelayer_core::engine::{BucketKey, ReserveError, ScopeHandle};
 use ratelayer_core::{BoxError, ReplayableBody, Scope, WaitTooLong, meta};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
@@ -88,21 +87,15 @@ where
         // the fast path needs no clone of the inner service and no allocation.
         const TOKENS: &str = "the token budget";
         let (wait, reason) = if entry.idle() {
-            // One clock read for the booking, the check and the commit.
-            let now = Instant::now();
-            let mut reserve = entry.handle.reserve_at(&costs, Some(Duration::ZERO), now);
+            // Booked and committed at once if it fits now (one clock read).
+            let mut take = entry.handle.take(&costs);
             let mut cx = Context::from_waker(Waker::noop());
-            match Pin::new(&mut reserve).poll(&mut cx) {
-                Poll::Ready(Ok(reservation)) if reservation.ready_at() <= now => {
-                    let charge = Charge::new(
-                        reservation.commit_at(now),
-                        Arc::clone(&entry),
-                        Arc::clone(&self.shared),
-                        estimate,
-                    );
+            match Pin::new(&mut take).poll(&mut cx) {
+                Poll::Ready(Ok(used)) => {
+                    let charge =
+                        Charge::new(used, Arc::clone(&entry), Arc::clone(&self.shared), estimate);
                     return ResponseFuture::calling(self.inner.call(req), Some(charge));
                 }
-                Poll::Ready(Ok(_)) => (Duration::ZERO, TOKENS),
                 // The engine says what it waits for: a budget, or a cooldown after a 429.
                 Poll::Ready(Err(ReserveError::WaitTooLong(e))) => (e.wait, e.reason),
                 Poll::Ready(Err(ReserveError::NeverFits(e))) => {
