@@ -137,7 +137,8 @@ async fn main() {
         report("tower", tower_baseline(&workload).await),
         report("ratelayer", ratelayer_stack(&workload).await),
     ];
-    let (min, binding) = theoretical_minimum(&LIMITS, REQUESTS as u64, workload.approx_tokens());
+    let sizes: Vec<u64> = workload.jobs.iter().map(|j| j.approx_tokens()).collect();
+    let (min, binding) = theoretical_minimum(&LIMITS, &sizes);
     println!(
         "binding limit: {} (theoretical minimum for the workload's approximate size: {:.0} s)",
         binding.name(),

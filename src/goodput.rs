@@ -9,13 +9,17 @@
 //! never more than what it was charged when admitted). Hence:
 //!
 //! - **Minimum time.** `n` units (tokens or requests) at `limit` per minute need
-//!   `ceil(n / limit)` intervals, so the last admission comes at least
-//!   `60 s × (ceil(n / limit) − 1)` after the first, and the last response one latency
-//!   later. This bound is exact for a sliding window (admitting a full limit at 0, 60,
-//!   120 s … meets it); the continuous `60 s × (n / limit − 1)` is not (it claims a
-//!   fraction of a window's budget can be had in that fraction of a minute, which a
-//!   sliding window never gives back). Concurrency needs `ceil(requests / concurrency)`
-//!   latencies. The largest bound is binding.
+//!   `m = ceil(n / limit)` intervals, so the last admission comes at least
+//!   `60 s × (m − 1)` after the first. The continuous `60 s × (n / limit − 1)` is no
+//!   bound at all (it claims a fraction of a window's budget can be had in that fraction
+//!   of a minute, which a sliding window never gives back). Moreover, at least
+//!   `tail = n − (m − 1) × limit` units are admitted in the last interval, by at least
+//!   `k` requests (the fewest whose sizes add up to `tail`, largest first), and with at
+//!   most `concurrency` in flight, each for at least one latency, the `i + concurrency`-th
+//!   of them is admitted at least one latency after the `i`-th: the last response comes
+//!   at least `60 s × (m − 1) + latency × ceil(k / concurrency)` after the start.
+//!   Concurrency alone needs `ceil(requests / concurrency)` latencies. The largest bound
+//!   is binding (concurrency on a tie).
 //! - **Share of the binding limit used.** What was admitted in the complete intervals
 //!   from the first admission, divided by the limit times their number: the mean fill of
 //!   the judge's window while the strategy had work. Each interval holds at most the
@@ -70,38 +74,53 @@ impl Binding {
     }
 }
 
-/// The theoretical minimum time to serve `requests` requests costing `tokens` in total,
-/// and which limit makes it so (see the [module docs](self)).
+/// The theoretical minimum time to serve requests of the given token `sizes`, and which
+/// limit makes it so (see the [module docs](self)).
 ///
 /// ```
 /// use std::time::Duration;
 /// use ratelayer_suite::goodput::{theoretical_minimum, Binding, ProviderLimits};
-/// let limits = ProviderLimits { rpm: 1_000, tpm: 60_000, concurrency: 100,
+/// let limits = ProviderLimits { rpm: 1_000, tpm: 60_000, concurrency: 10,
 ///                               latency: Duration::from_secs(1) };
-/// // 600,000 tokens at 60,000 per minute: the first 60,000 at once, 9 more minutes.
-/// let (min, binding) = theoretical_minimum(&limits, 500, 600_000);
+/// // 600,000 tokens at 60,000 per minute: ten minutes' worth, the first at once; the
+/// // last 60,000 take 50 requests of 1,200, five rounds of 10.
+/// let (min, binding) = theoretical_minimum(&limits, &[1_200; 500]);
 /// assert_eq!(binding, Binding::Tpm);
-/// assert_eq!(min, Duration::from_secs(9 * 60 + 1));
+/// assert_eq!(min, Duration::from_secs(9 * 60 + 5));
 /// ```
-pub fn theoretical_minimum(
-    limits: &ProviderLimits,
-    requests: u64,
-    tokens: u64,
-) -> (Duration, Binding) {
-    let span = |amount: u64, per_minute: u64| -> f64 {
-        if per_minute == 0 {
-            return 0.0;
-        }
-        (amount.div_ceil(per_minute).max(1) - 1) as f64 * 60.0
-    };
+pub fn theoretical_minimum(limits: &ProviderLimits, sizes: &[u64]) -> (Duration, Binding) {
     let lat = limits.latency.as_secs_f64();
+    let c = limits.concurrency.max(1);
+    let rounds = |k: u64| k.div_ceil(c) as f64 * lat;
+    // Full minutes before the last interval, and the units left for it.
+    let windows = |total: u64, per_minute: u64| -> Option<(f64, u64)> {
+        if per_minute == 0 || total == 0 {
+            return None;
+        }
+        let m = total.div_ceil(per_minute);
+        Some(((m - 1) as f64 * 60.0, total - (m - 1) * per_minute))
+    };
+    let requests = sizes.len() as u64;
+    let rpm = windows(requests, limits.rpm).map_or(lat, |(span, tail)| span + rounds(tail));
+    let tokens: u64 = sizes.iter().sum();
+    let tpm = windows(tokens, limits.tpm).map_or(lat, |(span, tail)| {
+        let mut desc = sizes.to_vec();
+        desc.sort_unstable_by(|a, b| b.cmp(a));
+        let mut k = 0u64;
+        let mut sum = 0u64;
+        for size in desc {
+            if sum >= tail {
+                break;
+            }
+            sum += size;
+            k += 1;
+        }
+        span + rounds(k.max(1))
+    });
     let candidates = [
-        (span(requests, limits.rpm) + lat, Binding::Rpm),
-        (span(tokens, limits.tpm) + lat, Binding::Tpm),
-        (
-            (requests as f64 / limits.concurrency.max(1) as f64).ceil() * lat,
-            Binding::Concurrency,
-        ),
+        (rounds(requests), Binding::Concurrency),
+        (rpm, Binding::Rpm),
+        (tpm, Binding::Tpm),
     ];
     let (secs, binding) = candidates
         .into_iter()
@@ -281,8 +300,8 @@ pub fn figures(
 ) -> Figures {
     let journal = mock.journal();
     let admitted = admissions(&journal, origin);
-    let tokens: u64 = admitted.iter().map(|a| a.tokens).sum();
-    let (min, binding) = theoretical_minimum(limits, admitted.len() as u64, tokens);
+    let sizes: Vec<u64> = admitted.iter().map(|a| a.tokens).collect();
+    let (min, binding) = theoretical_minimum(limits, &sizes);
     Figures {
         strategy: strategy.to_owned(),
         completed: record.completed() as u64,
@@ -308,28 +327,42 @@ mod tests {
             concurrency: 2,
             latency: Duration::from_secs(2),
         };
-        // 120 requests at 60 rpm: 60 s span + 2 s; concurrency: 60 rounds of 2 s = 120 s.
-        let (min, binding) = theoretical_minimum(&limits, 120, 1_000);
+        // 120 requests: concurrency needs 60 rounds of 2 s = 120 s; 60 rpm needs a minute
+        // and the last 60 in 30 rounds: 120 s too (a tie goes to concurrency).
+        let (min, binding) = theoretical_minimum(&limits, &[8; 120]);
         assert_eq!(binding, Binding::Concurrency);
         assert_eq!(min, Duration::from_secs(120));
-        let (min, binding) = theoretical_minimum(
-            &ProviderLimits {
-                concurrency: 100,
-                ..limits
-            },
-            120,
-            1_000,
-        );
-        assert_eq!(binding, Binding::Rpm);
-        assert_eq!(min, Duration::from_secs(62));
-        // One request more needs a third minute of the window: 120 s + 2 s, not 63 s.
         let wide = ProviderLimits {
             concurrency: 100,
             ..limits
         };
+        let (min, binding) = theoretical_minimum(&wide, &[8; 120]);
+        assert_eq!(binding, Binding::Rpm);
+        assert_eq!(min, Duration::from_secs(62));
+        // One request more needs a third minute of the window: 120 s + 2 s, not 63 s.
         assert_eq!(
-            theoretical_minimum(&wide, 121, 1_000).0,
+            theoretical_minimum(&wide, &[8; 121]).0,
             Duration::from_secs(122)
+        );
+        // Tokens: 2,500 at 1,000 per minute need two minutes, then the last 500 are
+        // at least two requests of 300 (the largest), one round at concurrency 100 and
+        // two at concurrency 1.
+        let tight = ProviderLimits { tpm: 1_000, ..wide };
+        let sizes = [
+            300, 300, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100,
+            100, 100, 100, 100,
+        ];
+        assert_eq!(sizes.iter().sum::<u64>(), 2_500);
+        let (min, binding) = theoretical_minimum(&tight, &sizes);
+        assert_eq!((min, binding), (Duration::from_secs(122), Binding::Tpm));
+        let one = ProviderLimits {
+            concurrency: 1,
+            rpm: 1_000,
+            ..tight
+        };
+        assert_eq!(
+            theoretical_minimum(&one, &sizes),
+            (Duration::from_secs(124), Binding::Tpm)
         );
     }
 
