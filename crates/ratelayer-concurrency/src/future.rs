@@ -11,9 +11,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::limiter::{
-    Admit, Book, Booking, Permit, PermitOwner, ScopeLimiter, Waiter, priority_str,
-};
+use crate::limiter::{Admit, Book, Booking, Permit, ScopeLimiter, Waiter, priority_str};
 use ratelayer_core::engine::{Priority, Reserve};
 use std::sync::Arc;
 
@@ -245,8 +243,7 @@ where
                         ready!(self.poll_sleep(until, cx));
                         continue;
                     }
-                    let owner = || PermitOwner::Scope(Arc::clone(&self.limiter));
-                    match self.limiter.acquire(self.priority, owner)? {
+                    match self.limiter.acquire(self.priority)? {
                         Admit::Now(p) => self.stage = Stage::Admitted(p),
                         Admit::Queued(w) => self.stage = Stage::Queued(w),
                     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 use ratelayer_core::{ConfigError, LimitState, RequestMeta, Scope};
 
 use crate::config::{ConcurrencyConfig, Limits, ScopeBy};
-use crate::limiter::{PermitOwner, ScopeLimiter, ScopeStats};
+use crate::limiter::{ScopeLimiter, ScopeStats};
 
 /// State shared by a layer, its services (all clones) and its handles.
 ///
@@ -49,12 +49,6 @@ impl Shared {
 
     pub(crate) fn config(&self) -> RwLockReadGuard<'_, ConcurrencyConfig> {
         read(&self.config)
-    }
-
-    /// The first scope's limiter, once a request has been seen.
-    #[inline]
-    pub(crate) fn first(&self) -> Option<&Arc<ScopeLimiter>> {
-        self.first.get()
     }
 
     /// The limiter of the request described by `meta`.
@@ -111,22 +105,10 @@ impl Shared {
     }
 }
 
-/// A scope's limiter: the layer's first scope (borrowed), or another one.
+/// A scope's limiter, borrowed from the layer's cache or owned.
 pub(crate) enum LimiterRef<'a> {
     Borrowed(&'a Arc<ScopeLimiter>),
     Owned(Arc<ScopeLimiter>),
-}
-
-impl LimiterRef<'_> {
-    /// What a permit of this scope keeps alive: the layer's shared state for the first
-    /// scope (one reference count per request, as the service's own), else the limiter.
-    #[inline]
-    pub(crate) fn owner(&self, shared: &Arc<Shared>) -> PermitOwner {
-        match self {
-            LimiterRef::Borrowed(_) => PermitOwner::First(Arc::clone(shared)),
-            LimiterRef::Owned(l) => PermitOwner::Scope(Arc::clone(l)),
-        }
-    }
 }
 
 impl Deref for LimiterRef<'_> {

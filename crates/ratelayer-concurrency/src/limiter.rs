@@ -6,18 +6,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use ratelayer_core::engine::{
-    BucketKey, ConcurrencyConfig as LeaseConfig, LeaseGrant, OnFull, Priority, Quota, Reservation,
-    Reserve, ReserveError, ScopeHandle, StoreFuture,
+    BucketKey, ConcurrencyConfig as LeaseConfig, Lease, LeaseFuture, OnFull, Priority, Quota,
+    Reservation, Reserve, ReserveError, ScopeHandle,
 };
 use ratelayer_core::{BoxError, Dimension, QueueFull, Scope};
 use tokio::time::Instant;
 
 use crate::config::{Limits, WhenFull};
-use crate::handle::Shared;
 
 /// A request limit the provider stated: `limit` per `interval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,20 +303,12 @@ impl ScopeLimiter {
     }
 
     /// A permit at once if one is free and nobody waits; otherwise a place in the queue,
-    /// or [`QueueFull`] when the queue is full and the scope is set to fail. `owner` is
-    /// what the permit keeps alive to give its lease back: this limiter, reachable from it.
-    pub(crate) fn acquire(
-        &self,
-        priority: Priority,
-        owner: impl FnOnce() -> PermitOwner,
-    ) -> Result<Admit, QueueFull> {
-        let mut fut = self.engine.store().acquire_lease(priority);
+    /// or [`QueueFull`] when the queue is full and the scope is set to fail.
+    pub(crate) fn acquire(&self, priority: Priority) -> Result<Admit, QueueFull> {
+        let mut fut = self.engine.lease(priority);
         let mut cx = Context::from_waker(Waker::noop());
         match Pin::new(&mut fut).poll(&mut cx) {
-            Poll::Ready(Ok(grant)) => Ok(Admit::Now(Permit {
-                owner: owner(),
-                grant,
-            })),
+            Poll::Ready(Ok(lease)) => Ok(Admit::Now(Permit { lease })),
             Poll::Ready(Err(full)) => {
                 tracing::warn!(scope = %self.scope, capacity = full.capacity,
                     "queue full: request rejected");
@@ -332,10 +323,7 @@ impl ScopeLimiter {
                     queued,
                     "request queued for a concurrency permit"
                 );
-                Ok(Admit::Queued(Waiter {
-                    fut,
-                    owner: Some(owner()),
-                }))
+                Ok(Admit::Queued(Waiter { fut }))
             }
         }
     }
@@ -368,51 +356,22 @@ pub(crate) fn priority_str(p: Priority) -> &'static str {
 /// A place in a scope's queue. Dropping it leaves the queue (or gives back a permit
 /// granted to it in the meantime).
 pub(crate) struct Waiter {
-    fut: StoreFuture<Result<LeaseGrant, QueueFull>>,
-    owner: Option<PermitOwner>,
+    fut: LeaseFuture,
 }
 
 impl Waiter {
     pub(crate) fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, QueueFull>> {
-        let res = ready!(Pin::new(&mut self.fut).poll(cx));
-        let Some(owner) = self.owner.take() else {
-            // Polled again after it completed; the future never completes twice.
-            return Poll::Pending;
-        };
-        Poll::Ready(res.map(|grant| Permit { owner, grant }))
+        Pin::new(&mut self.fut)
+            .poll(cx)
+            .map(|r| r.map(|lease| Permit { lease }))
     }
-}
-
-/// What a [`Permit`] keeps alive to give its lease back.
-#[derive(Debug)]
-pub(crate) enum PermitOwner {
-    /// The layer's first scope, reached through the layer's shared state. The service
-    /// already writes that reference count for each clone: a permit holding it writes no
-    /// other shared cache line than the lease queue's.
-    First(Arc<Shared>),
-    /// Any scope.
-    Scope(Arc<ScopeLimiter>),
 }
 
 /// A concurrency permit of one scope (an engine lease), given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Permit {
-    owner: PermitOwner,
-    grant: LeaseGrant,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let limiter = match &self.owner {
-            PermitOwner::First(shared) => shared.first(),
-            PermitOwner::Scope(l) => Some(l),
-        };
-        match limiter {
-            Some(l) => l.engine.store().release_lease(&self.grant),
-            // The first scope is set before any permit of it exists, and never unset.
-            None => tracing::error!("concurrency permit of an unknown scope not given back"),
-        }
-    }
+    #[allow(dead_code)] // held for its Drop
+    lease: Lease,
 }
 
 /// Booking a start: at once when nothing paces (or the store answered at once), or a

@@ -113,7 +113,7 @@ where
             cooling = state.cooldown_until(&full).is_some();
         }
         if !cooling {
-            match limiter.acquire(priority, || limiter.owner(&self.shared)) {
+            match limiter.acquire(priority) {
                 Err(full) => return ResponseFuture::failed(full.into()),
                 Ok(Admit::Now(permit)) => {
                     let book = match limiter.book() {

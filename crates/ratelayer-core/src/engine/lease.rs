@@ -134,54 +134,99 @@ struct Waiter {
     tx: oneshot::Sender<LeaseGrant>,
 }
 
-#[derive(Debug, Default)]
+/// The lease state of one scope.
+///
+/// What taking and giving back a lease writes when nobody waits (the counts) is small
+/// enough to share a cache line with the lock and the `Arc`'s reference counts (see
+/// [`Leases::new`]); the queues and the configuration sit behind a pointer, only read
+/// then.
+#[derive(Debug)]
 struct LeaseState {
-    config: Option<ConcurrencyConfig>,
     held: usize,
+    /// The configured limit (`usize::MAX` until configured).
+    limit: usize,
+    /// Requests in both queues.
+    queued: usize,
+    next_id: u64,
+    queues: Box<Queues>,
+}
+
+#[derive(Debug, Default)]
+struct Queues {
+    config: Option<ConcurrencyConfig>,
+    lease_ttl: Option<Duration>,
     high: VecDeque<Waiter>,
     normal: VecDeque<Waiter>,
     streak: u32,
-    next_id: u64,
+}
+
+impl Default for LeaseState {
+    fn default() -> Self {
+        LeaseState {
+            held: 0,
+            limit: usize::MAX,
+            queued: 0,
+            next_id: 0,
+            queues: Box::default(),
+        }
+    }
 }
 
 impl LeaseState {
-    fn limit(&self) -> usize {
-        self.config.map_or(usize::MAX, |c| c.limit)
+    fn configure(&mut self, config: ConcurrencyConfig) {
+        self.limit = config.limit;
+        self.queues.lease_ttl = config.lease_ttl;
+        self.queues.config = Some(config);
     }
 
-    fn queued(&self) -> usize {
-        self.high.len() + self.normal.len()
+    fn config(&self) -> Option<ConcurrencyConfig> {
+        self.queues.config
     }
 
+    #[inline]
     fn grant(&mut self) -> LeaseGrant {
         self.held += 1;
         self.next_id += 1;
         LeaseGrant {
             id: self.next_id,
             expires_at: self
-                .config
-                .and_then(|c| c.lease_ttl)
+                .queues
+                .lease_ttl
                 .and_then(|t| Instant::now().checked_add(t)),
         }
     }
 
-    fn pop_next(&mut self) -> Option<Waiter> {
-        let streak = self.config.map_or(4, |c| c.high_streak);
-        if !self.high.is_empty() && (self.normal.is_empty() || self.streak < streak) {
-            if !self.normal.is_empty() {
-                self.streak += 1;
-            }
-            self.high.pop_front()
-        } else {
-            self.streak = 0;
-            self.normal.pop_front()
+    fn push(&mut self, priority: Priority, w: Waiter) {
+        match priority {
+            Priority::High => self.queues.high.push_back(w),
+            Priority::Normal => self.queues.normal.push_back(w),
         }
+        self.queued += 1;
+    }
+
+    fn pop_next(&mut self) -> Option<Waiter> {
+        let q = &mut *self.queues;
+        let streak = q.config.map_or(4, |c| c.high_streak);
+        let w = if !q.high.is_empty() && (q.normal.is_empty() || q.streak < streak) {
+            if !q.normal.is_empty() {
+                q.streak += 1;
+            }
+            q.high.pop_front()
+        } else {
+            q.streak = 0;
+            q.normal.pop_front()
+        };
+        if w.is_some() {
+            self.queued -= 1;
+        }
+        w
     }
 
     /// Grants to queued waiters while there is room. Returns whether any left the queue.
+    #[inline]
     fn drain(&mut self) -> bool {
         let mut popped = false;
-        while self.held < self.limit() {
+        while self.queued > 0 && self.held < self.limit {
             let Some(w) = self.pop_next() else { break };
             popped = true;
             let g = self.grant();
@@ -194,9 +239,11 @@ impl LeaseState {
     }
 
     fn remove(&mut self, id: u64) -> bool {
-        for q in [&mut self.high, &mut self.normal] {
+        let q = &mut *self.queues;
+        for q in [&mut q.high, &mut q.normal] {
             if let Some(pos) = q.iter().position(|w| w.id == id) {
                 q.remove(pos);
+                self.queued -= 1;
                 return true;
             }
         }
@@ -205,20 +252,62 @@ impl LeaseState {
 }
 
 /// The in-memory lease queue of one scope.
+///
+/// `repr(C)`, the lock and its state first: see [`Leases::new`].
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Leases {
-    scope: Scope,
     state: Mutex<LeaseState>,
+    scope: Scope,
     room: Notify,
 }
 
+/// The bytes from the start of an `Arc`'s allocation to the end of the lease lock and its
+/// state: the two reference counts, then [`Leases::state`].
+const HOT: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Mutex<LeaseState>>();
+
+/// A cache line.
+const LINE: usize = 64;
+
+const _: () = assert!(HOT <= LINE, "the lease state no longer fits a cache line");
+
+/// How many allocations [`Leases::new`] tries for a good placement.
+const PLACEMENT_TRIES: usize = 16;
+
 impl Leases {
+    /// A lease queue placed so that its `Arc`'s reference counts, its lock and the counts
+    /// a lease changes share one cache line: a lease (which holds the `Arc`) then writes
+    /// one shared line when taken and one when given back, as tokio's semaphore and its
+    /// owned permit do. Requests running on several cores otherwise pass two or three
+    /// lines back and forth for each lease.
+    ///
+    /// An allocation is tried again (the misplaced ones kept until a good one is found,
+    /// so the allocator offers other addresses) a few times; the last one is kept if none
+    /// fits, which is correct, only slower.
     pub(crate) fn new(scope: Scope) -> Arc<Self> {
-        Arc::new(Leases {
-            scope,
-            state: Mutex::new(LeaseState::default()),
-            room: Notify::new(),
-        })
+        let make = || {
+            Arc::new(Leases {
+                state: Mutex::new(LeaseState::default()),
+                scope: scope.clone(),
+                room: Notify::new(),
+            })
+        };
+        let fits = |l: &Arc<Leases>| {
+            // `Arc::as_ptr` points at the value, after the two reference counts.
+            let start = (Arc::as_ptr(l) as usize).wrapping_sub(2 * std::mem::size_of::<usize>());
+            start % LINE + HOT <= LINE
+        };
+        let mut misplaced = Vec::new();
+        let mut leases = make();
+        while !fits(&leases) && misplaced.len() < PLACEMENT_TRIES {
+            misplaced.push(leases);
+            leases = make();
+        }
+        leases
+    }
+
+    pub(crate) fn scope(&self) -> &Scope {
+        &self.scope
     }
 
     fn lock(&self) -> MutexGuard<'_, LeaseState> {
@@ -229,7 +318,7 @@ impl Leases {
     pub(crate) fn configure(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let mut st = self.lock();
-        st.config = Some(config);
+        st.configure(config);
         if st.drain() {
             self.room.notify_waiters();
         }
@@ -237,12 +326,12 @@ impl Leases {
     }
 
     pub(crate) fn config(&self) -> Option<ConcurrencyConfig> {
-        self.lock().config
+        self.lock().config()
     }
 
     pub(crate) fn counts(&self) -> (usize, usize) {
         let st = self.lock();
-        (st.held, st.queued())
+        (st.held, st.queued)
     }
 
     pub(crate) fn release(&self) {
@@ -259,14 +348,15 @@ impl Leases {
         priority: Priority,
     ) -> StoreFuture<Result<LeaseGrant, QueueFull>> {
         let mut st = self.lock();
-        if st.held < st.limit() && st.queued() == 0 {
+        if st.held < st.limit && st.queued == 0 {
             return StoreFuture::ready(Ok(st.grant()));
         }
-        let bound = st.config.map_or(usize::MAX, |c| c.queue_bound);
-        if st.queued() >= bound {
-            match st.config.map(|c| c.on_full).unwrap_or_default() {
+        let config = st.config();
+        let bound = config.map_or(usize::MAX, |c| c.queue_bound);
+        if st.queued >= bound {
+            match config.map(|c| c.on_full).unwrap_or_default() {
                 OnFull::Fail => {
-                    tracing::debug!(scope = %self.scope, queued = st.queued(), "lease queue full");
+                    tracing::debug!(scope = %self.scope, queued = st.queued, "lease queue full");
                     return StoreFuture::ready(Err(QueueFull {
                         scope: self.scope.clone(),
                         capacity: bound,
@@ -288,12 +378,8 @@ impl Leases {
         st.next_id += 1;
         let id = st.next_id;
         let (tx, rx) = oneshot::channel();
-        let w = Waiter { id, tx };
-        match priority {
-            Priority::High => st.high.push_back(w),
-            Priority::Normal => st.normal.push_back(w),
-        }
-        tracing::trace!(scope = %self.scope, queued = st.queued(), "lease request queued");
+        st.push(priority, Waiter { id, tx });
+        tracing::trace!(scope = %self.scope, queued = st.queued, "lease request queued");
         Waiting {
             leases: Arc::clone(self),
             id,
@@ -308,11 +394,11 @@ impl Leases {
             notified.as_mut().enable();
             let waiting = {
                 let mut st = self.lock();
-                if st.held < st.limit() && st.queued() == 0 {
+                if st.held < st.limit && st.queued == 0 {
                     return Ok(st.grant());
                 }
-                let bound = st.config.map_or(usize::MAX, |c| c.queue_bound);
-                if st.queued() < bound {
+                let bound = st.config().map_or(usize::MAX, |c| c.queue_bound);
+                if st.queued < bound {
                     Some(self.enqueue(&mut st, priority))
                 } else {
                     None
@@ -363,6 +449,23 @@ impl Drop for Waiting {
         if rx.try_recv().is_ok() {
             // Granted after we stopped waiting: give it back (to the next in line).
             self.leases.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn the_counts_the_lock_and_the_hot_state_share_a_cache_line() {
+        for i in 0..100 {
+            let leases = Leases::new(Scope::new(format!("p{i}")));
+            let value = Arc::as_ptr(&leases) as usize;
+            let state = std::ptr::from_ref(&leases.state) as usize;
+            assert_eq!(state, value, "the lock and its state come first");
+            let start = value - 2 * std::mem::size_of::<usize>();
+            assert!(start % LINE + HOT <= LINE, "placed at {start:#x}");
         }
     }
 }

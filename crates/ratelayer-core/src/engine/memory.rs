@@ -146,6 +146,11 @@ pub struct MemoryScope {
 }
 
 impl MemoryScope {
+    /// The scope's lease queue.
+    pub(crate) fn leases(&self) -> &Arc<Leases> {
+        &self.leases
+    }
+
     #[inline]
     fn nanos(&self, t: Instant) -> u64 {
         let d = t.saturating_duration_since(self.epoch);

@@ -173,6 +173,8 @@ pub struct ScopeHandle {
     store: Arc<dyn ScopeStore>,
     /// The same store when it is the in-memory one: the hot path books on it directly.
     memory: Option<Arc<MemoryScope>>,
+    /// The in-memory lease queue, when the store is the in-memory one.
+    leases: Option<Arc<lease::Leases>>,
 }
 
 impl fmt::Debug for ScopeHandle {
@@ -187,7 +189,12 @@ impl ScopeHandle {
     /// Wraps a store's scope handle.
     pub fn new(store: Arc<dyn ScopeStore>) -> Self {
         let memory = Arc::clone(&store).as_memory();
-        ScopeHandle { store, memory }
+        let leases = memory.as_ref().map(|m| Arc::clone(m.leases()));
+        ScopeHandle {
+            store,
+            memory,
+            leases,
+        }
     }
 
     /// The scope.
@@ -390,10 +397,21 @@ impl ScopeHandle {
     }
 
     /// Acquires a concurrency lease (unlimited until [`set_concurrency`](Self::set_concurrency)).
+    ///
+    /// On the in-memory store, the lease holds the scope's lease queue itself, whose
+    /// reference count shares a cache line with its lock: taking and giving back a lease
+    /// writes that one shared line.
+    #[inline]
     pub fn lease(&self, priority: Priority) -> LeaseFuture {
-        LeaseFuture {
-            fut: self.store.acquire_lease(priority),
-            store: Some(Arc::clone(&self.store)),
+        match &self.leases {
+            Some(leases) => LeaseFuture {
+                fut: leases.acquire(priority),
+                owner: Some(LeaseOwner::Memory(Arc::clone(leases))),
+            },
+            None => LeaseFuture {
+                fut: self.store.acquire_lease(priority),
+                owner: Some(LeaseOwner::Store(Arc::clone(&self.store))),
+            },
         }
     }
 
@@ -842,32 +860,44 @@ impl Committed {
 #[must_use = "futures do nothing unless polled"]
 pub struct LeaseFuture {
     fut: StoreFuture<Result<LeaseGrant, QueueFull>>,
-    store: Option<Arc<dyn ScopeStore>>,
+    owner: Option<LeaseOwner>,
+}
+
+/// What a lease is given back to: the in-memory lease queue directly, or the store.
+#[derive(Debug)]
+enum LeaseOwner {
+    Memory(Arc<lease::Leases>),
+    Store(Arc<dyn ScopeStore>),
 }
 
 impl Future for LeaseFuture {
     type Output = Result<Lease, QueueFull>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let res = std::task::ready!(Pin::new(&mut self.fut).poll(cx));
-        let Some(store) = self.store.take() else {
+        let Some(owner) = self.owner.take() else {
             return Poll::Pending;
         };
-        Poll::Ready(res.map(|grant| Lease { store, grant }))
+        Poll::Ready(res.map(|grant| Lease { owner, grant }))
     }
 }
 
 /// A held concurrency lease, released on drop. See [`ScopeHandle::lease`] and the
 /// [module documentation](self) for an example.
 pub struct Lease {
-    store: Arc<dyn ScopeStore>,
+    owner: LeaseOwner,
     grant: LeaseGrant,
 }
 
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scope = match &self.owner {
+            LeaseOwner::Memory(l) => l.scope(),
+            LeaseOwner::Store(s) => s.scope(),
+        };
         f.debug_struct("Lease")
-            .field("scope", self.store.scope())
+            .field("scope", scope)
             .field("grant", &self.grant)
             .finish()
     }
@@ -881,7 +911,11 @@ impl Lease {
 }
 
 impl Drop for Lease {
+    #[inline]
     fn drop(&mut self) {
-        self.store.release_lease(&self.grant);
+        match &self.owner {
+            LeaseOwner::Memory(l) => l.release(),
+            LeaseOwner::Store(s) => s.release_lease(&self.grant),
+        }
     }
 }
