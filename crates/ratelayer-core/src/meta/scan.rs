@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+pub(crate) mod fast;
+
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::estimate::{
@@ -16,7 +18,7 @@ use super::estimate::{
 pub(crate) const MAX_MODEL_LEN: usize = 256;
 
 /// What one pass over a top-level JSON object found.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct BodyFacts {
     /// The top-level `model` string, when it is non-empty and at most
     /// [`MAX_MODEL_LEN`] bytes.
@@ -37,6 +39,24 @@ pub(crate) struct BodyFacts {
 }
 
 impl BodyFacts {
+    /// Adds the value of the input key `INPUT_KEYS[key]`, with its per-message charges.
+    fn add_input(&mut self, key: usize, c: Counted, per_message: u64) {
+        if c.null {
+            return;
+        }
+        self.found_input = true;
+        let k = INPUT_KEYS[key];
+        let messages = match c.items {
+            Some(n) if MESSAGE_KEYS.contains(&k) => n,
+            _ if MESSAGE_KEYS.contains(&k) || SINGLE_MESSAGE_KEYS.contains(&k) => 1,
+            _ => 0,
+        };
+        self.input_tokens = self
+            .input_tokens
+            .saturating_add(c.tokens)
+            .saturating_add(messages.saturating_mul(per_message));
+    }
+
     /// The output maximum and the choice count the body states (the generation config
     /// counts when the top level says nothing of the choices).
     pub(crate) fn output(&self) -> (Option<u64>, Option<u64>) {
@@ -59,6 +79,18 @@ pub(crate) fn scan<E: TokenEstimator + ?Sized>(
     body: &[u8],
     model: Option<&str>,
 ) -> Option<BodyFacts> {
+    match fast::scan(e, body, model) {
+        Ok(facts) => facts,
+        Err(fast::Unsure) => scan_serde(e, body, model),
+    }
+}
+
+/// [`scan`] by serde_json: every valid JSON document, escapes included.
+pub(crate) fn scan_serde<E: TokenEstimator + ?Sized>(
+    e: &E,
+    body: &[u8],
+    model: Option<&str>,
+) -> Option<BodyFacts> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let facts = de.deserialize_any(TopLevel { e, model }).ok()??;
     de.end().ok()?;
@@ -76,7 +108,7 @@ pub(crate) fn model_in_body(body: &[u8]) -> Option<String> {
     (!m.is_empty() && m.len() <= MAX_MODEL_LEN).then_some(m)
 }
 
-fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+pub(super) fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -123,7 +155,7 @@ macro_rules! none_for {
 
 /// The keys that mean something somewhere in a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
+pub(super) enum Key {
     Model,
     /// An input key, by its index in [`INPUT_KEYS`].
     Input(usize),
@@ -142,7 +174,7 @@ enum Key {
 }
 
 impl Key {
-    fn of(k: &str) -> Key {
+    pub(super) fn of(k: &str) -> Key {
         if let Some(i) = INPUT_KEYS.iter().position(|x| *x == k) {
             return Key::Input(i);
         }
@@ -161,7 +193,7 @@ impl Key {
     }
 
     /// `max_output_tokens` is a maximum at the top level and in a generation config.
-    fn is_generation_max(k: &str) -> bool {
+    pub(super) fn is_generation_max(k: &str) -> bool {
         k == "maxOutputTokens" || k == "max_output_tokens"
     }
 }
@@ -277,13 +309,55 @@ impl<'de> Visitor<'de> for GenerationSeed {
 
 /// What counting one value found.
 #[derive(Debug, Clone, Copy, Default)]
-struct Counted {
-    tokens: u64,
+pub(super) struct Counted {
+    pub(super) tokens: u64,
     /// Elements, when the value is an array.
-    items: Option<u64>,
+    pub(super) items: Option<u64>,
     /// Whether the value is a string naming a media part type.
-    media_type: bool,
-    null: bool,
+    pub(super) media_type: bool,
+    pub(super) null: bool,
+}
+
+impl Counted {
+    /// A string: its text counted, and whether it names a media part type.
+    pub(super) fn text<E: TokenEstimator + ?Sized>(e: &E, v: &str, model: Option<&str>) -> Self {
+        Counted {
+            tokens: e.count_text(v, model),
+            media_type: MEDIA_TYPES.contains(&v),
+            ..Counted::default()
+        }
+    }
+
+    /// A number (a token id): one token.
+    pub(super) fn number() -> Self {
+        Counted {
+            tokens: 1,
+            ..Counted::default()
+        }
+    }
+
+    pub(super) fn null() -> Self {
+        Counted {
+            null: true,
+            ..Counted::default()
+        }
+    }
+
+    pub(super) fn array(tokens: u64, items: u64) -> Self {
+        Counted {
+            tokens,
+            items: Some(items),
+            ..Counted::default()
+        }
+    }
+
+    /// An object: a media part counts as one medium, else its values' tokens.
+    pub(super) fn object<E: TokenEstimator + ?Sized>(e: &E, tokens: u64, media: bool) -> Self {
+        Counted {
+            tokens: if media { e.media_tokens() } else { tokens },
+            ..Counted::default()
+        }
+    }
 }
 
 /// Counts a value: strings as text, numbers as one token each, media parts as
@@ -316,32 +390,22 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for Count<'_, E> {
     }
 
     fn visit_str<Er: serde::de::Error>(self, v: &str) -> Result<Counted, Er> {
-        Ok(Counted {
-            tokens: self.e.count_text(v, self.model),
-            media_type: MEDIA_TYPES.contains(&v),
-            ..Counted::default()
-        })
+        Ok(Counted::text(self.e, v, self.model))
     }
     fn visit_u64<Er: serde::de::Error>(self, _: u64) -> Result<Counted, Er> {
-        Ok(Counted {
-            tokens: 1,
-            ..Counted::default()
-        })
+        Ok(Counted::number())
     }
-    fn visit_i64<Er: serde::de::Error>(self, v: i64) -> Result<Counted, Er> {
-        self.visit_u64(v.unsigned_abs())
+    fn visit_i64<Er: serde::de::Error>(self, _: i64) -> Result<Counted, Er> {
+        Ok(Counted::number())
     }
     fn visit_f64<Er: serde::de::Error>(self, _: f64) -> Result<Counted, Er> {
-        self.visit_u64(0)
+        Ok(Counted::number())
     }
     fn visit_bool<Er: serde::de::Error>(self, _: bool) -> Result<Counted, Er> {
         Ok(Counted::default())
     }
     fn visit_unit<Er: serde::de::Error>(self) -> Result<Counted, Er> {
-        Ok(Counted {
-            null: true,
-            ..Counted::default()
-        })
+        Ok(Counted::null())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Counted, A::Error> {
         let (mut tokens, mut items) = (0u64, 0u64);
@@ -349,11 +413,7 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for Count<'_, E> {
             tokens = tokens.saturating_add(c.tokens);
             items += 1;
         }
-        Ok(Counted {
-            tokens,
-            items: Some(items),
-            ..Counted::default()
-        })
+        Ok(Counted::array(tokens, items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Counted, A::Error> {
         let (mut tokens, mut media) = (0u64, false);
@@ -362,10 +422,7 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for Count<'_, E> {
             tokens = tokens.saturating_add(c.tokens);
             media |= key == Key::Media || (key == Key::Type && c.media_type);
         }
-        Ok(Counted {
-            tokens: if media { self.e.media_tokens() } else { tokens },
-            ..Counted::default()
-        })
+        Ok(Counted::object(self.e, tokens, media))
     }
 }
 
@@ -394,20 +451,7 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for TopLevel<'_, E> {
                 Key::Model => facts.model = map.next_value_seed(ModelSeed)?,
                 Key::Input(i) => {
                     let c = map.next_value_seed(count)?;
-                    if c.null {
-                        continue;
-                    }
-                    facts.found_input = true;
-                    let k = INPUT_KEYS[i];
-                    let messages = match c.items {
-                        Some(n) if MESSAGE_KEYS.contains(&k) => n,
-                        _ if MESSAGE_KEYS.contains(&k) || SINGLE_MESSAGE_KEYS.contains(&k) => 1,
-                        _ => 0,
-                    };
-                    facts.input_tokens = facts
-                        .input_tokens
-                        .saturating_add(c.tokens)
-                        .saturating_add(messages.saturating_mul(self.e.per_message()));
+                    facts.add_input(i, c, self.e.per_message());
                 }
                 Key::MaxOutput => {
                     facts.max_output = max_opt(facts.max_output, map.next_value_seed(U64Seed)?);

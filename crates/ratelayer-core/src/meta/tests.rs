@@ -808,3 +808,121 @@ proptest! {
         prop_assert_eq!(got, tree_model(path, &body));
     }
 }
+
+/// Byte-level edits of a valid body: one byte replaced, inserted or removed.
+fn mutated() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any_json(),
+        any::<bool>(),
+        any::<prop::sample::Index>(),
+        any::<u8>(),
+        0u8..3,
+    )
+        .prop_map(|(v, pretty, at, byte, op)| {
+            let mut b = if pretty {
+                serde_json::to_vec_pretty(&v).unwrap()
+            } else {
+                serde_json::to_vec(&v).unwrap()
+            };
+            if !b.is_empty() {
+                let i = at.index(b.len());
+                match op {
+                    0 => b[i] = byte,
+                    1 => b.insert(i, byte),
+                    _ => {
+                        b.remove(i);
+                    }
+                }
+            }
+            b
+        })
+}
+
+/// Texts that stress the fast reader: numbers of every form, escapes, whitespace.
+fn tricky_text() -> impl Strategy<Value = Vec<u8>> {
+    let number = prop_oneof![
+        Just("0"),
+        Just("-0"),
+        Just("1.5"),
+        Just("-1"),
+        Just("1e3"),
+        Just("1E-2"),
+        Just("01"),
+        Just("1."),
+        Just(".5"),
+        Just("-"),
+        Just("18446744073709551615"),
+        Just("18446744073709551616"),
+        Just("123456789012345678"),
+        Just("1234567890123456789"),
+        Just("-9223372036854775808"),
+        Just("1e400"),
+        Just("2.0"),
+    ];
+    let text = prop_oneof![
+        Just("\"hi\""),
+        Just("\"a\\nb\""),
+        Just("\"\\u00e9\""),
+        Just("\"\\ud800\""),
+        Just("\"tab\there\""),
+        Just("\"image\""),
+        Just("\"\u{e9}t\u{e9}\""),
+    ];
+    let key = prop_oneof![
+        Just("max_tokens"),
+        Just("n"),
+        Just("messages"),
+        Just("model"),
+        Just("type"),
+        Just("maxOutputTokens")
+    ];
+    let value = prop_oneof![
+        number.clone().prop_map(str::to_owned),
+        text.prop_map(str::to_owned),
+        Just("[1, 2 ,3]".to_owned()),
+        Just("{\"type\" : \"image\"}".to_owned()),
+        Just("null".to_owned()),
+        Just("true".to_owned())
+    ];
+    let ws = prop_oneof![Just(""), Just(" "), Just("\n\t"), Just("\r\n ")];
+    proptest::collection::vec((ws.clone(), key, ws.clone(), value, ws), 0..6).prop_map(|members| {
+        let inner: Vec<String> = members
+            .into_iter()
+            .map(|(a, k, b, v, c)| format!("{a}\"{k}\"{b}:{c}{v}"))
+            .collect();
+        format!("{{{}}}", inner.join(",")).into_bytes()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// Whatever the fast reader accepts, it reads exactly as serde_json does (and it
+    /// accepts the ordinary bodies).
+    #[test]
+    fn the_fast_reader_agrees_with_serde(body in prop_oneof![mutated(), tricky_text(), any_json().prop_map(|v| v.to_string().into_bytes())]) {
+        let e = DefaultEstimator::new();
+        let slow = super::scan::scan_serde(&e, &body, None);
+        if let Ok(fast) = super::scan::fast::scan(&e, &body, None) {
+            // A body that is not an object is `None` either way, valid or not.
+            prop_assert_eq!(fast, slow, "body {:?}", String::from_utf8_lossy(&body));
+        }
+    }
+}
+
+/// The ordinary request shapes go the fast way.
+#[test]
+fn ordinary_bodies_take_the_fast_reader() {
+    let e = DefaultEstimator::new();
+    for body in [
+        json!({"model": "gpt-4o", "max_tokens": 256, "messages": [{"role": "user", "content": "Hello there"}]}),
+        json!({"model": "claude-sonnet-4-5", "system": "Be brief.", "max_tokens": 1024, "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "image", "source": {"data": "AAAA"}}]}]}),
+        json!({"contents": [{"role": "user", "parts": [{"text": "Hi"}]}], "generationConfig": {"maxOutputTokens": 100, "temperature": 0.7}}),
+        json!({"model": "text-embedding-3-small", "input": ["a", "b"], "dimensions": 256}),
+    ] {
+        let bytes = serde_json::to_vec_pretty(&body).unwrap();
+        let fast = super::scan::fast::scan(&e, &bytes, None);
+        assert!(matches!(fast, Ok(Some(_))), "{body}");
+        assert_eq!(fast.unwrap(), super::scan::scan_serde(&e, &bytes, None));
+    }
+}
