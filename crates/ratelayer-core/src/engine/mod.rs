@@ -483,11 +483,14 @@ impl<T: Outcome> Pending<T> {
         max_wait: Option<Duration>,
         now: Instant,
     ) -> Self {
+        // The guard's reference is taken before booking: an atomic increment then waits
+        // for few pending stores (after booking, it would wait for all of the booking's).
+        let store = Arc::clone(&h.store);
         if let Some(m) = &h.memory
             && let Some((receipt, ready_at)) = m.book_now(costs, now)
         {
             let booked = Booked {
-                store: Arc::clone(&h.store),
+                store,
                 receipt,
                 live: Live::new(T::LIVE),
             };
@@ -495,10 +498,7 @@ impl<T: Outcome> Pending<T> {
         }
         match h.store.reserve(costs, max_wait, now).into_ready() {
             Ok(res) => Pending::Done(Some(arrived(&h.store, res))),
-            Err(fut) => Pending::Waiting {
-                fut,
-                store: Arc::clone(&h.store),
-            },
+            Err(fut) => Pending::Waiting { fut, store },
         }
     }
 
@@ -611,7 +611,9 @@ impl Future for Take {
 /// slack.
 #[inline]
 fn record_use(store: &dyn ScopeStore, receipt: &Receipt, ready_at: Instant, now: Instant) {
-    if now > ready_at + LATE_COMMIT_SLACK {
+    // The first comparison is the common case (used at the instant of booking), and
+    // spares the addition.
+    if now > ready_at && now > ready_at + LATE_COMMIT_SLACK {
         store.commit_late(receipt, ready_at, now);
     }
 }
