@@ -176,13 +176,20 @@ where
                 StateProj::Gate => {
                     let now = Instant::now();
                     let shared = &**this.shared;
-                    let wait = match shared.state.cooldown_until(this.scope) {
+                    // One clock read: no cooldown anywhere lasts past now, or look.
+                    let cooldown = if shared.state.store().may_cool_down(now) {
+                        shared.state.cooldown_until(this.scope)
+                    } else {
+                        None
+                    };
+                    let wait = match cooldown {
                         Some(until) => Some((until, "cooldown")),
                         None if shared.cfg.pacing => {
                             match shared.gate.admit(
                                 this.scope,
                                 &shared.state,
                                 shared.cfg.pacing_margin,
+                                now,
                             ) {
                                 Admit::Go(guard) => {
                                     *this.probe = guard;

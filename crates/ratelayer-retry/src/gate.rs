@@ -78,12 +78,18 @@ impl Gate {
         scope: &Scope,
         state: &LimitState,
         margin: Duration,
+        now: Instant,
     ) -> Admit {
-        let now = Instant::now();
         // Read the shared state before taking our own lock (no nested locks).
         let observed = state.with_observed(scope, |o| (o.snapshot.requests, o.at));
         let mut map = self.lock();
-        let g = map.entry(scope.clone()).or_insert_with(ScopeGate::new);
+        // Look up before inserting: no copy of the scope once it is known.
+        if !map.contains_key(scope) {
+            map.insert(scope.clone(), ScopeGate::new());
+        }
+        let Some(g) = map.get_mut(scope) else {
+            return Admit::Go(None);
+        };
         if !g.seen {
             if g.probing {
                 return Admit::Probe(g.wake.subscribe());
