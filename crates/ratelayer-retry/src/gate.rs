@@ -84,11 +84,9 @@ impl Gate {
         let observed = state.with_observed(scope, |o| (o.snapshot.requests, o.at));
         let mut map = self.lock();
         // Look up before inserting: no copy of the scope once it is known.
-        if !map.contains_key(scope) {
-            map.insert(scope.clone(), ScopeGate::new());
-        }
-        let Some(g) = map.get_mut(scope) else {
-            return Admit::Go(None);
+        let g = match map.get_mut(scope) {
+            Some(g) => g,
+            None => map.entry(scope.clone()).or_insert_with(ScopeGate::new),
         };
         if !g.seen {
             if g.probing {
