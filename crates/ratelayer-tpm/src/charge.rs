@@ -43,6 +43,8 @@ pub(crate) struct ScopeEntry {
     /// Requests waiting (queued or at the head), and the tokens they will book.
     waiting: AtomicUsize,
     queued: [AtomicU64; 3],
+    /// The tokens the request at the head of the queue will book (0 when none).
+    head: [AtomicU64; 3],
 }
 
 impl ScopeEntry {
@@ -56,6 +58,35 @@ impl ScopeEntry {
     /// Whether no request waits: a new one may book at once without jumping the queue.
     pub(crate) fn idle(&self) -> bool {
         self.waiting.load(Ordering::Acquire) == 0
+    }
+
+    /// Whether a request of `costs` that arrives while others wait may go now: it fits
+    /// now, and the head of the queue fits beside it as early as it fits alone (its
+    /// booking is still in the window when the head's turn comes, so it must leave room
+    /// for the head then). Nobody at the head (between two heads): no.
+    pub(crate) fn backfills(&self, costs: &[(BucketKey, u64); 3]) -> bool {
+        let mut head = [(BucketKey::TOKENS_PER_MINUTE, 0u64); 3];
+        let mut any = false;
+        for ((slot, h), (key, _)) in head.iter_mut().zip(&self.head).zip(costs) {
+            let c = h.load(Ordering::Acquire);
+            any |= c > 0;
+            *slot = (*key, c);
+        }
+        if !any {
+            return false;
+        }
+        let mut both = head;
+        for (b, (_, c)) in both.iter_mut().zip(costs) {
+            b.1 = b.1.saturating_add(*c);
+        }
+        let wait = |costs: &[(BucketKey, u64); 3]| {
+            self.handle
+                .wait_time(costs)
+                .now_or_never()
+                .and_then(Result::ok)
+        };
+        matches!(wait(costs), Some(w) if w.is_zero())
+            && matches!((wait(&head), wait(&both)), (Some(alone), Some(beside)) if beside <= alone)
     }
 
     /// An estimate of how long a request of `costs` would wait behind the queue: as if
@@ -80,6 +111,44 @@ impl ScopeEntry {
             .now_or_never()
             .unwrap_or(Ok(Duration::ZERO))?;
         Ok(base.saturating_add(MINUTE.saturating_mul(windows)))
+    }
+}
+
+/// The head of a scope's queue: holds the queue's lock and publishes what it will book,
+/// so a newcomer that delays it not at all may go first ([`ScopeEntry::backfills`]).
+/// Leaving the head (dropped) clears it.
+pub(crate) struct Head {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    entry: Arc<ScopeEntry>,
+}
+
+impl Head {
+    pub(crate) fn new(
+        guard: tokio::sync::OwnedMutexGuard<()>,
+        entry: Arc<ScopeEntry>,
+        costs: &[(BucketKey, u64); 3],
+    ) -> Self {
+        for (h, (_, c)) in entry.head.iter().zip(costs) {
+            h.store(*c, Ordering::Release);
+        }
+        Head {
+            _guard: guard,
+            entry,
+        }
+    }
+}
+
+impl Drop for Head {
+    fn drop(&mut self) {
+        for h in &self.entry.head {
+            h.store(0, Ordering::Release);
+        }
+    }
+}
+
+impl fmt::Debug for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Head").finish_non_exhaustive()
     }
 }
 
@@ -172,6 +241,7 @@ impl Shared {
                 refunded: Arc::new(tokio::sync::Notify::new()),
                 waiting: AtomicUsize::new(0),
                 queued: Default::default(),
+                head: Default::default(),
             })
         });
         map.insert(scope.clone(), entry.clone());

@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
 use crate::body::{ResponseBody, Watch};
-use crate::charge::{Charge, Estimate, ScopeEntry, Shared, Ticket};
+use crate::charge::{Charge, Estimate, Head, ScopeEntry, Shared, Ticket};
 
 type Lock = Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>>;
 
@@ -33,7 +33,7 @@ struct Pending<S, B> {
     /// Its place among the scope's waiters (until it has booked).
     ticket: Option<Ticket>,
     /// The head of the queue's lock (while it waits for the budget).
-    guard: Option<OwnedMutexGuard<()>>,
+    guard: Option<Head>,
     /// The booking, until the request is sent.
     reservation: Option<Reservation>,
 }
@@ -54,7 +54,8 @@ pin_project! {
 pin_project! {
     /// The response future of [`TpmLimit`](crate::TpmLimit).
     ///
-    /// A request that must wait joins its scope's FIFO queue; the request at the head
+    /// A request that must wait joins its scope's FIFO queue (a newcomer that delays the
+    /// head not at all goes first: see the [crate docs](crate)); the request at the head
     /// sleeps until its tokens fit, books them, and leaves the queue; the inner service is
     /// then driven ready and called. Dropped before the request was sent (queued, waiting
     /// or driving the inner service ready), it gives its reservation back and leaves the
@@ -156,7 +157,7 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err(gone()));
                     };
-                    p.guard = Some(guard);
+                    p.guard = Some(Head::new(guard, Arc::clone(&p.entry), &p.estimate.costs()));
                     let reserve = match &p.ticket {
                         Some(t) => t
                             .entry

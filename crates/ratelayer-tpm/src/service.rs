@@ -86,7 +86,7 @@ where
         // Nobody waits: book now if it fits now. The in-memory store answers at once, so
         // the fast path needs no clone of the inner service and no allocation.
         const TOKENS: &str = "the token budget";
-        let (wait, reason) = if entry.idle() {
+        let (wait, reason) = if entry.idle() || entry.backfills(&costs) {
             // Booked and committed at once if it fits now (one clock read).
             let mut take = entry.handle.take(&costs);
             let mut cx = Context::from_waker(Waker::noop());

@@ -123,8 +123,10 @@ async fn a_wait_beyond_the_maximum_fails_at_once_and_changes_nothing() {
     assert_eq!(probe.calls(), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn waiters_are_served_in_arrival_order() {
+/// 25,000 tokens used at 0 s; at 30 s a request of `large` waits for them to leave the
+/// window at 60 s, and then a 1,000-token request arrives. Returns whether the small one
+/// was sent at once; checks that the large one is sent exactly at 60 s either way.
+async fn small_behind_a_waiting_head(large: u64) -> bool {
     let inner = StrictService::new(answering("{}"));
     let probe = inner.probe();
     let svc = layer_30k().layer(inner);
@@ -132,16 +134,33 @@ async fn waiters_are_served_in_arrival_order() {
         .oneshot(request("openai", "gpt-4o", 25_000, 0))
         .await
         .unwrap();
-    // A large request waits; a small one that would fit now must not overtake it.
-    let mut large = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", 20_000, 0)));
-    assert_pending!(large.poll());
+    advance(Duration::from_secs(30)).await;
+    let mut head = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", large, 0)));
+    assert_pending!(head.poll());
     let mut small = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", 1_000, 0)));
-    assert_pending!(small.poll());
-    assert_eq!(probe.calls(), 1);
-    advance(Duration::from_secs(60)).await;
-    assert_ready!(large.poll()).unwrap();
-    assert_ready!(small.poll()).unwrap();
-    assert_eq!(probe.calls(), 3);
+    let went = small.poll().is_ready();
+    assert_eq!(probe.calls(), 1 + usize::from(went));
+    advance(Duration::from_secs(30)).await;
+    assert_ready!(head.poll()).unwrap();
+    if !went {
+        // Behind the head, whose 60 s turn left no room for it.
+        assert_pending!(small.poll());
+    }
+    assert_eq!(probe.calls(), 2 + usize::from(went));
+    went
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order() {
+    // Booked at 30 s, the small request would still count at 60 s, where the head needs
+    // 29,500 of 30,000: it must not overtake.
+    assert!(!small_behind_a_waiting_head(29_500).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_that_delays_the_head_not_at_all_goes_first() {
+    // At 60 s the head's 20,000 and the small request's 1,000 fit together: it goes now.
+    assert!(small_behind_a_waiting_head(20_000).await);
 }
 
 #[tokio::test(start_paused = true)]

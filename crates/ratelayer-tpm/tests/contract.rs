@@ -87,12 +87,14 @@ async fn cancelled_while_queued_or_waiting_gives_everything_back() {
         .await
         .unwrap();
 
-    // X waits at the head of the queue; Y (which would fit now) waits behind it.
-    let mut x = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", 20_000, 0)));
+    advance(Duration::from_secs(10)).await;
+    // X waits at the head of the queue until 60 s; Y would fit now but waits behind it
+    // (booked now, it would still count at 60 s, where X needs 26,000).
+    let mut x = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", 26_000, 0)));
     assert_pending!(x.poll());
     let mut y = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", 5_000, 0)));
     assert_pending!(y.poll());
-    advance(Duration::from_secs(30)).await;
+    advance(Duration::from_secs(20)).await;
     assert_pending!(x.poll());
     // Cancel the head: Y goes at once, and only Y was booked.
     drop(x);
