@@ -201,7 +201,7 @@ impl Budget {
 /// ```
 /// use ratelayer_tpm::CalibrationConfig;
 /// let c = CalibrationConfig::default();
-/// assert_eq!((c.min_factor, c.max_factor), (1.0, 4.0));
+/// assert_eq!((c.min_factor, c.max_factor), (0.75, 4.0));
 /// assert!(c.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -209,7 +209,8 @@ impl Budget {
 pub struct CalibrationConfig {
     /// Whether calibration is on.
     pub enabled: bool,
-    /// The lowest correction factor. The default 1.0 never shrinks an estimate: see
+    /// The lowest correction factor (default 0.75: estimates shrink at most by the third
+    /// that core's default estimator over-counts English; 1.0 never shrinks them). See
     /// [`Calibration`](crate::Calibration) for why. Values down to 0.5 are accepted.
     pub min_factor: f64,
     /// The highest correction factor.
@@ -223,7 +224,7 @@ impl Default for CalibrationConfig {
     fn default() -> Self {
         CalibrationConfig {
             enabled: true,
-            min_factor: 1.0,
+            min_factor: 0.75,
             max_factor: 4.0,
             decay: 0.05,
         }
@@ -237,8 +238,8 @@ impl CalibrationConfig {
         if !finite || self.min_factor < 0.5 || self.min_factor > self.max_factor {
             return Err(ConfigError::new(
                 "tpm.calibration.min_factor",
-                "must be at least 0.5 and at most max_factor (1.0, the default, never \
-                 shrinks an estimate)",
+                "must be at least 0.5 and at most max_factor (the default is 0.75; 1.0 \
+                 never shrinks an estimate)",
             ));
         }
         if self.max_factor > 16.0 {
