@@ -272,9 +272,21 @@ enum State {
     Sliding(Ring),
 }
 
-/// One bucket of a scope.
+/// One bucket of a scope. What a booking writes (`seq`, `undo`, `state`) comes first, in
+/// one cache line of its own; the configuration after it is only read on the hot path.
+/// Under contention, a booking then moves one line of each bucket between cores, not
+/// every line the bucket spans.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Bucket {
+    /// Bumped on every change; a receipt whose `seq` equals it is the last change and
+    /// can be undone exactly.
+    seq: u64,
+    /// How to undo the latest booking exactly, while it is the bucket's last change
+    /// (`seq` unchanged): GCRA, how far it moved the start past the previous `tat`;
+    /// sliding window, the slot's previous latest time, or [`CREATED`].
+    undo: u64,
+    state: State,
     pub(crate) key: BucketKey,
     /// Identifies the bucket in receipts (a re-created bucket gets a new id).
     pub(crate) id: u16,
@@ -286,14 +298,6 @@ pub(crate) struct Bucket {
     learned_limit: Option<u64>,
     /// The latest statement's usage beyond ours (replaced by each statement).
     phantom: Option<Phantom>,
-    /// Bumped on every change; a receipt whose `seq` equals it is the last change and
-    /// can be undone exactly.
-    seq: u64,
-    /// How to undo the latest booking exactly, while it is the bucket's last change
-    /// (`seq` unchanged): GCRA, how far it moved the start past the previous `tat`;
-    /// sliding window, the slot's previous latest time, or [`CREATED`].
-    undo: u64,
-    state: State,
 }
 
 fn window_ns(q: &Quota) -> u64 {
@@ -779,4 +783,10 @@ impl Bucket {
             }
         }
     }
+}
+
+/// The bytes a booking writes at the start of a [`Bucket`] (`seq`, `undo`, `state`).
+#[cfg(test)]
+pub(crate) fn hot_bytes() -> usize {
+    2 * std::mem::size_of::<u64>() + std::mem::size_of::<State>()
 }

@@ -754,3 +754,8 @@ async fn a_store_that_answers_late_still_books_and_takes() {
     drop(r);
     assert_eq!(h.used(TPM), Some(60));
 }
+
+#[test]
+fn a_booking_writes_one_line_per_bucket() {
+    assert!(super::bucket::hot_bytes() <= 128);
+}
