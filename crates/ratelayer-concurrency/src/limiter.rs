@@ -107,6 +107,9 @@ impl ScopeKey {
         }
         let mut at = PAD;
         for part in [provider, credential.unwrap_or(""), model.unwrap_or("")] {
+            if part.is_empty() {
+                continue;
+            }
             let end = at + part.len();
             if self.buf.get(at..end) != Some(part.as_bytes()) {
                 return false;
@@ -330,6 +333,18 @@ impl ScopeLimiter {
 }
 
 impl ScopeLimiter {
+    /// A permit at once, with nothing to book, when the scope sets no request bucket
+    /// (reservoir, spacing, learned limit) and a permit is free with nobody queued, on a
+    /// store that can tell without waiting. `None`: take the general path
+    /// ([`acquire`](Self::acquire), then [`book`](Self::book)).
+    #[inline]
+    pub(crate) fn try_start_now(&self) -> Option<Permit> {
+        if self.paced.load(Ordering::Acquire) {
+            return None;
+        }
+        self.engine.try_lease().map(|lease| Permit { lease })
+    }
+
     /// Books a start in the scope's request buckets (call it holding a permit).
     #[inline]
     pub(crate) fn book(&self) -> Result<Book, BoxError> {
@@ -389,6 +404,7 @@ pub(crate) struct Booking {
 }
 
 impl Booking {
+    #[inline]
     fn immediate() -> Self {
         Booking { reservation: None }
     }
@@ -400,11 +416,13 @@ impl Booking {
     }
 
     /// When the request may start (now if nothing paces).
+    #[inline]
     pub(crate) fn ready_at(&self) -> Option<Instant> {
         self.reservation.as_ref().map(Reservation::ready_at)
     }
 
     /// The request starts now: the booking is used.
+    #[inline]
     pub(crate) fn use_now(&mut self) {
         if let Some(r) = self.reservation.take() {
             drop(r.commit());

@@ -92,15 +92,23 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let priority = req
-            .extensions()
-            .get::<Priority>()
-            .copied()
-            .unwrap_or_default();
-        let meta = meta::ensure(&mut req);
-        let limiter = self.shared.limiter_for(meta);
+        let limiter = match meta::get(&req) {
+            Some(m) => self.shared.limiter_for(m),
+            None => self.shared.limiter_for(meta::ensure(&mut req)),
+        };
+        // Most requests carry their metadata only: no priority to look up.
+        let priority = if req.extensions().len() > 1 {
+            req.extensions()
+                .get::<Priority>()
+                .copied()
+                .unwrap_or_default()
+        } else {
+            Priority::default()
+        };
         let mut cooling = false;
-        if let Some(state) = &self.state {
+        if let Some(state) = &self.state
+            && let Some(meta) = meta::get(&req)
+        {
             let full = meta.scope();
             let learn = self
                 .shared
@@ -113,6 +121,11 @@ where
             cooling = state.cooldown_until(&full).is_some();
         }
         if !cooling {
+            if let Some(permit) = limiter.try_start_now() {
+                // The fastest path: nothing to book and a free permit; the readied inner
+                // service is called here.
+                return ResponseFuture::called(self.inner.call(req), permit);
+            }
             match limiter.acquire(priority) {
                 Err(full) => return ResponseFuture::failed(full.into()),
                 Ok(Admit::Now(permit)) => {

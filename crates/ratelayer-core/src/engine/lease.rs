@@ -342,6 +342,13 @@ impl Leases {
         }
     }
 
+    /// Grants at once if there is room and nobody waits.
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Option<LeaseGrant> {
+        let mut st = self.lock();
+        (st.held < st.limit && st.queued == 0).then(|| st.grant())
+    }
+
     /// Grants at once, enqueues, or fails / waits for room when the queue is full.
     pub(crate) fn acquire(
         self: &Arc<Self>,

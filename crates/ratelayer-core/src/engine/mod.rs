@@ -415,6 +415,31 @@ impl ScopeHandle {
         }
     }
 
+    /// A lease at once if one is free and nobody waits, when the store can tell without
+    /// waiting (the in-memory store); `None` otherwise, and then [`lease`](Self::lease)
+    /// queues, fails or waits as configured. A cheaper first try on a hot path.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::ConcurrencyConfig;
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// let h = LimitState::new().handle(&Scope::new("kimi"));
+    /// h.set_concurrency(ConcurrencyConfig::new(1)).unwrap();
+    /// let first = h.try_lease().expect("a free slot");
+    /// assert!(h.try_lease().is_none(), "full");
+    /// drop(first);
+    /// assert!(h.try_lease().is_some());
+    /// ```
+    #[inline]
+    pub fn try_lease(&self) -> Option<Lease> {
+        let leases = self.leases.as_ref()?;
+        let grant = leases.try_acquire()?;
+        Some(Lease {
+            owner: LeaseOwner::Memory(Arc::clone(leases)),
+            grant,
+        })
+    }
+
     /// Leases held now, and requests queued.
     pub fn lease_counts(&self) -> (usize, usize) {
         self.store.lease_counts()
