@@ -310,6 +310,7 @@ impl Leases {
         &self.scope
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, LeaseState> {
         // Every critical section leaves the state consistent before it can panic.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -334,10 +335,11 @@ impl Leases {
         (st.held, st.queued)
     }
 
+    #[inline]
     pub(crate) fn release(&self) {
         let mut st = self.lock();
         st.held = st.held.saturating_sub(1);
-        if st.drain() {
+        if st.queued > 0 && st.drain() {
             self.room.notify_waiters();
         }
     }
