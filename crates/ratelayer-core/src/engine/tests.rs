@@ -287,6 +287,44 @@ async fn leases_are_fifo_resizable_and_released_on_drop() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_lease_taken_at_once_never_goes_ahead_of_the_queue() {
+    let h = handle();
+    h.set_concurrency(ConcurrencyConfig::new(1)).unwrap();
+    let first = h.try_lease().expect("a free slot");
+    assert!(h.try_lease().is_none(), "full");
+    let mut queued = task::spawn(h.lease(Priority::Normal));
+    assert_pending!(queued.poll());
+    drop(first);
+    // The slot went to the waiter, not to the next try.
+    assert!(h.try_lease().is_none());
+    let held = assert_ready!(queued.poll()).unwrap();
+    assert_eq!(h.lease_counts(), (1, 0));
+    drop(held);
+    assert_eq!(h.lease_counts(), (0, 0));
+    let again = h.try_lease().expect("free again");
+    assert_eq!(h.lease_counts(), (1, 0));
+    drop(again);
+    assert_eq!(h.lease_counts(), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_reports_its_ttl_deadline_from_when_it_was_granted() {
+    let h = handle();
+    let ttl = secs(30);
+    h.set_concurrency(ConcurrencyConfig::new(1).with_lease_ttl(ttl))
+        .unwrap();
+    let start = Instant::now();
+    let first = h.try_lease().unwrap();
+    assert_eq!(first.expires_at(), Some(start + ttl));
+    let mut queued = task::spawn(h.lease(Priority::Normal));
+    assert_pending!(queued.poll());
+    advance(secs(5)).await;
+    drop(first);
+    let second = assert_ready!(queued.poll()).unwrap();
+    assert_eq!(second.expires_at(), Some(start + secs(5) + ttl));
+}
+
+#[tokio::test(start_paused = true)]
 async fn cancelled_lease_waiter_leaks_nothing() {
     let h = handle();
     h.set_concurrency(ConcurrencyConfig::new(1)).unwrap();
