@@ -115,7 +115,7 @@ impl ScopeEntry {
 }
 
 /// The head of a scope's queue: holds the queue's lock and publishes what it will book,
-/// so a newcomer that delays it not at all may go first ([`ScopeEntry::backfills`]).
+/// so a request that delays it not at all may go first ([`ScopeEntry::backfills`]).
 /// Leaving the head (dropped) clears it.
 pub(crate) struct Head {
     _guard: tokio::sync::OwnedMutexGuard<()>,

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -42,7 +42,9 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Failed { error: Option<BoxError> },
-        Queued { lock: Lock },
+        // In the queue; woken by refunds too, to go ahead when that delays the head not
+        // at all.
+        Queued { lock: Lock, #[pin] refunded: Option<OwnedNotified> },
         Trying { reserve: Reserve },
         Sleeping { #[pin] sleep: Sleep, #[pin] refunded: Option<OwnedNotified> },
         Readying,
@@ -54,8 +56,9 @@ pin_project! {
 pin_project! {
     /// The response future of [`TpmLimit`](crate::TpmLimit).
     ///
-    /// A request that must wait joins its scope's FIFO queue (a newcomer that delays the
-    /// head not at all goes first: see the [crate docs](crate)); the request at the head
+    /// A request that must wait joins its scope's FIFO queue (one that delays the head
+    /// not at all may go first, when it arrives or when tokens come back: see the
+    /// [crate docs](crate)); the request at the head
     /// sleeps until its tokens fit, books them, and leaves the queue; the inner service is
     /// then driven ready and called. Dropped before the request was sent (queued, waiting
     /// or driving the inner service ready), it gives its reservation back and leaves the
@@ -112,7 +115,10 @@ impl<S, B, F> ResponseFuture<S, B, F> {
     ) -> Self {
         let lock: Lock = Box::pin(Arc::clone(&ticket.entry.queue).lock_owned());
         ResponseFuture {
-            state: State::Queued { lock },
+            state: State::Queued {
+                lock,
+                refunded: Some(Arc::clone(&ticket.entry.refunded).notified_owned()),
+            },
             pending: Some(Pending {
                 req,
                 svc,
@@ -151,8 +157,36 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Err(e));
                 }
-                StateProj::Queued { lock } => {
-                    let guard = ready!(lock.as_mut().poll(cx));
+                StateProj::Queued { lock, mut refunded } => {
+                    let Poll::Ready(guard) = lock.as_mut().poll(cx) else {
+                        // Not at the head: when tokens come back, go ahead if that delays
+                        // the head not at all (see `ScopeEntry::backfills`).
+                        let Some(n) = refunded.as_mut().as_pin_mut() else {
+                            return Poll::Pending;
+                        };
+                        ready!(n.poll(cx));
+                        let Some(p) = this.pending.as_mut() else {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(gone()));
+                        };
+                        let entry = Arc::clone(&p.entry);
+                        refunded.set(Some(Arc::clone(&entry.refunded).notified_owned()));
+                        let costs = p.estimate.costs();
+                        if entry.backfills(&costs) {
+                            let mut reserve = entry.handle.reserve(&costs, Some(Duration::ZERO));
+                            let mut now_cx = Context::from_waker(Waker::noop());
+                            if let Poll::Ready(Ok(r)) = Pin::new(&mut reserve).poll(&mut now_cx)
+                                && r.ready_at() <= Instant::now()
+                            {
+                                // Booked: leave the queue (the lock future is dropped).
+                                p.reservation = Some(r);
+                                p.ticket = None;
+                                this.state.set(State::Readying);
+                            }
+                        }
+                        // Queued still: wait for the lock or the next refund.
+                        continue;
+                    };
                     let Some(p) = this.pending.as_mut() else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(gone()));

@@ -9,13 +9,13 @@
 //!   credential, model), all or nothing. If they fit, the request is sent at once.
 //!   Otherwise it joins the scope's FIFO queue and waits exactly until they fit (a sliding
 //!   window matching the providers' accounting), with a tracing event naming the model,
-//!   the limit, what is used, the request's size and the wait. While others wait, a new
-//!   request goes at once only if it fits now and the head of the queue still fits as
-//!   early as it would alone (backfilling: the head is never delayed, so a large request
-//!   is never starved by small ones, and budget the head cannot use yet is not left
-//!   idle). Tokens are booked when the
-//!   request is sent, so a refund from a finished request serves the next one at once
-//!   (the head of the queue wakes for it). The inner service is driven ready only after
+//!   the limit, what is used, the request's size and the wait. A request behind the head
+//!   (arriving, or queued when a finished request gives tokens back) goes ahead only if
+//!   it fits now and the head still fits as early as it would alone (backfilling: the
+//!   head is never delayed, so a large request is never starved by small ones, and budget
+//!   the head cannot use yet is not left idle). Tokens are booked when the request is
+//!   sent, so a refund from a finished request serves the next one at once (the head of
+//!   the queue wakes for it). The inner service is driven ready only after
 //!   the wait: no permit or readiness is held while sleeping.
 //! - A request that would wait longer than [`TpmConfig::max_wait`] fails at once with
 //!   [`WaitTooLong`](ratelayer_core::WaitTooLong), changing nothing (a fallback layer

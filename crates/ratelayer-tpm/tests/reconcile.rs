@@ -369,3 +369,39 @@ async fn a_request_held_back_below_counts_from_when_it_was_sent() {
         .unwrap();
     assert_eq!(t0.elapsed(), Duration::from_secs(70));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_goes_ahead_on_a_refund_that_delays_the_head_not_at_all() {
+    use tokio_test::{assert_pending, assert_ready, task};
+    // 16,000 booked at 0 s for a response whose body is still open, 10,000 more done.
+    let (layer, tx, resp) = streamed(layer_30k(), "openai", "gpt-4o", (16_000, 0)).await;
+    let svc = layer.layer(answering("{}"));
+    svc.clone()
+        .oneshot(request("openai", "gpt-4o", 10_000, 0))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let t0 = Instant::now();
+    // The head needs everything booked at 0 s to leave the window at 60 s; 5,000 do not
+    // fit now either, and queue behind it.
+    let mut head = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", 25_000, 0)));
+    assert_pending!(head.poll());
+    let mut small = task::spawn(svc.clone().oneshot(request("openai", "gpt-4o", 5_000, 0)));
+    assert_pending!(small.poll());
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // The open response used 6,000: 10,000 come back. The head still needs 60 s, where
+    // the small request (counted until 80 s) leaves it room: the small one goes now.
+    tx.send(Ok(Bytes::from_static(
+        br#"{"usage":{"prompt_tokens":6000,"completion_tokens":0,"total_tokens":6000}}"#,
+    )))
+    .unwrap();
+    drop(tx);
+    resp.into_body().collect().await.unwrap();
+    assert!(small.is_woken());
+    assert_ready!(small.poll()).unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(10));
+    assert_pending!(head.poll());
+    tokio::time::advance(Duration::from_secs(40)).await;
+    assert_ready!(head.poll()).unwrap();
+    assert_eq!(tpm(&layer), 30_000);
+}
