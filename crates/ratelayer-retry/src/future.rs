@@ -189,6 +189,7 @@ where
                                 this.scope,
                                 &shared.state,
                                 shared.cfg.pacing_margin,
+                                shared.cfg.probe,
                                 now,
                             ) {
                                 Admit::Go(guard) => {

@@ -78,6 +78,7 @@ impl Gate {
         scope: &Scope,
         state: &LimitState,
         margin: Duration,
+        probe: bool,
         now: Instant,
     ) -> Admit {
         // Read the shared state before taking our own lock (no nested locks).
@@ -88,7 +89,7 @@ impl Gate {
             Some(g) => g,
             None => map.entry(scope.clone()).or_insert_with(ScopeGate::new),
         };
-        if !g.seen {
+        if probe && !g.seen {
             if g.probing {
                 return Admit::Probe(g.wake.subscribe());
             }

@@ -89,6 +89,7 @@ pub(crate) struct Config {
     pub(crate) max_total_wait: Duration,
     pub(crate) max_body: usize,
     pub(crate) pacing: bool,
+    pub(crate) probe: bool,
     pub(crate) pacing_margin: Duration,
     pub(crate) share_cooldown: bool,
     pub(crate) budget_ttl: Duration,
@@ -108,6 +109,7 @@ impl Default for Config {
             max_total_wait: Duration::from_secs(30 * 60),
             max_body: 64 * 1024,
             pacing: true,
+            probe: true,
             pacing_margin: Duration::from_millis(500),
             share_cooldown: true,
             budget_ttl: Duration::from_secs(10),
@@ -134,6 +136,7 @@ impl Default for Config {
 /// | [`retry_budget`](Self::retry_budget) | 20 % of the last 10 s of requests, at least 10 retries/s |
 /// | [`max_error_body`](Self::max_error_body) | 64 KiB |
 /// | [`pacing`](Self::pacing), [`pacing_margin`](Self::pacing_margin) | on, 0.5 s |
+/// | [`probe`](Self::probe) (a scope's first request alone) | on |
 /// | [`share_cooldown`](Self::share_cooldown) | on |
 ///
 /// ```
@@ -280,6 +283,19 @@ impl BackoffRetryLayerBuilder {
         /// let b = b.pacing(false);
         /// ```
         pacing: bool => pacing
+    );
+    setter!(
+        /// With pacing on, send a scope's first request alone and hold the others until
+        /// its response has told the account's limits (on by default). Turn it off when
+        /// the limits are configured in the layers inside (a TPM or concurrency budget):
+        /// they already keep the first burst within them, and the probe would cost one
+        /// response's latency. `ratelayer`'s presets do so when limits are given.
+        ///
+        /// ```
+        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
+        /// let b = b.probe(false);
+        /// ```
+        probe: bool => probe
     );
     setter!(
         /// The margin added to a learned window before a slot counts as free again.

@@ -49,7 +49,8 @@
 //!   `ratelayer-tier` publishes the server's delay), so after the first 429 every queued
 //!   request waits for it instead of collecting its own 429.
 //! - **Pacing** (on by default) from what the tier layer learned: until a scope's first
-//!   response, one request goes alone (a probe) and the others wait for it; when the last
+//!   response, one request goes alone (a probe, unless turned off with
+//!   [`probe`](BackoffRetryLayerBuilder::probe)) and the others wait for it; when the last
 //!   snapshot says no requests remain, wait for its reset; with a learned limit `L` per
 //!   window `W`, at most `L` attempts start in any `W` (plus a 0.5 s margin). On the free
 //!   tier (3 RPM) ten concurrent requests then finish in the minimum time, 3 a minute,

@@ -18,6 +18,7 @@ use tower::{Layer, ServiceExt, service_fn};
 #[allow(clippy::type_complexity)]
 fn stack(
     headers: &'static [(&'static str, &'static str)],
+    probe: bool,
 ) -> (
     impl tower::Service<
         Request<ReplayBody>,
@@ -45,10 +46,32 @@ fn stack(
     let state = LimitState::new();
     let svc = BackoffRetryLayer::builder(state.clone())
         .pacing_margin(Duration::ZERO)
+        .probe(probe)
         .build()
         .unwrap()
         .layer(TierDetectLayer::new(state).layer(inner));
     (svc, calls)
+}
+
+/// Sends three requests at once and checks all succeed.
+async fn three_at_once<S>(svc: &S)
+where
+    S: tower::Service<
+            Request<ReplayBody>,
+            Response = Response<ratelayer_retry::ResponseBody<String>>,
+            Error = ratelayer_core::BoxError,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        set.spawn(svc.clone().oneshot(Request::new(ReplayBody::empty())));
+    }
+    while let Some(r) = set.join_next().await {
+        assert_eq!(r.unwrap().unwrap().status(), 200);
+    }
 }
 
 fn offsets(calls: &Mutex<Vec<Instant>>, start: Instant) -> Vec<u64> {
@@ -62,26 +85,31 @@ fn offsets(calls: &Mutex<Vec<Instant>>, start: Instant) -> Vec<u64> {
 
 #[tokio::test(start_paused = true)]
 async fn first_request_of_a_scope_probes_alone() {
-    let (svc, calls) = stack(&[("x-ratelimit-limit-requests", "1000")]);
+    let (svc, calls) = stack(&[("x-ratelimit-limit-requests", "1000")], true);
     let start = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..3 {
-        set.spawn(svc.clone().oneshot(Request::new(ReplayBody::empty())));
-    }
-    while let Some(r) = set.join_next().await {
-        assert_eq!(r.unwrap().unwrap().status(), 200);
-    }
+    three_at_once(&svc).await;
     // The probe at 0; the others once its response (1 s latency) was seen.
     assert_eq!(offsets(&calls, start), [0, 1000, 1000]);
 }
 
 #[tokio::test(start_paused = true)]
+async fn without_the_probe_the_first_requests_start_together() {
+    let (svc, calls) = stack(&[("x-ratelimit-limit-requests", "1000")], false);
+    let start = Instant::now();
+    three_at_once(&svc).await;
+    assert_eq!(offsets(&calls, start), [0, 0, 0]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn remaining_zero_waits_for_the_reset() {
-    let (svc, calls) = stack(&[
-        ("x-ratelimit-limit-requests", "1000"),
-        ("x-ratelimit-remaining-requests", "0"),
-        ("x-ratelimit-reset-requests", "30s"),
-    ]);
+    let (svc, calls) = stack(
+        &[
+            ("x-ratelimit-limit-requests", "1000"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "30s"),
+        ],
+        true,
+    );
     let start = Instant::now();
     svc.clone()
         .oneshot(Request::new(ReplayBody::empty()))
@@ -97,7 +125,7 @@ async fn remaining_zero_waits_for_the_reset() {
 
 #[tokio::test(start_paused = true)]
 async fn learned_limit_spaces_starts_over_the_window() {
-    let (svc, calls) = stack(&[("x-ratelimit-limit-requests", "2")]);
+    let (svc, calls) = stack(&[("x-ratelimit-limit-requests", "2")], true);
     let start = Instant::now();
     svc.clone()
         .oneshot(Request::new(ReplayBody::empty()))

@@ -258,6 +258,10 @@ impl Preset {
         if let Some(m) = model_limits {
             tpm = tpm.budget(Budget::new(self.name.clone(), m));
         }
+        if model_limits.is_some() || l.rpm.is_some() || l.max_concurrent.is_some() {
+            // The configured limits hold the first burst: no probe needed.
+            retry = retry.probe(false);
+        }
         let mut conc = Limits::new();
         if let Some(n) = l.max_concurrent {
             conc = conc.max_concurrent(n);
