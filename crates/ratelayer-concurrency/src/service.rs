@@ -68,8 +68,8 @@ fn learned_window(state: &LimitState, scope: &Scope) -> Option<Window> {
             interval: Duration::from_secs(60),
         });
     }
-    let obs = state.observed(scope)?;
-    let r = obs.snapshot.requests;
+    // Only the requests' line of the snapshot, read in place.
+    let r = state.with_observed(scope, |o| o.snapshot.requests)?;
     let limit = r.limit?;
     Some(Window {
         limit: u32::try_from(limit).unwrap_or(u32::MAX).max(1),
