@@ -198,7 +198,7 @@ impl<S, B> Wait<S, B> {
 
     fn cooldown_until(&self, now: Instant) -> Option<Instant> {
         let (state, scope) = self.state.as_ref()?;
-        state.cooldown_until(scope).filter(|u| *u > now)
+        state.cooldown_until_at(scope, now).filter(|u| *u > now)
     }
 
     /// Sleeps until `until`; `Ready` once it has passed.

@@ -186,8 +186,28 @@ impl LimitState {
     /// the scope without its model, and the provider as a whole. `None` if no cooldown
     /// is in force now.
     pub fn cooldown_until(&self, scope: &Scope) -> Option<Instant> {
-        // No cooldown anywhere lasts past now: no need to resolve the scope.
-        if !self.inner.store.may_cool_down(Instant::now()) {
+        self.cooldown_until_at(scope, Instant::now())
+    }
+
+    /// [`cooldown_until`](Self::cooldown_until) for a caller that has just read the
+    /// clock: when no cooldown anywhere in the store lasts past `now`, it answers `None`
+    /// without resolving the scope.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope};
+    /// use tokio::time::Instant;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let st = LimitState::new();
+    /// let s = Scope::new("openai");
+    /// let now = Instant::now();
+    /// assert_eq!(st.cooldown_until_at(&s, now), None);
+    /// st.set_cooldown(&s, now + Duration::from_secs(5));
+    /// assert_eq!(st.cooldown_until_at(&s, now), Some(now + Duration::from_secs(5)));
+    /// # }
+    /// ```
+    pub fn cooldown_until_at(&self, scope: &Scope, now: Instant) -> Option<Instant> {
+        if !self.inner.store.may_cool_down(now) {
             return None;
         }
         self.inner.store.scope(scope).cooldown_until()

@@ -176,13 +176,7 @@ where
                 StateProj::Gate => {
                     let now = Instant::now();
                     let shared = &**this.shared;
-                    // One clock read: no cooldown anywhere lasts past now, or look.
-                    let cooldown = if shared.state.store().may_cool_down(now) {
-                        shared.state.cooldown_until(this.scope)
-                    } else {
-                        None
-                    };
-                    let wait = match cooldown {
+                    let wait = match shared.state.cooldown_until_at(this.scope, now) {
                         Some(until) => Some((until, "cooldown")),
                         None if shared.cfg.pacing => {
                             match shared.gate.admit(

@@ -398,8 +398,12 @@ fn model_in_path(path: &str) -> Option<String> {
 /// assert_eq!(fingerprint(b"").len(), 8);
 /// ```
 pub fn fingerprint(secret: &[u8]) -> String {
-    let hex = fingerprint_hex(secret);
-    String::from_utf8_lossy(&hex).into_owned()
+    hex_str(&fingerprint_hex(secret)).to_owned()
+}
+
+/// Eight ASCII hex digits as text (always UTF-8).
+fn hex_str(hex: &[u8; 8]) -> &str {
+    std::str::from_utf8(hex).unwrap_or("00000000")
 }
 
 /// [`fingerprint`] as eight ASCII hex digits, without allocating.
@@ -454,9 +458,5 @@ fn credential(headers: &HeaderMap, uri: &Uri) -> Option<Arc<str>> {
     from_header
         .or_else(from_query)
         .filter(|v| !v.is_empty())
-        .map(|v| {
-            let hex = fingerprint_hex(v);
-            // Eight ASCII hex digits are always UTF-8.
-            Arc::from(std::str::from_utf8(&hex).unwrap_or("00000000"))
-        })
+        .map(|v| Arc::from(hex_str(&fingerprint_hex(v))))
 }

@@ -159,13 +159,15 @@ pub(super) enum Key {
     Model,
     /// An input key, by its index in [`INPUT_KEYS`].
     Input(usize),
-    /// `max_completion_tokens`, `max_tokens`, `max_output_tokens`.
+    /// `max_completion_tokens`, `max_tokens`: a maximum at the top level.
     MaxOutput,
+    /// `max_output_tokens`: a maximum at the top level and in a generation config.
+    MaxOutputTokens,
     N,
     GenerationCamel,
     GenerationSnake,
-    /// `maxOutputTokens` (generation config).
-    MaxOutputTokens,
+    /// `maxOutputTokens`: a maximum in a generation config.
+    GenerationMax,
     /// `candidateCount`, `candidate_count` (generation config).
     CandidateCount,
     Type,
@@ -180,11 +182,12 @@ impl Key {
         }
         match k {
             "model" => Key::Model,
-            "max_completion_tokens" | "max_tokens" | "max_output_tokens" => Key::MaxOutput,
+            "max_completion_tokens" | "max_tokens" => Key::MaxOutput,
+            "max_output_tokens" => Key::MaxOutputTokens,
             "n" => Key::N,
             "generationConfig" => Key::GenerationCamel,
             "generation_config" => Key::GenerationSnake,
-            "maxOutputTokens" => Key::MaxOutputTokens,
+            "maxOutputTokens" => Key::GenerationMax,
             "candidateCount" | "candidate_count" => Key::CandidateCount,
             "type" => Key::Type,
             _ if MEDIA_KEYS.contains(&k) => Key::Media,
@@ -192,9 +195,14 @@ impl Key {
         }
     }
 
-    /// `max_output_tokens` is a maximum at the top level and in a generation config.
-    pub(super) fn is_generation_max(k: &str) -> bool {
-        k == "maxOutputTokens" || k == "max_output_tokens"
+    /// A maximum at the top level.
+    pub(super) fn is_top_max(self) -> bool {
+        matches!(self, Key::MaxOutput | Key::MaxOutputTokens)
+    }
+
+    /// A maximum in a generation config.
+    pub(super) fn is_generation_max(self) -> bool {
+        matches!(self, Key::GenerationMax | Key::MaxOutputTokens)
     }
 }
 
@@ -202,7 +210,7 @@ impl Key {
 struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = (Key, bool);
+    type Value = Key;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
@@ -210,14 +218,14 @@ impl<'de> DeserializeSeed<'de> for KeySeed {
 }
 
 impl<'de> Visitor<'de> for KeySeed {
-    type Value = (Key, bool);
+    type Value = Key;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a key")
     }
 
     fn visit_str<Er: serde::de::Error>(self, k: &str) -> Result<Self::Value, Er> {
-        Ok((Key::of(k), Key::is_generation_max(k)))
+        Ok(Key::of(k))
     }
 }
 
@@ -292,8 +300,8 @@ impl<'de> Visitor<'de> for GenerationSeed {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let (mut max, mut count) = (None, None);
-        while let Some((key, generation_max)) = map.next_key_seed(KeySeed)? {
-            if generation_max {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if key.is_generation_max() {
                 max = max_opt(max, map.next_value_seed(U64Seed)?);
             } else if key == Key::CandidateCount {
                 count = max_opt(count, map.next_value_seed(U64Seed)?);
@@ -417,7 +425,7 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for Count<'_, E> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Counted, A::Error> {
         let (mut tokens, mut media) = (0u64, false);
-        while let Some((key, _)) = map.next_key_seed(KeySeed)? {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             let c = map.next_value_seed(self)?;
             tokens = tokens.saturating_add(c.tokens);
             media |= key == Key::Media || (key == Key::Type && c.media_type);
@@ -446,14 +454,14 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for TopLevel<'_, E> {
             e: self.e,
             model: self.model,
         };
-        while let Some((key, _)) = map.next_key_seed(KeySeed)? {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             match key {
                 Key::Model => facts.model = map.next_value_seed(ModelSeed)?,
                 Key::Input(i) => {
                     let c = map.next_value_seed(count)?;
                     facts.add_input(i, c, self.e.per_message());
                 }
-                Key::MaxOutput => {
+                k if k.is_top_max() => {
                     facts.max_output = max_opt(facts.max_output, map.next_value_seed(U64Seed)?);
                 }
                 Key::N => facts.n = max_opt(facts.n, map.next_value_seed(U64Seed)?),

@@ -198,7 +198,7 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
             b'{' => {
                 self.enter()?;
                 let (mut tokens, mut media) = (0u64, false);
-                self.members(|r, key, _| {
+                self.members(|r, key| {
                     let c = r.count()?;
                     tokens = tokens.saturating_add(c.tokens);
                     media |= key == Key::Media || (key == Key::Type && c.media_type);
@@ -253,17 +253,16 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
 
     /// The members of an object whose `{` was read, each handed to `f` with its key
     /// (which `f` must read the value of); reads the closing `}`.
-    /// `f` also learns whether the key is a generation config's maximum.
-    fn members(&mut self, mut f: impl FnMut(&mut Self, Key, bool) -> Fast<()>) -> Fast<()> {
+    fn members(&mut self, mut f: impl FnMut(&mut Self, Key) -> Fast<()>) -> Fast<()> {
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
             return Ok(());
         }
         loop {
-            let raw = self.string()?;
+            let key = Key::of(self.string()?);
             self.eat(b':')?;
-            f(self, Key::of(raw), Key::is_generation_max(raw))?;
+            f(self, key)?;
             self.ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
@@ -306,8 +305,8 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
         }
         self.enter()?;
         let (mut max, mut count) = (None, None);
-        self.members(|r, key, generation_max| {
-            if generation_max {
+        self.members(|r, key| {
+            if key.is_generation_max() {
                 max = max_opt(max, r.u64()?);
             } else if key == Key::CandidateCount {
                 count = max_opt(count, r.u64()?);
@@ -324,7 +323,7 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
     fn top(&mut self) -> Fast<BodyFacts> {
         self.enter()?;
         let mut facts = BodyFacts::default();
-        self.members(|r, key, _| {
+        self.members(|r, key| {
             match key {
                 Key::Model => {
                     r.ws();
@@ -340,7 +339,7 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
                     let c = r.count()?;
                     facts.add_input(i, c, r.e.per_message());
                 }
-                Key::MaxOutput => facts.max_output = max_opt(facts.max_output, r.u64()?),
+                k if k.is_top_max() => facts.max_output = max_opt(facts.max_output, r.u64()?),
                 Key::N => facts.n = max_opt(facts.n, r.u64()?),
                 Key::GenerationCamel => facts.generation_camel = Some(r.generation()?),
                 Key::GenerationSnake => facts.generation_snake = r.generation()?,
