@@ -318,10 +318,23 @@ impl ConcurrencyConfig {
 
     /// The limits that apply to `provider` and `model`.
     pub fn limits_for(&self, provider: &str, model: Option<&str>) -> &Limits {
-        if let Some(m) = model
-            && let Some(l) = self.providers.get(&format!("{provider}/{m}"))
-        {
-            return l;
+        if let Some(m) = model {
+            // `provider/model`, joined on the stack when short (every request asks).
+            let mut buf = [0u8; 128];
+            let n = provider.len() + 1 + m.len();
+            let found = if n <= buf.len() {
+                buf[..provider.len()].copy_from_slice(provider.as_bytes());
+                buf[provider.len()] = b'/';
+                buf[provider.len() + 1..n].copy_from_slice(m.as_bytes());
+                std::str::from_utf8(&buf[..n])
+                    .ok()
+                    .and_then(|key| self.providers.get(key))
+            } else {
+                self.providers.get(&format!("{provider}/{m}"))
+            };
+            if let Some(l) = found {
+                return l;
+            }
         }
         self.providers.get(provider).unwrap_or(&self.default)
     }

@@ -1,6 +1,6 @@
 //! The run-time handle: hot reload of limits and a view of every scope.
 
-use std::collections::HashMap;
+use ratelayer_core::ScopeMap;
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
@@ -21,7 +21,7 @@ pub(crate) struct Shared {
     scope_by: ScopeBy,
     /// The first scope's limiter: found without a lock (most layers serve one scope).
     first: OnceLock<Arc<ScopeLimiter>>,
-    scopes: RwLock<HashMap<Scope, Arc<ScopeLimiter>>>,
+    scopes: RwLock<ScopeMap<Arc<ScopeLimiter>>>,
     /// Where the engine state (leases, buckets) lives.
     state: RwLock<LimitState>,
 }

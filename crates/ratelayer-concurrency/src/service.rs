@@ -62,18 +62,17 @@ impl<S> Concurrency<S> {
 /// The request limit the provider stated for `scope`: the tier's requests per minute, else
 /// the last `limit-requests` header (per its window, or per minute).
 fn learned_window(state: &LimitState, scope: &Scope) -> Option<Window> {
-    if let Some(rpm) = state.tier(scope).and_then(|t| t.rpm) {
-        return Some(Window {
-            limit: u32::try_from(rpm).unwrap_or(u32::MAX).max(1),
-            interval: Duration::from_secs(60),
-        });
-    }
-    // Only the requests' line of the snapshot, read in place.
-    let r = state.with_observed(scope, |o| o.snapshot.requests)?;
-    let limit = r.limit?;
+    // One lookup; only the tier's rate and the requests' line of the snapshot are read.
+    let (limit, interval) = state.with_scope(scope, |tier, seen| {
+        if let Some(rpm) = tier.and_then(|t| t.rpm) {
+            return Some((rpm, Duration::from_secs(60)));
+        }
+        let r = &seen?.snapshot.requests;
+        Some((r.limit?, r.window.unwrap_or(Duration::from_secs(60))))
+    })?;
     Some(Window {
         limit: u32::try_from(limit).unwrap_or(u32::MAX).max(1),
-        interval: r.window.unwrap_or(Duration::from_secs(60)),
+        interval,
     })
 }
 

@@ -34,7 +34,7 @@ pub use clock::{Deadline, SentAt};
 pub use error::{ConfigError, NeverFits, QueueFull, WaitTooLong};
 pub use headers::{Dialect, Dimension, RateLimitSnapshot};
 pub use meta::RequestMeta;
-pub use scope::Scope;
+pub use scope::{Scope, ScopeHasher, ScopeMap};
 pub use state::LimitState;
 
 /// The error type of services in a ratelayer stack: any error, boxed.

@@ -30,7 +30,7 @@
 //! learned limits into it, and [`handle`](LimitState::handle) gives the per-scope engine
 //! handle the TPM and concurrency layers reserve through (see [`engine`](crate::engine)).
 
-use std::collections::HashMap;
+use crate::ScopeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -82,14 +82,14 @@ struct Entry {
 
 #[derive(Debug)]
 struct Inner {
-    scopes: Mutex<HashMap<Scope, Entry>>,
+    scopes: Mutex<ScopeMap<Entry>>,
     store: Arc<dyn Store>,
 }
 
 impl Default for Inner {
     fn default() -> Self {
         Inner {
-            scopes: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(ScopeMap::default()),
             store: Arc::new(MemoryStore::new()),
         }
     }
@@ -119,7 +119,7 @@ impl LimitState {
     pub fn with_store(store: impl Store) -> Self {
         LimitState {
             inner: Arc::new(Inner {
-                scopes: Mutex::new(HashMap::new()),
+                scopes: Mutex::new(ScopeMap::default()),
                 store: Arc::new(store),
             }),
         }
@@ -136,7 +136,7 @@ impl LimitState {
         ScopeHandle::new(self.inner.store.scope(scope))
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Scope, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, ScopeMap<Entry>> {
         // A panic while holding this lock cannot leave an entry half-written (every
         // critical section is a single assignment), so a poisoned lock is still usable.
         self.inner
@@ -256,6 +256,31 @@ impl LimitState {
             .get(scope)
             .and_then(|e| e.observed.as_ref())
             .map(f)
+    }
+
+    /// Reads what is known of exactly `scope` (its tier and its last snapshot) in place,
+    /// in one lookup and without copying either: `f`'s answer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope, state::TierInfo};
+    /// let st = LimitState::new();
+    /// let s = Scope::new("openai");
+    /// assert_eq!(st.with_scope(&s, |tier, _| tier.is_some()), false);
+    /// st.set_tier(&s, TierInfo::new("tier-1", Duration::from_secs(20)));
+    /// let (name, seen) = st.with_scope(&s, |tier, seen| (tier.map(|t| t.name.clone()), seen.is_some()));
+    /// assert_eq!((name.as_deref(), seen), (Some("tier-1"), false));
+    /// ```
+    pub fn with_scope<R>(
+        &self,
+        scope: &Scope,
+        f: impl FnOnce(Option<&TierInfo>, Option<&Observed>) -> R,
+    ) -> R {
+        let map = self.lock();
+        match map.get(scope) {
+            Some(e) => f(e.tier.as_ref(), e.observed.as_ref()),
+            None => f(None, None),
+        }
     }
 
     /// The scopes this state knows about (with a tier, a snapshot, or engine state).

@@ -40,15 +40,20 @@ pin_project! {
         // Waiting for the inner service's response.
         Calling { #[pin] fut: F },
         // Reading an error body (up to the bound) to classify it.
-        Reading {
-            parts: Option<http::response::Parts>,
-            body: Option<Pin<Box<B>>>,
-            buf: BytesMut,
-            trailers: Option<HeaderMap>,
-            error: Option<B::Error>,
-        },
+        // Boxed: rare, and large next to the future of a request that succeeds (which
+        // every layer around this one moves).
+        Reading { read: Box<Read<B>> },
         Done,
     }
+}
+
+/// An error body being read.
+struct Read<B: Body> {
+    parts: Option<http::response::Parts>,
+    body: Option<Pin<Box<B>>>,
+    buf: BytesMut,
+    trailers: Option<HeaderMap>,
+    error: Option<B::Error>,
 }
 
 pin_project! {
@@ -287,11 +292,13 @@ where
                             let (parts, body) = resp.into_parts();
                             if shared.classifier.wants_body(parts.status) {
                                 this.state.set(State::Reading {
-                                    parts: Some(parts),
-                                    body: Some(Box::pin(body)),
-                                    buf: BytesMut::new(),
-                                    trailers: None,
-                                    error: None,
+                                    read: Box::new(Read {
+                                        parts: Some(parts),
+                                        body: Some(Box::pin(body)),
+                                        buf: BytesMut::new(),
+                                        trailers: None,
+                                        error: None,
+                                    }),
                                 });
                                 continue;
                             }
@@ -347,13 +354,14 @@ where
                         }
                     }
                 }
-                StateProj::Reading {
-                    parts,
-                    body,
-                    buf,
-                    trailers,
-                    error,
-                } => {
+                StateProj::Reading { read } => {
+                    let Read {
+                        parts,
+                        body,
+                        buf,
+                        trailers,
+                        error,
+                    } = &mut **read;
                     let max = this.shared.cfg.max_body;
                     while buf.len() < max {
                         let Some(b) = body.as_mut() else { break };
@@ -453,6 +461,9 @@ fn finish<B: Body>(
 }
 
 fn parse(scope: &Scope, parts: &http::response::Parts, body: Option<&[u8]>) -> RateLimitSnapshot {
+    if body.is_none() && !headers::states_limits(&parts.headers) {
+        return RateLimitSnapshot::default();
+    }
     // The wall clock is read here, at the edge, for absolute-date headers.
     headers::parse(
         parts.status,

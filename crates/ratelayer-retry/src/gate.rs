@@ -15,7 +15,9 @@
 //! The cooldown (rule 0, in the future) comes first: after a 429 every queued request of
 //! the scope waits for it instead of collecting its own 429.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use ratelayer_core::ScopeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,7 +57,7 @@ impl ScopeGate {
 
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
-    scopes: Mutex<HashMap<Scope, ScopeGate>>,
+    scopes: Mutex<ScopeMap<ScopeGate>>,
 }
 
 /// What an attempt may do now.
@@ -69,7 +71,7 @@ pub(crate) enum Admit {
 }
 
 impl Gate {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Scope, ScopeGate>> {
+    fn lock(&self) -> MutexGuard<'_, ScopeMap<ScopeGate>> {
         self.scopes.lock().unwrap_or_else(|p| p.into_inner())
     }
 

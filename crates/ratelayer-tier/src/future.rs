@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use http::Response;
 use pin_project_lite::pin_project;
-use ratelayer_core::Scope;
+use ratelayer_core::{Scope, headers};
 
 use crate::layer::Detector;
 
@@ -39,7 +39,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
-        if let (Ok(resp), Some(scope)) = (&out, this.scope.take()) {
+        if let (Ok(resp), Some(scope)) = (&out, this.scope.take())
+            && headers::states_limits(resp.headers())
+        {
             // The wall clock is read here, at the edge, and passed in as a value.
             this.shared
                 .on_response(&scope, resp.status(), resp.headers(), SystemTime::now());

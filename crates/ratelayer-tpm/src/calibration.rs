@@ -42,7 +42,7 @@
 //! assert!(cal.correct(&scope, 1000) > 1200);
 //! ```
 
-use std::collections::HashMap;
+use ratelayer_core::ScopeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ratelayer_core::Scope;
@@ -58,7 +58,7 @@ const MIN_SAMPLE: u64 = 32;
 #[derive(Debug, Clone)]
 pub struct Calibration {
     config: CalibrationConfig,
-    factors: Arc<Mutex<HashMap<Scope, f64>>>,
+    factors: Arc<Mutex<ScopeMap<f64>>>,
 }
 
 impl Calibration {
@@ -70,7 +70,7 @@ impl Calibration {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Scope, f64>> {
+    fn lock(&self) -> MutexGuard<'_, ScopeMap<f64>> {
         // Each critical section is one read or one insert: a poisoned map is consistent.
         self.factors.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -1,7 +1,7 @@
 //! The state shared by a layer and its services, and the settlement of one request's
 //! token reservation.
 
-use std::collections::HashMap;
+use ratelayer_core::ScopeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -185,7 +185,7 @@ pub(crate) struct Shared {
     pub(crate) calibration: Calibration,
     pub(crate) estimator: Arc<dyn TokenEstimator>,
     /// The scopes seen so far (`None`: no budget applies).
-    scopes: Mutex<HashMap<Scope, Option<Arc<ScopeEntry>>>>,
+    scopes: Mutex<ScopeMap<Option<Arc<ScopeEntry>>>>,
 }
 
 impl fmt::Debug for Shared {
@@ -208,7 +208,7 @@ impl Shared {
             config,
             state,
             estimator,
-            scopes: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(ScopeMap::default()),
         }
     }
 
@@ -323,7 +323,8 @@ pub(crate) struct Charge {
     entry: Arc<ScopeEntry>,
     shared: Arc<Shared>,
     estimate: Estimate,
-    snapshot: Option<RateLimitSnapshot>,
+    /// Boxed: most responses state no limits, and a charge is moved with its future.
+    snapshot: Option<Box<RateLimitSnapshot>>,
 }
 
 impl fmt::Debug for Charge {
@@ -359,13 +360,17 @@ impl Charge {
             return None;
         }
         let dialect = headers::Dialect::for_provider(self.entry.handle.scope().provider());
-        let snapshot = headers::parse(
-            parts.status,
-            &parts.headers,
-            None,
-            SystemTime::now(),
-            dialect,
-        );
+        let snapshot = if headers::states_limits(&parts.headers) {
+            headers::parse(
+                parts.status,
+                &parts.headers,
+                None,
+                SystemTime::now(),
+                dialect,
+            )
+        } else {
+            RateLimitSnapshot::default()
+        };
         self.shared.learn_limits(&self.entry.handle, &snapshot);
         if let Some(sent) = parts.extensions.get::<SentAt>() {
             // An inner layer held the request back: the provider counts it from then.
@@ -387,7 +392,7 @@ impl Charge {
             return None;
         }
         if !snapshot.is_empty() {
-            self.snapshot = Some(snapshot);
+            self.snapshot = Some(Box::new(snapshot));
         }
         Some(self)
     }

@@ -39,15 +39,32 @@ struct Pending<S, B> {
 }
 
 pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Failed { error: Option<BoxError> },
+    #[project = WaitProj]
+    enum Wait {
         // In the queue; woken by refunds too, to go ahead when that delays the head not
         // at all.
         Queued { lock: Lock, #[pin] refunded: Option<OwnedNotified> },
         Trying { reserve: Reserve },
         Sleeping { #[pin] sleep: Sleep, #[pin] refunded: Option<OwnedNotified> },
         Readying,
+    }
+}
+
+pin_project! {
+    /// The slow path of a request that must wait: boxed, so the future of a request that
+    /// goes at once stays small (it is moved by every layer around it).
+    struct Waiting<S, B> {
+        #[pin]
+        wait: Wait,
+        pending: Option<Pending<S, B>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B, F> {
+        Failed { error: Option<BoxError> },
+        Waiting { waiting: Pin<Box<Waiting<S, B>>> },
         Calling { #[pin] fut: F },
         Done,
     }
@@ -65,8 +82,7 @@ pin_project! {
     /// queue. Dropped after, the tokens stay charged: the provider counted them.
     pub struct ResponseFuture<S, B, F> {
         #[pin]
-        state: State<F>,
-        pending: Option<Pending<S, B>>,
+        state: State<S, B, F>,
         charge: Option<Charge>,
     }
 }
@@ -75,10 +91,12 @@ impl<S, B, F> std::fmt::Debug for ResponseFuture<S, B, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Failed { .. } => "failed",
-            State::Queued { .. } => "queued",
-            State::Trying { .. } => "trying",
-            State::Sleeping { .. } => "sleeping",
-            State::Readying => "readying",
+            State::Waiting { waiting } => match waiting.wait {
+                Wait::Queued { .. } => "queued",
+                Wait::Trying { .. } => "trying",
+                Wait::Sleeping { .. } => "sleeping",
+                Wait::Readying => "readying",
+            },
             State::Calling { .. } => "calling",
             State::Done => "done",
         };
@@ -93,7 +111,6 @@ impl<S, B, F> ResponseFuture<S, B, F> {
     pub(crate) fn calling(fut: F, charge: Option<Charge>) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
-            pending: None,
             charge,
         }
     }
@@ -101,7 +118,6 @@ impl<S, B, F> ResponseFuture<S, B, F> {
     pub(crate) fn failed(error: BoxError) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
-            pending: None,
             charge: None,
         }
     }
@@ -114,8 +130,8 @@ impl<S, B, F> ResponseFuture<S, B, F> {
         estimate: Estimate,
     ) -> Self {
         let lock: Lock = Box::pin(Arc::clone(&ticket.entry.queue).lock_owned());
-        ResponseFuture {
-            state: State::Queued {
+        let waiting = Waiting {
+            wait: Wait::Queued {
                 lock,
                 refunded: Some(Arc::clone(&ticket.entry.refunded).notified_owned()),
             },
@@ -130,6 +146,11 @@ impl<S, B, F> ResponseFuture<S, B, F> {
                 guard: None,
                 reservation: None,
             }),
+        };
+        ResponseFuture {
+            state: State::Waiting {
+                waiting: Box::pin(waiting),
+            },
             charge: None,
         }
     }
@@ -137,6 +158,161 @@ impl<S, B, F> ResponseFuture<S, B, F> {
 
 fn gone() -> BoxError {
     "ResponseFuture polled after completion".into()
+}
+
+/// What the slow path ends with: the readied service, the request, and its charge.
+type ToSend<S, B> = (S, Request<B>, Option<Charge>);
+
+impl<S, B> Waiting<S, B> {
+    /// Drives the wait (queue, budget, inner readiness) to the point of sending.
+    fn poll_wait<ResB>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<ToSend<S, B>, BoxError>>
+    where
+        S: Service<Request<B>, Response = Response<ResB>>,
+        S::Error: Into<BoxError>,
+    {
+        let mut this = self.project();
+        loop {
+            match this.wait.as_mut().project() {
+                WaitProj::Queued { lock, mut refunded } => {
+                    let Poll::Ready(guard) = lock.as_mut().poll(cx) else {
+                        // Not at the head: when tokens come back, go ahead if that delays
+                        // the head not at all (see `ScopeEntry::backfills`).
+                        let Some(n) = refunded.as_mut().as_pin_mut() else {
+                            return Poll::Pending;
+                        };
+                        ready!(n.poll(cx));
+                        let Some(p) = this.pending.as_mut() else {
+                            return Poll::Ready(Err(gone()));
+                        };
+                        let entry = Arc::clone(&p.entry);
+                        refunded.set(Some(Arc::clone(&entry.refunded).notified_owned()));
+                        let costs = p.estimate.costs();
+                        if entry.backfills(&costs) {
+                            let mut reserve = entry.handle.reserve(&costs, Some(Duration::ZERO));
+                            let mut now_cx = Context::from_waker(Waker::noop());
+                            if let Poll::Ready(Ok(r)) = Pin::new(&mut reserve).poll(&mut now_cx)
+                                && r.ready_at() <= Instant::now()
+                            {
+                                // Booked: leave the queue (the lock future is dropped).
+                                p.reservation = Some(r);
+                                p.ticket = None;
+                                this.wait.set(Wait::Readying);
+                            }
+                        }
+                        // Queued still: wait for the lock or the next refund.
+                        continue;
+                    };
+                    let Some(p) = this.pending.as_mut() else {
+                        return Poll::Ready(Err(gone()));
+                    };
+                    p.guard = Some(Head::new(guard, Arc::clone(&p.entry), &p.estimate.costs()));
+                    let reserve = match &p.ticket {
+                        Some(t) => t
+                            .entry
+                            .handle
+                            .reserve(&p.estimate.costs(), Some(Duration::ZERO)),
+                        None => return Poll::Ready(Err(gone())),
+                    };
+                    this.wait.set(Wait::Trying { reserve });
+                }
+                WaitProj::Trying { reserve } => {
+                    let res = ready!(Pin::new(reserve).poll(cx));
+                    let Some(p) = this.pending.as_mut() else {
+                        return Poll::Ready(Err(gone()));
+                    };
+                    match res {
+                        Ok(reservation) => {
+                            // Booked: leave the queue so the next request can plan.
+                            let ready_at = reservation.ready_at();
+                            p.reservation = Some(reservation);
+                            p.guard = None;
+                            p.ticket = None;
+                            if ready_at > Instant::now() {
+                                this.wait.set(Wait::Sleeping {
+                                    sleep: sleep_until(ready_at),
+                                    refunded: None,
+                                });
+                            } else {
+                                this.wait.set(Wait::Readying);
+                            }
+                        }
+                        Err(ReserveError::WaitTooLong(e)) => {
+                            let waited = p.since.elapsed();
+                            if let Some(max) = p.shared.config.max_wait
+                                && waited.saturating_add(e.wait) > max
+                            {
+                                *this.pending = None;
+                                return Poll::Ready(Err(Box::new(WaitTooLong {
+                                    wait: waited.saturating_add(e.wait),
+                                    max_wait: max,
+                                    ..e
+                                })));
+                            }
+                            // Sleep until it fits, or until a request gives tokens back.
+                            let refunded = Arc::clone(&p.entry.refunded).notified_owned();
+                            this.wait.set(Wait::Sleeping {
+                                sleep: sleep_until(Instant::now() + e.wait),
+                                refunded: Some(refunded),
+                            });
+                        }
+                        Err(e) => {
+                            *this.pending = None;
+                            return Poll::Ready(Err(e.into_box()));
+                        }
+                    }
+                }
+                WaitProj::Sleeping { sleep, refunded } => {
+                    let woken = refunded.as_pin_mut().is_some_and(|n| n.poll(cx).is_ready());
+                    if !woken {
+                        ready!(sleep.poll(cx));
+                    }
+                    let Some(p) = this.pending.as_mut() else {
+                        return Poll::Ready(Err(gone()));
+                    };
+                    match &p.ticket {
+                        // Still at the head of the queue: try again.
+                        Some(t) if p.reservation.is_none() => {
+                            let reserve = t
+                                .entry
+                                .handle
+                                .reserve(&p.estimate.costs(), Some(Duration::ZERO));
+                            this.wait.set(Wait::Trying { reserve });
+                        }
+                        _ => this.wait.set(Wait::Readying),
+                    }
+                }
+                WaitProj::Readying => {
+                    let Some(p) = this.pending.as_mut() else {
+                        return Poll::Ready(Err(gone()));
+                    };
+                    if let Err(e) = ready!(p.svc.poll_ready(cx)) {
+                        // The reservation is given back when `pending` is dropped.
+                        *this.pending = None;
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    let Some(p) = this.pending.take() else {
+                        return Poll::Ready(Err(gone()));
+                    };
+                    let Pending {
+                        req,
+                        svc,
+                        shared,
+                        estimate,
+                        entry,
+                        reservation,
+                        ..
+                    } = p;
+                    // Committed as it is sent: a late send is counted from now.
+                    let charge =
+                        reservation.map(|r| Charge::new(r.commit(), entry, shared, estimate));
+                    return Poll::Ready(Ok((svc, req, charge)));
+                }
+            }
+        }
+    }
 }
 
 impl<S, B, F, ResB, E> Future for ResponseFuture<S, B, F>
@@ -157,150 +333,18 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Err(e));
                 }
-                StateProj::Queued { lock, mut refunded } => {
-                    let Poll::Ready(guard) = lock.as_mut().poll(cx) else {
-                        // Not at the head: when tokens come back, go ahead if that delays
-                        // the head not at all (see `ScopeEntry::backfills`).
-                        let Some(n) = refunded.as_mut().as_pin_mut() else {
-                            return Poll::Pending;
-                        };
-                        ready!(n.poll(cx));
-                        let Some(p) = this.pending.as_mut() else {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(gone()));
-                        };
-                        let entry = Arc::clone(&p.entry);
-                        refunded.set(Some(Arc::clone(&entry.refunded).notified_owned()));
-                        let costs = p.estimate.costs();
-                        if entry.backfills(&costs) {
-                            let mut reserve = entry.handle.reserve(&costs, Some(Duration::ZERO));
-                            let mut now_cx = Context::from_waker(Waker::noop());
-                            if let Poll::Ready(Ok(r)) = Pin::new(&mut reserve).poll(&mut now_cx)
-                                && r.ready_at() <= Instant::now()
-                            {
-                                // Booked: leave the queue (the lock future is dropped).
-                                p.reservation = Some(r);
-                                p.ticket = None;
-                                this.state.set(State::Readying);
-                            }
-                        }
-                        // Queued still: wait for the lock or the next refund.
-                        continue;
-                    };
-                    let Some(p) = this.pending.as_mut() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(gone()));
-                    };
-                    p.guard = Some(Head::new(guard, Arc::clone(&p.entry), &p.estimate.costs()));
-                    let reserve = match &p.ticket {
-                        Some(t) => t
-                            .entry
-                            .handle
-                            .reserve(&p.estimate.costs(), Some(Duration::ZERO)),
-                        None => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(gone()));
-                        }
-                    };
-                    this.state.set(State::Trying { reserve });
-                }
-                StateProj::Trying { reserve } => {
-                    let res = ready!(Pin::new(reserve).poll(cx));
-                    let Some(p) = this.pending.as_mut() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(gone()));
-                    };
+                StateProj::Waiting { waiting } => {
+                    let res = ready!(waiting.as_mut().poll_wait(cx));
                     match res {
-                        Ok(reservation) => {
-                            // Booked: leave the queue so the next request can plan.
-                            let ready_at = reservation.ready_at();
-                            p.reservation = Some(reservation);
-                            p.guard = None;
-                            p.ticket = None;
-                            if ready_at > Instant::now() {
-                                this.state.set(State::Sleeping {
-                                    sleep: sleep_until(ready_at),
-                                    refunded: None,
-                                });
-                            } else {
-                                this.state.set(State::Readying);
-                            }
-                        }
-                        Err(ReserveError::WaitTooLong(e)) => {
-                            let waited = p.since.elapsed();
-                            if let Some(max) = p.shared.config.max_wait
-                                && waited.saturating_add(e.wait) > max
-                            {
-                                *this.pending = None;
-                                this.state.set(State::Done);
-                                return Poll::Ready(Err(Box::new(WaitTooLong {
-                                    wait: waited.saturating_add(e.wait),
-                                    max_wait: max,
-                                    ..e
-                                })));
-                            }
-                            // Sleep until it fits, or until a request gives tokens back.
-                            let refunded = Arc::clone(&p.entry.refunded).notified_owned();
-                            this.state.set(State::Sleeping {
-                                sleep: sleep_until(Instant::now() + e.wait),
-                                refunded: Some(refunded),
-                            });
+                        Ok((mut svc, req, charge)) => {
+                            *this.charge = charge;
+                            let fut = svc.call(req);
+                            this.state.set(State::Calling { fut });
                         }
                         Err(e) => {
-                            *this.pending = None;
                             this.state.set(State::Done);
-                            return Poll::Ready(Err(e.into_box()));
+                            return Poll::Ready(Err(e));
                         }
-                    }
-                }
-                StateProj::Sleeping { sleep, refunded } => {
-                    let woken = refunded.as_pin_mut().is_some_and(|n| n.poll(cx).is_ready());
-                    if !woken {
-                        ready!(sleep.poll(cx));
-                    }
-                    let Some(p) = this.pending.as_mut() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(gone()));
-                    };
-                    match &p.ticket {
-                        // Still at the head of the queue: try again.
-                        Some(t) if p.reservation.is_none() => {
-                            let reserve = t
-                                .entry
-                                .handle
-                                .reserve(&p.estimate.costs(), Some(Duration::ZERO));
-                            this.state.set(State::Trying { reserve });
-                        }
-                        _ => this.state.set(State::Readying),
-                    }
-                }
-                StateProj::Readying => {
-                    let Some(p) = this.pending.as_mut() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(gone()));
-                    };
-                    if let Err(e) = ready!(p.svc.poll_ready(cx)) {
-                        // The reservation is given back when `pending` is dropped.
-                        *this.pending = None;
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(e.into()));
-                    }
-                    if let Some(p) = this.pending.take() {
-                        let Pending {
-                            req,
-                            mut svc,
-                            shared,
-                            estimate,
-                            entry,
-                            reservation,
-                            ..
-                        } = p;
-                        if let Some(r) = reservation {
-                            // Committed as it is sent: a late send is counted from now.
-                            *this.charge = Some(Charge::new(r.commit(), entry, shared, estimate));
-                        }
-                        let fut = svc.call(req);
-                        this.state.set(State::Calling { fut });
                     }
                 }
                 StateProj::Calling { fut } => {

@@ -3,6 +3,13 @@
 //!
 //! `cargo bench -p ratelayer --bench stack`
 //!
+//! It ends with a paired section: the full stack alternated with the bare service and
+//! tower's stack in short rounds (load drift on a shared machine hits all alike), with
+//! the median overhead over the bare service and the median ratio to tower's stack.
+//! `cargo bench -p ratelayer --bench stack -- zzz` runs that section alone;
+//! `STACK_PAIRED=<substring>` picks its rows and `STACK_META=given` gives every request
+//! its metadata up front (no body estimate).
+//!
 //! Every variant builds the same request per iteration (inside the timed loop, so the
 //! bare service's figure includes it); the differences are the layers' own cost. Limits
 //! are set far above the load, so nothing ever waits: this is the fast path.
@@ -15,7 +22,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use ratelayer::concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
-use ratelayer::core::{LimitState, ReplayBody};
+use ratelayer::core::{LimitState, ReplayBody, RequestMeta};
 use ratelayer::tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
 use ratelayer::{Chain, Preset};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -33,6 +40,14 @@ fn body_1k() -> bytes::Bytes {
     bytes::Bytes::from(format!("{head}{content}{tail}"))
 }
 
+/// `STACK_META=given`: every request carries its metadata (as a caller may set it), so
+/// no layer reads the body: the figures then show the layers' own cost without the token
+/// estimate.
+fn given_meta() -> bool {
+    static GIVEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GIVEN.get_or_init(|| std::env::var("STACK_META").is_ok_and(|v| v == "given"))
+}
+
 fn request(body: &bytes::Bytes) -> Request<ReplayBody> {
     let mut req = Request::post("http://127.0.0.1:8080/v1/chat/completions")
         .header("content-type", "application/json")
@@ -41,6 +56,14 @@ fn request(body: &bytes::Bytes) -> Request<ReplayBody> {
         .unwrap_or_default();
     req.extensions_mut()
         .insert(ratelayer::core::meta::ProviderName::new("openai"));
+    if given_meta() {
+        ratelayer::core::meta::set(
+            &mut req,
+            RequestMeta::new("openai", 300, 256)
+                .with_model("gpt-4o-mini")
+                .with_credential(ratelayer::core::meta::fingerprint(b"Bearer sk-bench")),
+        );
+    }
     req
 }
 
@@ -79,7 +102,12 @@ where
                 Ok(s) => s,
                 Err(e) => panic!("not ready: {e:?}"),
             };
-            let _ = black_box(svc.call(req).await);
+            let fut = svc.call(req);
+            static SZ: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            if *SZ.get_or_init(|| std::env::var("SIZES").is_ok()) {
+                eprintln!("future size {}", std::mem::size_of_val(&fut));
+            }
+            let _ = black_box(fut.await);
         }
         start.elapsed()
     })
@@ -109,6 +137,55 @@ impl<Res, E> tower::retry::Policy<Request<ReplayBody>, Res, E> for RetryNever {
     }
 }
 
+/// Limits far above the load: the fast path.
+fn huge() -> ratelayer::ProviderLimits {
+    ratelayer::ProviderLimits::default()
+        .rpm(1_000_000_000)
+        .tpm(1_000_000_000_000)
+        .max_concurrent(1_000_000)
+}
+
+/// The per-provider stack a preset builds, around the no-op service.
+fn full_stack() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debug> {
+    let layer = Preset::openai()
+        .base_url("http://127.0.0.1:8080")
+        .api_key("sk-bench")
+        .limits(huge())
+        .layer(&LimitState::new());
+    match layer {
+        Ok(l) => l.layer(Noop),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A fallback chain of one preset, around the no-op service.
+fn full_chain() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debug> {
+    let chain = Chain::new()
+        .provider(
+            Preset::openai()
+                .base_url("http://127.0.0.1:8080")
+                .api_key("sk-bench")
+                .limits(huge()),
+        )
+        .build::<_, ReplayBody, _>(Noop);
+    match chain {
+        Ok((svc, _stats)) => svc,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// tower's own three layers with the documented limits far above the load. Built inside
+/// a runtime (tower's `RateLimit` makes a timer).
+fn tower_stack() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debug> {
+    // tower's RateLimit is not Clone, so Retry (which clones its inner service) goes
+    // innermost.
+    ServiceBuilder::new()
+        .rate_limit(u64::MAX / 4, Duration::from_secs(60))
+        .concurrency_limit(1_000_000)
+        .retry(RetryNever)
+        .service(Noop)
+}
+
 fn stack(c: &mut Criterion) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -127,11 +204,6 @@ fn stack(c: &mut Criterion) {
 
     // ratelayer's layers, each alone, then the whole per-provider stack and a chain of one
     // provider. Limits far above the load: the fast path.
-    let huge = ratelayer::ProviderLimits::default()
-        .rpm(1_000_000_000)
-        .tpm(1_000_000_000_000)
-        .max_concurrent(1_000_000);
-
     group.bench_function("TierDetectLayer", |b| {
         let mut svc = ratelayer::tier::TierDetectLayer::new(LimitState::new()).layer(Noop);
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
@@ -165,49 +237,89 @@ fn stack(c: &mut Criterion) {
     });
 
     group.bench_function("full stack (Preset::openai)", |b| {
-        let layer = Preset::openai()
-            .base_url("http://127.0.0.1:8080")
-            .api_key("sk-bench")
-            .limits(huge)
-            .layer(&LimitState::new());
-        let mut svc = match layer {
-            Ok(l) => l.layer(Noop),
-            Err(e) => panic!("{e}"),
-        };
+        let mut svc = full_stack();
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
     });
 
     group.bench_function("full chain (Chain of one Preset::openai)", |b| {
-        let chain = Chain::new()
-            .provider(
-                Preset::openai()
-                    .base_url("http://127.0.0.1:8080")
-                    .api_key("sk-bench")
-                    .limits(huge),
-            )
-            .build::<_, ReplayBody, _>(Noop);
-        let mut svc = match chain {
-            Ok((svc, _stats)) => svc,
-            Err(e) => panic!("{e}"),
-        };
+        let mut svc = full_chain();
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
     });
 
     group.bench_function("tower ConcurrencyLimit+RateLimit+Retry", |b| {
-        let mut svc = rt.block_on(async {
-            // tower's RateLimit is not Clone, so Retry (which clones its inner service)
-            // goes innermost.
-            ServiceBuilder::new()
-                .rate_limit(u64::MAX / 4, Duration::from_secs(60))
-                .concurrency_limit(1_000_000)
-                .retry(RetryNever)
-                .service(Noop)
-        });
+        let mut svc = rt.block_on(async { tower_stack() });
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
     });
 
     group.finish();
 }
 
-criterion_group!(benches, stack);
+/// The median of `v`.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Each ratelayer variant alternated with the bare service and tower's three layers in
+/// short rounds, so load drift on a shared machine hits all three alike: the median
+/// per-request time of each, the median per-round overhead over the bare service, and
+/// the median per-round ratio to tower's stack. Set `STACK_PAIRED=<substring>` to run
+/// only the matching rows; skipped under `--profile-time`.
+fn paired(c: &mut Criterion) {
+    let _ = c;
+    if std::env::args().any(|a| a == "--profile-time") {
+        return;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("runtime: {e}"),
+    };
+    let body = body_1k();
+    let (rounds, iters) = (200, 2_000);
+    let mut bare = Noop;
+    let mut tower = rt.block_on(async { tower_stack() });
+    let only = std::env::var("STACK_PAIRED").unwrap_or_default();
+    println!(
+        "paired, {rounds} alternated rounds of {iters} requests: overhead over the bare service, ratio to tower's ConcurrencyLimit+RateLimit+Retry"
+    );
+    let mut run = |name: &str, op: &mut dyn FnMut(u64) -> Duration| {
+        if !name.contains(only.as_str()) {
+            return;
+        }
+        let (mut ours, mut b, mut t, mut over, mut ratio) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let per = |d: Duration| d.as_secs_f64() * 1e9 / iters as f64;
+        for _ in 0..rounds {
+            let tb = per(drive(&rt, &mut bare, &body, iters));
+            let to = per(op(iters));
+            let tt = per(drive(&rt, &mut tower, &body, iters));
+            b.push(tb);
+            ours.push(to);
+            t.push(tt);
+            over.push(to - tb);
+            ratio.push(to / tt);
+        }
+        println!(
+            "  {name:<44} {:>7.0} ns (bare {:>5.0} ns, tower {:>5.0} ns): +{:>5.0} ns over bare, {:>4.2}x tower",
+            median(ours),
+            median(b),
+            median(t),
+            median(over),
+            median(ratio)
+        );
+    };
+    let mut full = full_stack();
+    run("full stack (Preset::openai)", &mut |n| {
+        drive(&rt, &mut full, &body, n)
+    });
+    let mut chain = full_chain();
+    run("full chain (Chain of one Preset::openai)", &mut |n| {
+        drive(&rt, &mut chain, &body, n)
+    });
+}
+
+criterion_group!(benches, stack, paired);
 criterion_main!(benches);

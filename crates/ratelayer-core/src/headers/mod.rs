@@ -372,21 +372,24 @@ pub fn parse(
 ) -> RateLimitSnapshot {
     let h = Headers(headers);
     let mut snap = RateLimitSnapshot::default();
-    // Every family's names contain "ratelimit": one pass over the names spares the
-    // dozens of lookups when a response has none.
-    if headers.keys().any(|k| k.as_str().contains("ratelimit")) {
+    let seen = Seen::of(headers);
+    if seen.ratelimit {
         for dimension in Dimension::ALL {
             *snap.get_mut(dimension) = dimension_limit(&h, dimension, now, hint);
         }
     }
+    if !seen.other && body.is_none() {
+        return snap;
+    }
     let delay = [
         (
             DelaySource::RetryAfterMs,
-            h.get("retry-after-ms").and_then(parse_millis),
+            h.get(&RETRY_AFTER_MS).and_then(parse_millis),
         ),
         (
             DelaySource::RetryAfter,
-            h.get("retry-after").and_then(|v| parse_retry_after(v, now)),
+            h.get(http::header::RETRY_AFTER)
+                .and_then(|v| parse_retry_after(v, now)),
         ),
     ]
     .into_iter()
@@ -400,7 +403,7 @@ pub fn parse(
         snap.retry_after = Some(d);
         snap.retry_after_source = Some(source);
     }
-    snap.should_retry = h.get("x-should-retry").and_then(|v| {
+    snap.should_retry = h.get(&X_SHOULD_RETRY).and_then(|v| {
         if v.eq_ignore_ascii_case("true") {
             Some(true)
         } else if v.eq_ignore_ascii_case("false") {
@@ -410,6 +413,63 @@ pub fn parse(
         }
     });
     snap
+}
+
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+/// Which kinds of header [`parse`] reads a response has, from one pass over its names.
+struct Seen {
+    /// A name of a rate-limit family (every family's names contain `ratelimit`).
+    ratelimit: bool,
+    /// `retry-after`, `retry-after-ms` or `x-should-retry`.
+    other: bool,
+}
+
+impl Seen {
+    fn of(headers: &HeaderMap) -> Seen {
+        let mut seen = Seen {
+            ratelimit: false,
+            other: false,
+        };
+        for name in headers.keys() {
+            if *name == http::header::RETRY_AFTER
+                || *name == RETRY_AFTER_MS
+                || *name == X_SHOULD_RETRY
+            {
+                seen.other = true;
+            } else if !seen.ratelimit {
+                seen.ratelimit = name
+                    .as_str()
+                    .as_bytes()
+                    .windows(9)
+                    .any(|w| w == b"ratelimit");
+            }
+        }
+        seen
+    }
+}
+
+/// Whether `headers` hold anything [`parse`] reads from headers: a rate-limit family's
+/// header, `retry-after`, `retry-after-ms` or `x-should-retry`. One pass over the names;
+/// a layer asks this first and spares itself the clock read and the parse of a response
+/// that states nothing.
+///
+/// ```
+/// use http::HeaderMap;
+/// use ratelayer_core::headers::states_limits;
+/// let mut h = HeaderMap::new();
+/// h.insert("content-type", "application/json".parse().unwrap());
+/// assert!(!states_limits(&h));
+/// h.insert("x-ratelimit-remaining-tokens", "100".parse().unwrap());
+/// assert!(states_limits(&h));
+/// let mut r = HeaderMap::new();
+/// r.insert("retry-after", "2".parse().unwrap());
+/// assert!(states_limits(&r));
+/// ```
+pub fn states_limits(headers: &HeaderMap) -> bool {
+    let seen = Seen::of(headers);
+    seen.ratelimit || seen.other
 }
 
 /// Header lookup returning the first value as trimmed visible ASCII, `None` when absent,
