@@ -186,14 +186,19 @@ fn tower_stack() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Deb
         .service(Noop)
 }
 
-fn stack(c: &mut Criterion) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+/// The current-thread runtime every variant runs on.
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => panic!("runtime: {e}"),
-    };
+    }
+}
+
+fn stack(c: &mut Criterion) {
+    let rt = runtime();
     let body = body_1k();
     let mut group = c.benchmark_group("1KiB request");
 
@@ -270,13 +275,7 @@ fn paired(c: &mut Criterion) {
     if std::env::args().any(|a| a == "--profile-time") {
         return;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => panic!("runtime: {e}"),
-    };
+    let rt = runtime();
     let body = body_1k();
     let (rounds, iters) = (200, 2_000);
     let mut bare = Noop;
