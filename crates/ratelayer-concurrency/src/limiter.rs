@@ -352,8 +352,18 @@ impl ScopeLimiter {
             return Ok(Book::Done(Booking::immediate()));
         }
         let costs = self.lock().costs.clone();
-        let mut fut = self.engine.reserve(&costs, None);
         let mut cx = Context::from_waker(Waker::noop());
+        // A start that fits now is booked and used at once (one clock read); the
+        // booking is kept by the bucket (a used booking needs no guard).
+        let mut take = self.engine.take(&costs);
+        match Pin::new(&mut take).poll(&mut cx) {
+            Poll::Ready(Ok(_used)) => return Ok(Book::Done(Booking::immediate())),
+            Poll::Ready(Err(ReserveError::NeverFits(e))) => return Err(Box::new(e)),
+            // It must wait (or the store answers later): book it for its turn.
+            Poll::Ready(Err(_)) | Poll::Pending => {}
+        }
+        drop(take);
+        let mut fut = self.engine.reserve(&costs, None);
         match Pin::new(&mut fut).poll(&mut cx) {
             Poll::Ready(r) => Ok(Book::Done(Booking::from_reserved(r)?)),
             Poll::Pending => Ok(Book::Pending(fut)),

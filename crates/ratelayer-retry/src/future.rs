@@ -84,6 +84,8 @@ pin_project! {
         counters: Counters,
         total_wait: Duration,
         probe: Option<ProbeGuard>,
+        // The request was counted in the retry budget.
+        deposited: bool,
     }
 }
 
@@ -127,6 +129,7 @@ where
             counters: Counters::default(),
             total_wait: Duration::ZERO,
             probe: None,
+            deposited: false,
         }
     }
 }
@@ -181,6 +184,10 @@ where
                 StateProj::Gate => {
                     let now = Instant::now();
                     let shared = &**this.shared;
+                    if !*this.deposited {
+                        *this.deposited = true;
+                        shared.budget_deposit(now);
+                    }
                     let wait = match shared.state.cooldown_until_at(this.scope, now) {
                         Some(until) => Some((until, "cooldown")),
                         None if shared.cfg.pacing => {

@@ -10,9 +10,9 @@ use ratelayer_core::{
     Scope,
 };
 use tokio::time::Instant;
-use tower::retry::budget::{Budget, TpsBudget};
 use tower_layer::Layer;
 
+use crate::budget::RetryBudget;
 use crate::gate::Gate;
 use crate::policy::{Backoff, Jitter, OverCap, Rng, StopReason, random_seed};
 use crate::service::BackoffRetry;
@@ -319,8 +319,9 @@ impl BackoffRetryLayerBuilder {
     );
 
     /// The retry budget: retries may be at most `percent` of the requests of the last
-    /// `ttl` (1 to 60 s), plus a floor of `min_per_sec` retries per second (as tower's
-    /// `TpsBudget`, which implements it).
+    /// `ttl` (1 to 60 s), plus a floor of `min_per_sec` retries per second (tower's
+    /// `TpsBudget` algorithm, with one clock read per request shared with the pacing
+    /// gate).
     ///
     /// ```
     /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
@@ -418,7 +419,12 @@ impl BackoffRetryLayerBuilder {
                 "at most 16 MiB (error bodies are small; a bigger bound only wastes memory)",
             );
         }
-        let budget = TpsBudget::new(c.budget_ttl, c.budget_min_per_sec, c.budget_percent);
+        let budget = RetryBudget::new(
+            c.budget_ttl,
+            c.budget_min_per_sec,
+            c.budget_percent,
+            Instant::now(),
+        );
         Ok(BackoffRetryLayer {
             shared: Arc::new(Shared {
                 budget,
@@ -439,7 +445,7 @@ pub(crate) struct Shared {
     pub(crate) cfg: Config,
     pub(crate) classifier: Arc<dyn Classifier>,
     pub(crate) state: LimitState,
-    pub(crate) budget: TpsBudget,
+    pub(crate) budget: RetryBudget,
     pub(crate) rng: Rng,
     pub(crate) gate: Arc<Gate>,
 }
@@ -574,7 +580,7 @@ impl Shared {
         if a.deadline.is_some_and(|d| now + delay > d) {
             return Decision::Stop(StopReason::DeadlineExceeded);
         }
-        if !self.budget.withdraw() {
+        if !self.budget.withdraw(now) {
             return Decision::Stop(StopReason::RetryBudgetExhausted);
         }
         *count += 1;
@@ -607,7 +613,8 @@ impl Shared {
 }
 
 impl Shared {
-    pub(crate) fn budget_deposit(&self) {
-        self.budget.deposit();
+    /// A logical request begins at `now` (the budget's one deposit for it).
+    pub(crate) fn budget_deposit(&self, now: Instant) {
+        self.budget.deposit(now);
     }
 }

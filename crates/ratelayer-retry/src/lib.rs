@@ -27,7 +27,7 @@
 //! Overloaded (529) and transient failures (5xx, 408, connection errors, timeouts) have
 //! their own [`Backoff`] and retry counts. Quota exhaustion, context overflow and fatal
 //! 4xx are never retried; `x-should-retry: false` stops and `true` forces a retry.
-//! Retries also draw on a retry budget (tower's `TpsBudget`: a share of recent requests
+//! Retries also draw on a retry budget (tower's `TpsBudget` algorithm: a share of recent requests
 //! plus a floor), so a failing provider does not see its load multiplied.
 //!
 //! Each wait is an `info` event:
@@ -102,6 +102,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod budget;
 mod future;
 mod gate;
 mod layer;

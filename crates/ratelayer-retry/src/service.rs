@@ -71,7 +71,6 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let scope = meta::ensure(&mut req).scope();
         let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
-        self.shared.budget_deposit();
         // The readied service moves into the future; this instance keeps a fresh clone.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
