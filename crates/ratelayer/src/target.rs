@@ -177,6 +177,40 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let c = &*self.config;
+        // A request already addressed to the base (no path prefix to add) keeps its URI.
+        let addressed = c.path_prefix.is_empty()
+            && req.uri().scheme() == Some(&c.scheme)
+            && req.uri().authority() == Some(&c.authority)
+            && req.uri().path_and_query().is_some();
+        if !addressed {
+            rewrite_uri(c, &mut req);
+        }
+        let mut fp = None;
+        if let Some((value, print)) = &c.credential {
+            let name = c.provider.credential_header();
+            if req.headers().get(&name) != Some(value) {
+                req.headers_mut().insert(name, value.clone());
+            }
+            fp = Some(print.clone());
+        }
+        if req.extensions().get::<ProviderName>() != Some(&c.name) {
+            req.extensions_mut().insert(c.name.clone());
+        }
+        if let Some(meta) = req.extensions_mut().get_mut::<RequestMeta>() {
+            if *meta.provider != *c.name.as_str() {
+                meta.provider = Arc::from(c.name.as_str());
+            }
+            if fp.is_some() {
+                meta.credential = fp;
+            }
+        }
+        self.inner.call(req)
+    }
+}
+
+/// Points `req` at the configured base: scheme, authority and path prefix.
+fn rewrite_uri<B>(c: &TargetConfig, req: &mut Request<B>) {
+    {
         let mut parts = req.uri().clone().into_parts();
         if !c.path_prefix.is_empty() {
             let pq = parts
@@ -193,20 +227,6 @@ where
         if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
         }
-        let mut fp = None;
-        if let Some((value, print)) = &c.credential {
-            req.headers_mut()
-                .insert(c.provider.credential_header(), value.clone());
-            fp = Some(print.clone());
-        }
-        req.extensions_mut().insert(c.name.clone());
-        if let Some(meta) = req.extensions_mut().get_mut::<RequestMeta>() {
-            meta.provider = Arc::from(c.name.as_str());
-            if fp.is_some() {
-                meta.credential = fp;
-            }
-        }
-        self.inner.call(req)
     }
 }
 
@@ -247,6 +267,38 @@ mod tests {
             "kimi"
         );
         assert!(!format!("{layer:?}").contains("sk-kimi"));
+    }
+
+    #[tokio::test]
+    async fn a_request_already_addressed_to_the_base_keeps_its_uri_and_is_still_named() {
+        let layer = TargetLayer::named("kimi", Provider::Moonshot, "http://127.0.0.1:7")
+            .unwrap()
+            .api_key("sk-kimi");
+        let svc = layer.layer(tower::service_fn(|req: Request<String>| async move {
+            Ok::<_, std::convert::Infallible>(req)
+        }));
+        let mut req = Request::post("http://127.0.0.1:7/v1/chat/completions")
+            .header("authorization", "Bearer sk-other")
+            .body(String::new())
+            .unwrap();
+        req.extensions_mut().insert(ProviderName::new("openai"));
+        let out = svc.oneshot(req).await.unwrap();
+        assert_eq!(out.uri(), "http://127.0.0.1:7/v1/chat/completions");
+        // Another key is replaced, another provider name too.
+        assert_eq!(out.headers()["authorization"], "Bearer sk-kimi");
+        assert_eq!(
+            out.extensions().get::<ProviderName>().unwrap().as_str(),
+            "kimi"
+        );
+        // A path-only URI is addressed to the base.
+        let svc = layer.layer(tower::service_fn(|req: Request<String>| async move {
+            Ok::<_, std::convert::Infallible>(req)
+        }));
+        let out = svc
+            .oneshot(Request::post("/v1/embeddings").body(String::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(out.uri(), "http://127.0.0.1:7/v1/embeddings");
     }
 
     #[test]
