@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use ratelayer_core::body::{ReplayBody, ReplayableBody};
 use ratelayer_core::classify::{Classifier, DefaultClassifier};
 use ratelayer_core::headers::{self, Dialect};
 use ratelayer_core::meta::{self, DefaultEstimator, EstimateInput, TokenEstimator};
@@ -54,6 +55,31 @@ fn chat_body(bytes: usize) -> String {
         len += sentence.len() * 4 + 30;
     }
     serde_json::json!({"model": "gpt-4o-mini", "messages": messages, "max_tokens": 256}).to_string()
+}
+
+/// The 1 KiB request body of the facade's stack bench (`crates/ratelayer/benches/stack.rs`).
+fn stack_body_1k() -> String {
+    let head = r#"{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"user","content":""#;
+    let tail = r#""}]}"#;
+    let words = "rate limit token queue wait tier back off ";
+    let mut content = String::new();
+    while head.len() + content.len() + tail.len() < 1024 {
+        content.push_str(words);
+    }
+    content.truncate(1024 - head.len() - tail.len());
+    format!("{head}{content}{tail}")
+}
+
+/// The 1 KiB request of the facade's stack bench, with its headers and provider.
+fn stack_request_1k() -> Request<ReplayBody> {
+    let mut req = Request::post("http://127.0.0.1:8080/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-bench")
+        .body(ReplayBody::new(stack_body_1k()))
+        .unwrap();
+    req.extensions_mut()
+        .insert(meta::ProviderName::new("openai"));
+    req
 }
 
 fn bench(c: &mut Criterion) {
@@ -105,6 +131,12 @@ fn bench(c: &mut Criterion) {
                 &s,
             )
         })
+    });
+
+    let req = stack_request_1k();
+    assert_eq!(req.body().bytes().map(<[u8]>::len), Some(1024));
+    c.bench_function("meta::compute stack bench 1 KiB request", |b| {
+        b.iter(|| meta::compute(black_box(&req), &DefaultEstimator::new()))
     });
 
     for size in [1024, 16 * 1024] {

@@ -1,5 +1,7 @@
 //! Token estimation from request bodies.
 
+use super::scan::Texts;
+
 /// The estimate of one request: input tokens and the output allowance.
 ///
 /// ```
@@ -243,9 +245,14 @@ impl DefaultEstimator {
     }
 }
 
+/// [`DefaultEstimator`]'s count of a text of `bytes` UTF-8 bytes.
+pub(crate) fn by_length(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(3)
+}
+
 impl TokenEstimator for DefaultEstimator {
     fn count_text(&self, text: &str, _model: Option<&str>) -> u64 {
-        (text.len() as u64).div_ceil(3)
+        by_length(text.len())
     }
 
     fn default_output(&self, path: &str) -> u64 {
@@ -256,9 +263,14 @@ impl TokenEstimator for DefaultEstimator {
         }
     }
 
+    /// [`estimate_json`], counting text by its length alone.
+    fn estimate(&self, input: &EstimateInput<'_>) -> TokenEstimate {
+        scan_estimate(self, input, Texts::Length).0
+    }
+
     /// One pass over the body: the default count does not depend on the model.
     fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<String>) {
-        scan_estimate(self, input)
+        scan_estimate(self, input, Texts::Length)
     }
 }
 
@@ -356,13 +368,14 @@ pub fn estimate_json<E: TokenEstimator + ?Sized>(
     e: &E,
     input: &EstimateInput<'_>,
 ) -> TokenEstimate {
-    scan_estimate(e, input).0
+    scan_estimate(e, input, Texts::Estimator).0
 }
 
 /// [`estimate_json`], and the model the body names, from one pass over the body.
 fn scan_estimate<E: TokenEstimator + ?Sized>(
     e: &E,
     input: &EstimateInput<'_>,
+    texts: Texts,
 ) -> (TokenEstimate, Option<String>) {
     let by_length = |bytes: u64| bytes.div_ceil(3);
     let Some(body) = input.body else {
@@ -373,7 +386,7 @@ fn scan_estimate<E: TokenEstimator + ?Sized>(
         };
         return (e, None);
     };
-    let Some(facts) = super::scan::scan(e, body, input.model) else {
+    let Some(facts) = super::scan::scan(e, body, input.model, texts) else {
         let e = TokenEstimate {
             input_tokens: by_length(body.len() as u64),
             output_tokens: e.default_output(input.path),

@@ -12,6 +12,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 
 use super::estimate::{
     INPUT_KEYS, MEDIA_KEYS, MEDIA_TYPES, MESSAGE_KEYS, SINGLE_MESSAGE_KEYS, TokenEstimator,
+    by_length,
 };
 
 /// The longest model name taken from a body or a path.
@@ -73,15 +74,27 @@ impl BodyFacts {
     }
 }
 
+/// How the readers count the tokens of a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Texts {
+    /// By the estimator's [`count_text`](TokenEstimator::count_text).
+    Estimator,
+    /// By its length alone, [`by_length`] (the estimator's `count_text` is
+    /// [`DefaultEstimator`](super::DefaultEstimator)'s): the fast reader need not read
+    /// ASCII text as `str`.
+    Length,
+}
+
 /// Reads `body` as one JSON object. `None` when it is not valid JSON or not an object.
 pub(crate) fn scan<E: TokenEstimator + ?Sized>(
     e: &E,
     body: &[u8],
     model: Option<&str>,
+    texts: Texts,
 ) -> Option<BodyFacts> {
-    match fast::scan(e, body, model) {
+    match fast::scan(e, body, model, texts) {
         Ok(facts) => facts,
-        Err(fast::Unsure) => scan_serde(e, body, model),
+        Err(fast::Unsure) => scan_serde(e, body, model, texts),
     }
 }
 
@@ -90,9 +103,10 @@ pub(crate) fn scan_serde<E: TokenEstimator + ?Sized>(
     e: &E,
     body: &[u8],
     model: Option<&str>,
+    texts: Texts,
 ) -> Option<BodyFacts> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let facts = de.deserialize_any(TopLevel { e, model }).ok()??;
+    let facts = de.deserialize_any(TopLevel { e, model, texts }).ok()??;
     de.end().ok()?;
     Some(facts)
 }
@@ -176,21 +190,21 @@ pub(super) enum Key {
 }
 
 impl Key {
-    pub(super) fn of(k: &str) -> Key {
-        if let Some(i) = INPUT_KEYS.iter().position(|x| *x == k) {
+    pub(super) fn of(k: &[u8]) -> Key {
+        if let Some(i) = INPUT_KEYS.iter().position(|x| x.as_bytes() == k) {
             return Key::Input(i);
         }
         match k {
-            "model" => Key::Model,
-            "max_completion_tokens" | "max_tokens" => Key::MaxOutput,
-            "max_output_tokens" => Key::MaxOutputTokens,
-            "n" => Key::N,
-            "generationConfig" => Key::GenerationCamel,
-            "generation_config" => Key::GenerationSnake,
-            "maxOutputTokens" => Key::GenerationMax,
-            "candidateCount" | "candidate_count" => Key::CandidateCount,
-            "type" => Key::Type,
-            _ if MEDIA_KEYS.contains(&k) => Key::Media,
+            b"model" => Key::Model,
+            b"max_completion_tokens" | b"max_tokens" => Key::MaxOutput,
+            b"max_output_tokens" => Key::MaxOutputTokens,
+            b"n" => Key::N,
+            b"generationConfig" => Key::GenerationCamel,
+            b"generation_config" => Key::GenerationSnake,
+            b"maxOutputTokens" => Key::GenerationMax,
+            b"candidateCount" | b"candidate_count" => Key::CandidateCount,
+            b"type" => Key::Type,
+            _ if MEDIA_KEYS.iter().any(|m| m.as_bytes() == k) => Key::Media,
             _ => Key::Other,
         }
     }
@@ -225,7 +239,7 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 
     fn visit_str<Er: serde::de::Error>(self, k: &str) -> Result<Self::Value, Er> {
-        Ok(Key::of(k))
+        Ok(Key::of(k.as_bytes()))
     }
 }
 
@@ -327,11 +341,11 @@ pub(super) struct Counted {
 }
 
 impl Counted {
-    /// A string: its text counted, and whether it names a media part type.
-    pub(super) fn text<E: TokenEstimator + ?Sized>(e: &E, v: &str, model: Option<&str>) -> Self {
+    /// A string of `tokens`, and whether it names a media part type.
+    pub(super) fn text(tokens: u64, text: &[u8]) -> Self {
         Counted {
-            tokens: e.count_text(v, model),
-            media_type: MEDIA_TYPES.contains(&v),
+            tokens,
+            media_type: MEDIA_TYPES.iter().any(|t| t.as_bytes() == text),
             ..Counted::default()
         }
     }
@@ -373,6 +387,7 @@ impl Counted {
 struct Count<'a, E: ?Sized> {
     e: &'a E,
     model: Option<&'a str>,
+    texts: Texts,
 }
 
 impl<E: ?Sized> Clone for Count<'_, E> {
@@ -398,7 +413,11 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for Count<'_, E> {
     }
 
     fn visit_str<Er: serde::de::Error>(self, v: &str) -> Result<Counted, Er> {
-        Ok(Counted::text(self.e, v, self.model))
+        let tokens = match self.texts {
+            Texts::Length => by_length(v.len()),
+            Texts::Estimator => self.e.count_text(v, self.model),
+        };
+        Ok(Counted::text(tokens, v.as_bytes()))
     }
     fn visit_u64<Er: serde::de::Error>(self, _: u64) -> Result<Counted, Er> {
         Ok(Counted::number())
@@ -438,6 +457,7 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for Count<'_, E> {
 struct TopLevel<'a, E: ?Sized> {
     e: &'a E,
     model: Option<&'a str>,
+    texts: Texts,
 }
 
 impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for TopLevel<'_, E> {
@@ -453,6 +473,7 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for TopLevel<'_, E> {
         let count = Count {
             e: self.e,
             model: self.model,
+            texts: self.texts,
         };
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match key {

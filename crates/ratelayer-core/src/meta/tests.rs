@@ -900,14 +900,108 @@ proptest! {
     /// Whatever the fast reader accepts, it reads exactly as serde_json does (and it
     /// accepts the ordinary bodies).
     #[test]
-    fn the_fast_reader_agrees_with_serde(body in prop_oneof![mutated(), tricky_text(), any_json().prop_map(|v| v.to_string().into_bytes())]) {
+    fn the_fast_reader_agrees_with_serde(body in prop_oneof![mutated(), tricky_text(), string_edges(), any_json().prop_map(|v| v.to_string().into_bytes())]) {
+        agree_with_serde(&body)?;
+    }
+
+    /// Strings of every length around the reader's 8- and 32-byte steps, with non-ASCII
+    /// text, escapes, controls and invalid UTF-8 anywhere in them: the fast reader agrees
+    /// with serde_json, and accepts every string that has no escape or control.
+    #[test]
+    fn the_fast_reader_agrees_with_serde_on_string_edges(body in string_edges()) {
+        agree_with_serde(&body)?;
         let e = DefaultEstimator::new();
-        let slow = super::scan::scan_serde(&e, &body, None);
-        if let Ok(fast) = super::scan::fast::scan(&e, &body, None) {
-            // A body that is not an object is `None` either way, valid or not.
-            prop_assert_eq!(fast, slow, "body {:?}", String::from_utf8_lossy(&body));
+        let plain = !body.iter().any(|b| *b == b'\\' || *b < 0x20);
+        for texts in [super::scan::Texts::Length, super::scan::Texts::Estimator] {
+            let valid = super::scan::scan_serde(&e, &body, None, texts).is_some();
+            let fast = super::scan::fast::scan(&e, &body, None, texts);
+            prop_assert!(
+                !(plain && valid) || matches!(fast, Ok(Some(_))),
+                "a plain valid body was left to serde: {:?}",
+                String::from_utf8_lossy(&body)
+            );
         }
     }
+}
+
+/// Counts characters, and one more for every `m` of the model: unlike the default
+/// count, it needs the text and the model.
+struct Chars;
+
+impl TokenEstimator for Chars {
+    fn count_text(&self, text: &str, model: Option<&str>) -> u64 {
+        text.chars().count() as u64 + model.map_or(0, |m| m.matches('m').count() as u64)
+    }
+}
+
+/// The fast reader, where it answers, reads `body` as serde_json does: with the default
+/// estimator counting by length or by its `count_text`, and with [`Chars`].
+fn agree_with_serde(body: &[u8]) -> Result<(), TestCaseError> {
+    use super::scan::{Texts, fast, scan_serde};
+    let cases: [(&dyn TokenEstimator, Texts, Option<&str>); 4] = [
+        (&DefaultEstimator::new(), Texts::Length, None),
+        (&DefaultEstimator::new(), Texts::Estimator, None),
+        (&Chars, Texts::Estimator, Some("mmm")),
+        (&Chars, Texts::Estimator, None),
+    ];
+    for (e, texts, model) in cases {
+        // A body that is not an object is `None` either way, valid or not.
+        if let Ok(fast) = fast::scan(e, body, model, texts) {
+            let slow = scan_serde(e, body, model, texts);
+            prop_assert_eq!(
+                fast,
+                slow,
+                "{:?} body {:?}",
+                texts,
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A request body whose message text and model are strings of 0 to 80 bytes: ASCII with,
+/// maybe, a few pieces of non-ASCII text (2, 3 and 4 bytes), escapes, controls, quotes or
+/// invalid UTF-8 (a lone continuation byte, a truncated sequence, 0xFF) at any place.
+fn string_edges() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        12 => Just(b"a".to_vec()),
+        1 => Just("\u{e9}".as_bytes().to_vec()),
+        1 => Just("\u{20ac}".as_bytes().to_vec()),
+        1 => Just("\u{1f600}".as_bytes().to_vec()),
+        1 => Just(b"\\n".to_vec()),
+        1 => Just(b"\\\"".to_vec()),
+        1 => Just(b"\t".to_vec()),
+        1 => Just(b"\x7f".to_vec()),
+        1 => Just(vec![0x80]),
+        1 => Just(vec![0xc3]),
+        1 => Just(vec![0xff]),
+    ];
+    let ascii = "[ -!#-\\[\\]-~]{0,80}";
+    let text = prop_oneof![
+        3 => ascii.prop_map(String::into_bytes),
+        2 => (ascii, any::<prop::sample::Index>(), proptest::collection::vec(piece, 1..4)).prop_map(
+            |(a, at, pieces)| {
+                let mut b = a.into_bytes();
+                let mut i = at.index(b.len() + 1);
+                for p in pieces {
+                    b.splice(i..i, p.iter().copied());
+                    i += p.len();
+                }
+                b
+            }
+        ),
+    ];
+    (text.clone(), text, 0usize..40).prop_map(|(content, model, pad)| {
+        let mut b = br#"{"model":""#.to_vec();
+        b.extend_from_slice(&model);
+        b.extend_from_slice(br#"","messages":[{"role":"user","content":""#);
+        b.extend_from_slice(&content);
+        b.extend_from_slice(br#""}],"max_tokens":"#);
+        b.extend_from_slice(" ".repeat(pad).as_bytes());
+        b.extend_from_slice(b"7}");
+        b
+    })
 }
 
 /// The ordinary request shapes go the fast way.
@@ -921,8 +1015,13 @@ fn ordinary_bodies_take_the_fast_reader() {
         json!({"model": "text-embedding-3-small", "input": ["a", "b"], "dimensions": 256}),
     ] {
         let bytes = serde_json::to_vec_pretty(&body).unwrap();
-        let fast = super::scan::fast::scan(&e, &bytes, None);
-        assert!(matches!(fast, Ok(Some(_))), "{body}");
-        assert_eq!(fast.unwrap(), super::scan::scan_serde(&e, &bytes, None));
+        for texts in [super::scan::Texts::Length, super::scan::Texts::Estimator] {
+            let fast = super::scan::fast::scan(&e, &bytes, None, texts);
+            assert!(matches!(fast, Ok(Some(_))), "{body}");
+            assert_eq!(
+                fast.unwrap(),
+                super::scan::scan_serde(&e, &bytes, None, texts)
+            );
+        }
     }
 }

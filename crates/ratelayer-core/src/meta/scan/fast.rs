@@ -4,8 +4,8 @@
 //! not handle (an escape, an exponent, a very long number, deep nesting, anything
 //! invalid), so the serde reader decides those. Whatever it accepts is valid JSON.
 
-use super::{BodyFacts, Counted, Key, MAX_MODEL_LEN, max_opt};
-use crate::meta::estimate::TokenEstimator;
+use super::{BodyFacts, Counted, Key, MAX_MODEL_LEN, Texts, max_opt};
+use crate::meta::estimate::{TokenEstimator, by_length};
 
 /// The fast reader cannot tell: let serde_json read the body.
 #[derive(Debug)]
@@ -22,6 +22,7 @@ pub(crate) fn scan<E: TokenEstimator + ?Sized>(
     e: &E,
     body: &[u8],
     model: Option<&str>,
+    texts: Texts,
 ) -> Fast<Option<BodyFacts>> {
     let mut r = Reader {
         b: body,
@@ -29,6 +30,7 @@ pub(crate) fn scan<E: TokenEstimator + ?Sized>(
         depth: 0,
         e,
         model,
+        texts,
     };
     r.ws();
     if r.peek() != Some(b'{') {
@@ -43,34 +45,113 @@ pub(crate) fn scan<E: TokenEstimator + ?Sized>(
     Ok(Some(facts))
 }
 
-/// Where the string starting at `rest[0]` ends (its closing quote), eight bytes at a
-/// time; `None` at an escape, a raw control character (invalid JSON) or the end.
+/// Eight copies of a byte in a word.
+const ONES: u64 = u64::MAX / 255;
+/// The high bit of each byte of a word.
+const HIGH: u64 = ONES << 7;
+/// Bytes examined per step of the wide loop of [`string_end`].
+const WIDE: usize = 32;
+
+/// Where the string starting at `rest[0]` ends (its closing quote) and whether it is all
+/// ASCII; `None` at an escape, a raw control character (invalid JSON) or the end.
+///
+/// While the text is ASCII it goes [`WIDE`] bytes a step (a loop the compiler turns into
+/// vector compares), then eight bytes a step to find the exact byte that stopped it; at
+/// the first non-ASCII byte, [`string_end_utf8`] goes on.
 #[inline]
-fn string_end(rest: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
-    let stop = |c: u8| c == b'"' || c == b'\\' || c < 0x20;
+fn string_end(rest: &[u8]) -> Option<(usize, bool)> {
+    /// A byte that ends the ASCII run: a quote, a backslash, a control or a non-ASCII byte.
+    #[inline(always)]
+    fn stops(c: u8) -> bool {
+        (c == b'"') | (c == b'\\') | (c.wrapping_sub(0x20) >= 0x60)
+    }
     let mut at = 0;
-    let mut chunks = rest.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        let quote = x ^ (ONES * u64::from(b'"'));
-        let backslash = x ^ (ONES * u64::from(b'\\'));
-        let found = (quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash)
-            | (x.wrapping_sub(ONES * 0x20) & !x);
-        if found & HIGH != 0 {
+    while let Some(chunk) = rest[at..].first_chunk::<WIDE>() {
+        let mut flags = [0u8; WIDE];
+        for (f, c) in flags.iter_mut().zip(chunk) {
+            *f = u8::from(stops(*c));
+        }
+        let mut any = [0u8; 16];
+        for (j, f) in flags.iter().enumerate() {
+            any[j % 16] |= f;
+        }
+        if u128::from_le_bytes(any) != 0 {
+            break;
+        }
+        at += WIDE;
+    }
+    let mut words = rest[at..].chunks_exact(8);
+    for chunk in &mut words {
+        let x = word(chunk);
+        let found = (stop_flags(x) | x) & HIGH;
+        if found != 0 {
             // The lowest flagged byte is exact.
-            let i = at + (found & HIGH).trailing_zeros() as usize / 8;
+            let i = at + found.trailing_zeros() as usize / 8;
+            return ended(rest, i);
+        }
+        at += 8;
+    }
+    let i = at + words.remainder().iter().position(|c| stops(*c))?;
+    ended(rest, i)
+}
+
+/// What the byte `rest[i]` that stopped the ASCII run means: the closing quote of ASCII
+/// text, non-ASCII text going on, or the end of what the fast reader reads.
+#[inline]
+fn ended(rest: &[u8], i: usize) -> Option<(usize, bool)> {
+    match rest[i] {
+        b'"' => Some((i, true)),
+        c if c >= 0x80 => {
+            let end = string_end_utf8(&rest[i..])?;
+            Some((i + end, false))
+        }
+        _ => None,
+    }
+}
+
+/// [`string_end`] for text that may be non-ASCII, eight bytes at a time.
+fn string_end_utf8(rest: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    let mut words = rest.chunks_exact(8);
+    for chunk in &mut words {
+        let found = stop_flags(word(chunk)) & HIGH;
+        if found != 0 {
+            // The lowest flagged byte is exact.
+            let i = at + found.trailing_zeros() as usize / 8;
             return (rest[i] == b'"').then_some(i);
         }
         at += 8;
     }
-    let tail = chunks.remainder();
-    let i = tail.iter().position(|c| stop(*c))?;
+    let tail = words.remainder();
+    let i = tail
+        .iter()
+        .position(|c| *c == b'"' || *c == b'\\' || *c < 0x20)?;
     (tail[i] == b'"').then_some(at + i)
+}
+
+/// Eight bytes as a little-endian word.
+#[inline(always)]
+fn word(chunk: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    u64::from_le_bytes(word)
+}
+
+/// The high bit set in each byte of `x` that is a quote, a backslash or a control, and
+/// maybe in bytes above such a byte (the lowest flagged byte is exact).
+#[inline(always)]
+fn stop_flags(x: u64) -> u64 {
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let backslash = x ^ (ONES * u64::from(b'\\'));
+    (quote.wrapping_sub(ONES) & !quote)
+        | (backslash.wrapping_sub(ONES) & !backslash)
+        | (x.wrapping_sub(ONES * 0x20) & !x)
+}
+
+/// Checks that text which is not ASCII is UTF-8.
+#[cold]
+fn utf8(raw: &[u8]) -> Fast<()> {
+    std::str::from_utf8(raw).map(|_| ()).map_err(|_| Unsure)
 }
 
 /// A number: a non-negative integer that fits a `u64`, or another valid number.
@@ -85,6 +166,7 @@ struct Reader<'a, 'e, E: ?Sized> {
     depth: u32,
     e: &'e E,
     model: Option<&'e str>,
+    texts: Texts,
 }
 
 impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
@@ -111,16 +193,32 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
         }
     }
 
+    /// A string without escapes, the opening quote next: its bytes and whether they are
+    /// all ASCII. Text that is not ASCII is not yet checked to be UTF-8 (see [`utf8`]).
+    #[inline]
+    fn text(&mut self) -> Fast<(&'a [u8], bool)> {
+        self.eat(b'"')?;
+        let rest = &self.b[self.i..];
+        let (end, ascii) = string_end(rest).ok_or(Unsure)?;
+        self.i += end + 1;
+        Ok((&rest[..end], ascii))
+    }
+
     /// A string without escapes, the opening quote next.
     #[inline]
     fn string(&mut self) -> Fast<&'a str> {
-        self.eat(b'"')?;
-        let rest = &self.b[self.i..];
-        let end = string_end(rest).ok_or(Unsure)?;
-        let raw = &rest[..end];
-        let s = std::str::from_utf8(raw).map_err(|_| Unsure)?;
-        self.i += end + 1;
-        Ok(s)
+        let (raw, _) = self.text()?;
+        std::str::from_utf8(raw).map_err(|_| Unsure)
+    }
+
+    /// A key, the opening quote next.
+    #[inline]
+    fn key(&mut self) -> Fast<Key> {
+        let (raw, ascii) = self.text()?;
+        if !ascii {
+            utf8(raw)?;
+        }
+        Ok(Key::of(raw))
     }
 
     fn literal(&mut self, word: &[u8]) -> Fast<()> {
@@ -192,8 +290,20 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
         self.ws();
         match self.peek().ok_or(Unsure)? {
             b'"' => {
-                let s = self.string()?;
-                Ok(Counted::text(self.e, s, self.model))
+                let tokens = match self.texts {
+                    Texts::Length => {
+                        let (raw, ascii) = self.text()?;
+                        if !ascii {
+                            utf8(raw)?;
+                        }
+                        (by_length(raw.len()), raw)
+                    }
+                    Texts::Estimator => {
+                        let s = self.string()?;
+                        (self.e.count_text(s, self.model), s.as_bytes())
+                    }
+                };
+                Ok(Counted::text(tokens.0, tokens.1))
             }
             b'{' => {
                 self.enter()?;
@@ -260,7 +370,7 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
             return Ok(());
         }
         loop {
-            let key = Key::of(self.string()?);
+            let key = self.key()?;
             self.eat(b':')?;
             f(self, key)?;
             self.ws();
