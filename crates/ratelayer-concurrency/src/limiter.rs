@@ -342,6 +342,13 @@ impl ScopeLimiter {
         if self.paced.load(Ordering::Acquire) {
             return None;
         }
+        self.try_permit()
+    }
+
+    /// A permit at once when one is free with nobody queued, on a store that can tell
+    /// without waiting (a paced start must still be [booked](Self::book)).
+    #[inline]
+    pub(crate) fn try_permit(&self) -> Option<Permit> {
         self.engine.try_lease().map(|lease| Permit { lease })
     }
 

@@ -125,7 +125,12 @@ where
                 // service is called here.
                 return ResponseFuture::called(self.inner.call(req), permit);
             }
-            match limiter.acquire(priority) {
+            // A free permit with nobody queued needs no lease future.
+            let admit = match limiter.try_permit() {
+                Some(permit) => Ok(Admit::Now(permit)),
+                None => limiter.acquire(priority),
+            };
+            match admit {
                 Err(full) => return ResponseFuture::failed(full.into()),
                 Ok(Admit::Now(permit)) => {
                     let book = match limiter.book() {

@@ -359,8 +359,8 @@ impl Charge {
         if !self.shared.config.reconcile {
             return None;
         }
-        let dialect = headers::Dialect::for_provider(self.entry.handle.scope().provider());
         let snapshot = if headers::states_limits(&parts.headers) {
+            let dialect = headers::Dialect::for_provider(self.entry.handle.scope().provider());
             headers::parse(
                 parts.status,
                 &parts.headers,
