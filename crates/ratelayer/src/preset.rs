@@ -259,8 +259,11 @@ impl Preset {
             tpm = tpm.budget(Budget::new(self.name.clone(), m));
         }
         if model_limits.is_some() || l.rpm.is_some() || l.max_concurrent.is_some() {
-            // The configured limits hold the first burst: no probe needed.
-            retry = retry.probe(false);
+            // The configured limits hold the first burst: no probe needed. The
+            // concurrency layer inside paces from what the provider says (it learns the
+            // request limit), so the retry layer does not pace a second time; it still
+            // waits out every cooldown.
+            retry = retry.probe(false).pacing(false);
         }
         let mut conc = Limits::new();
         if let Some(n) = l.max_concurrent {
