@@ -1,18 +1,19 @@
 //! The state shared by a layer and its services, and the settlement of one request's
 //! token reservation.
 
-use ratelayer_core::ScopeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use http::StatusCode;
 use http::response::Parts;
+use http::{Request, StatusCode};
 use ratelayer_core::engine::{BucketKey, Committed, Quota, ScopeHandle};
 use ratelayer_core::headers::{self, DimensionLimit};
-use ratelayer_core::meta::TokenEstimator;
-use ratelayer_core::{LimitState, NeverFits, RateLimitSnapshot, Scope, SentAt};
+use ratelayer_core::meta::{self, EstimateSource, TokenEstimator};
+use ratelayer_core::{
+    LimitState, NeverFits, RateLimitSnapshot, ReplayableBody, RequestMeta, Scope, ScopeMap, SentAt,
+};
 
 use crate::calibration::Calibration;
 use crate::config::TpmConfig;
@@ -198,6 +199,24 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The request's metadata, its token estimate made by this layer's estimator: one
+    /// an outer layer cached with the default estimator is counted again when this
+    /// layer's estimator counts otherwise (an exact tokenizer, another output allowance).
+    pub(crate) fn metadata<'r, B: ReplayableBody>(
+        &self,
+        req: &'r mut Request<B>,
+    ) -> &'r RequestMeta {
+        let recount = !self.estimator.same_as_default()
+            && meta::get(req).is_some_and(|m| m.source == EstimateSource::Body);
+        if recount {
+            let fresh = meta::compute(req, &*self.estimator);
+            if let Some(m) = req.extensions_mut().get_mut::<RequestMeta>() {
+                m.input_tokens = fresh.input_tokens;
+                m.output_tokens = fresh.output_tokens;
+            }
+        }
+        meta::ensure_with(req, &*self.estimator)
+    }
     pub(crate) fn new(
         config: TpmConfig,
         state: LimitState,

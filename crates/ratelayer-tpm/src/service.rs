@@ -9,7 +9,7 @@ use http::{Request, Response};
 use std::time::Duration;
 
 use ratelayer_core::engine::{BucketKey, ReserveError, ScopeHandle};
-use ratelayer_core::{BoxError, ReplayableBody, Scope, WaitTooLong, meta};
+use ratelayer_core::{BoxError, ReplayableBody, Scope, WaitTooLong};
 use tower_service::Service;
 
 use crate::body::ResponseBody;
@@ -68,7 +68,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let m = meta::ensure_with(&mut req, &*self.shared.estimator);
+        let m = self.shared.metadata(&mut req);
         let scope = m.scope();
         let Some(entry) = self.shared.entry(&scope) else {
             // No budget applies: pass through.

@@ -6,8 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{answering, anthropic_layer, layer_30k, request};
+use common::{answering, anthropic_layer, layer_30k, request, used};
+use http::Request;
 use http_body_util::BodyExt;
+use ratelayer_core::ReplayBody;
+use ratelayer_core::engine::BucketKey;
 use ratelayer_core::{NeverFits, WaitTooLong};
 use ratelayer_mock::MockProvider;
 use ratelayer_mock::contract::StrictService;
@@ -265,4 +268,43 @@ async fn a_cooldown_in_the_shared_state_is_waited_out_or_declined() {
         .await
         .unwrap();
     assert_eq!(t0.elapsed(), Duration::from_secs(30));
+}
+
+/// Counts every byte of text as a token: far above the default estimate.
+struct PerByte;
+
+impl ratelayer_core::meta::TokenEstimator for PerByte {
+    fn count_text(&self, text: &str, _model: Option<&str>) -> u64 {
+        text.len() as u64
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layers_own_estimator_counts_a_request_an_outer_layer_estimated_first() {
+    use ratelayer_core::meta;
+    let layer = TpmLimitLayer::with_estimator(
+        TpmConfig::new()
+            .budget(Budget::new("openai", ModelLimits::tpm(1_000_000)).model("gpt-4o"))
+            .safety_margin(0.0),
+        ratelayer_core::LimitState::new(),
+        PerByte,
+    )
+    .unwrap();
+    let text = "x".repeat(900);
+    let body = format!(
+        r#"{{"model":"gpt-4o","max_tokens":10,"messages":[{{"role":"user","content":"{text}"}}]}}"#
+    );
+    let mut req = Request::post("https://api.openai.com/v1/chat/completions")
+        .body(ReplayBody::from(body))
+        .unwrap();
+    // An outer layer (retry, tier) read the metadata first, with the default estimator.
+    let outer = meta::ensure(&mut req).input_tokens;
+    assert!(outer < 400, "default estimate {outer}");
+    let svc = layer.clone().layer(answering("{}"));
+    let _ = svc.oneshot(req).await.unwrap();
+    // 900 + "user" 4 + 4 per message + 3 priming, plus 10 output.
+    assert_eq!(
+        used(&layer, "openai", "gpt-4o", BucketKey::TOKENS_PER_MINUTE),
+        900 + 4 + 4 + 3 + 10
+    );
 }

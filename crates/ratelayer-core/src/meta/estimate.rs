@@ -167,6 +167,20 @@ pub trait TokenEstimator: Send + Sync + 'static {
         let input = input.model(model.as_deref().or(input.model));
         (self.estimate(&input), model)
     }
+
+    /// Whether this estimator counts exactly as `DefaultEstimator::new()` does. Layers
+    /// outside the TPM layer (retry, tier) estimate a request with the default estimator
+    /// when they read its metadata first; a TPM layer whose estimator says `false` here
+    /// counts the request again with its own. Default `false`.
+    ///
+    /// ```
+    /// use ratelayer_core::meta::{DefaultEstimator, TokenEstimator};
+    /// assert!(DefaultEstimator::new().same_as_default());
+    /// assert!(!DefaultEstimator::new().output_allowance(4_096).same_as_default());
+    /// ```
+    fn same_as_default(&self) -> bool {
+        false
+    }
 }
 
 impl<E: TokenEstimator + ?Sized> TokenEstimator for std::sync::Arc<E> {
@@ -187,6 +201,9 @@ impl<E: TokenEstimator + ?Sized> TokenEstimator for std::sync::Arc<E> {
     }
     fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<String>) {
         (**self).estimate_and_model(input)
+    }
+    fn same_as_default(&self) -> bool {
+        (**self).same_as_default()
     }
 }
 
@@ -271,6 +288,10 @@ impl TokenEstimator for DefaultEstimator {
     /// One pass over the body: the default count does not depend on the model.
     fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<String>) {
         scan_estimate(self, input, Texts::Length)
+    }
+
+    fn same_as_default(&self) -> bool {
+        self.default_output.is_none()
     }
 }
 
