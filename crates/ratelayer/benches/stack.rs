@@ -8,7 +8,10 @@
 //! the median overhead over the bare service and the median ratio to tower's stack.
 //! `cargo bench -p ratelayer --bench stack -- zzz` runs that section alone;
 //! `STACK_PAIRED=<substring>` picks its rows and `STACK_META=given` gives every request
-//! its metadata up front (no body estimate).
+//! its metadata up front (no body estimate). `STACK_COUNT=<n> STACK_PAIRED=<bare|tower|
+//! stack|chain|tier|retry|tpm|concurrency>` sends exactly n requests through one variant and nothing else, for an
+//! instruction count under `valgrind --tool=callgrind` (two counts, subtracted, give
+//! the instructions per request whatever the machine's load).
 //!
 //! Every variant builds the same request per iteration (inside the timed loop, so the
 //! bare service's figure includes it); the differences are the layers' own cost. Limits
@@ -145,6 +148,43 @@ fn huge() -> ratelayer::ProviderLimits {
         .max_concurrent(1_000_000)
 }
 
+/// `TierDetectLayer` alone.
+fn tier_alone() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debug> {
+    ratelayer::tier::TierDetectLayer::new(LimitState::new()).layer(Noop)
+}
+
+/// `BackoffRetryLayer` alone, with its defaults.
+fn retry_alone() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debug> {
+    ratelayer::retry::BackoffRetryLayer::new(LimitState::new()).layer(Noop)
+}
+
+/// `TpmLimitLayer` alone, with a budget far above the load.
+fn tpm_alone() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debug> {
+    let config =
+        TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(1_000_000_000_000)));
+    match TpmLimitLayer::with_state(config, LimitState::new()) {
+        Ok(l) => l.layer(Noop),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// `ConcurrencyLayer` alone, with a concurrency limit and a request rate far above the
+/// load (as a preset given limits sets them).
+fn concurrency_alone() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debug> {
+    let limits =
+        Limits::new()
+            .max_concurrent(1_000_000)
+            .reservoir(ratelayer::concurrency::Reservoir::new(
+                1_000_000_000,
+                Duration::from_secs(60),
+            ));
+    let config = ConcurrencyConfig::new().provider("openai", limits);
+    match ConcurrencyLayer::new(config) {
+        Ok(l) => l.with_state(LimitState::new()).layer(Noop),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// The per-provider stack a preset builds, around the no-op service.
 fn full_stack() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debug> {
     let layer = Preset::openai()
@@ -210,34 +250,22 @@ fn stack(c: &mut Criterion) {
     // ratelayer's layers, each alone, then the whole per-provider stack and a chain of one
     // provider. Limits far above the load: the fast path.
     group.bench_function("TierDetectLayer", |b| {
-        let mut svc = ratelayer::tier::TierDetectLayer::new(LimitState::new()).layer(Noop);
+        let mut svc = tier_alone();
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
     });
 
     group.bench_function("BackoffRetryLayer", |b| {
-        let mut svc = ratelayer::retry::BackoffRetryLayer::new(LimitState::new()).layer(Noop);
+        let mut svc = retry_alone();
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
     });
 
     group.bench_function("TpmLimitLayer", |b| {
-        let config =
-            TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(1_000_000_000_000)));
-        let layer = match TpmLimitLayer::with_state(config, LimitState::new()) {
-            Ok(l) => l,
-            Err(e) => panic!("{e}"),
-        };
-        let mut svc = layer.layer(Noop);
+        let mut svc = tpm_alone();
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
     });
 
     group.bench_function("ConcurrencyLayer", |b| {
-        let config =
-            ConcurrencyConfig::new().provider("openai", Limits::new().max_concurrent(1_000_000));
-        let layer = match ConcurrencyLayer::new(config) {
-            Ok(l) => l.with_state(LimitState::new()),
-            Err(e) => panic!("{e}"),
-        };
-        let mut svc = layer.layer(Noop);
+        let mut svc = concurrency_alone();
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
     });
 
@@ -281,6 +309,24 @@ fn paired(c: &mut Criterion) {
     let mut bare = Noop;
     let mut tower = rt.block_on(async { tower_stack() });
     let only = std::env::var("STACK_PAIRED").unwrap_or_default();
+    if let Some(n) = std::env::var("STACK_COUNT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        // A fixed number of requests through one variant, nothing else: for counting
+        // instructions (`valgrind --tool=callgrind`) on a machine too busy to time.
+        match only.as_str() {
+            "bare" => drive(&rt, &mut bare, &body, n),
+            "tower" => drive(&rt, &mut tower, &body, n),
+            "chain" => drive(&rt, &mut full_chain(), &body, n),
+            "tier" => drive(&rt, &mut tier_alone(), &body, n),
+            "retry" => drive(&rt, &mut retry_alone(), &body, n),
+            "tpm" => drive(&rt, &mut tpm_alone(), &body, n),
+            "concurrency" => drive(&rt, &mut concurrency_alone(), &body, n),
+            _ => drive(&rt, &mut full_stack(), &body, n),
+        };
+        return;
+    }
     println!(
         "paired, {rounds} alternated rounds of {iters} requests: overhead over the bare service, ratio to tower's ConcurrencyLimit+RateLimit+Retry"
     );

@@ -178,9 +178,14 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let c = &*self.config;
         // A request already addressed to the base (no path prefix to add) keeps its URI.
+        // (Authorities compared as written first: the case-insensitive comparison is
+        // the slow one, and a base URL is usually written as the request's.)
         let addressed = c.path_prefix.is_empty()
             && req.uri().scheme() == Some(&c.scheme)
-            && req.uri().authority() == Some(&c.authority)
+            && req
+                .uri()
+                .authority()
+                .is_some_and(|a| a.as_str() == c.authority.as_str() || *a == c.authority)
             && req.uri().path_and_query().is_some();
         if !addressed {
             rewrite_uri(c, &mut req);
