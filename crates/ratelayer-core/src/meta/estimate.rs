@@ -1,5 +1,7 @@
 //! Token estimation from request bodies.
 
+use std::sync::Arc;
+
 use super::scan::Texts;
 
 /// The estimate of one request: input tokens and the output allowance.
@@ -146,8 +148,9 @@ pub trait TokenEstimator: Send + Sync + 'static {
     }
 
     /// The estimate of a request together with the model its JSON body names (a
-    /// top-level `model` string of 1 to 256 bytes). The layers call this once per
-    /// request ([`meta::compute`](super::compute)).
+    /// top-level `model` string of 1 to 256 bytes, shared as
+    /// [`RequestMeta::model`](super::RequestMeta::model) holds it). The layers call this
+    /// once per request ([`meta::compute`](super::compute)).
     ///
     /// By default it reads the model first and then calls [`estimate`](Self::estimate)
     /// with it, so [`count_text`](Self::count_text) always sees the body's model. An
@@ -162,7 +165,7 @@ pub trait TokenEstimator: Send + Sync + 'static {
     /// assert_eq!(model.as_deref(), Some("gpt-4o"));
     /// assert_eq!(e.output_tokens, 5);
     /// ```
-    fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<String>) {
+    fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<Arc<str>>) {
         let model = input.body.and_then(super::scan::model_in_body);
         let input = input.model(model.as_deref().or(input.model));
         (self.estimate(&input), model)
@@ -183,7 +186,7 @@ pub trait TokenEstimator: Send + Sync + 'static {
     }
 }
 
-impl<E: TokenEstimator + ?Sized> TokenEstimator for std::sync::Arc<E> {
+impl<E: TokenEstimator + ?Sized> TokenEstimator for Arc<E> {
     fn count_text(&self, text: &str, model: Option<&str>) -> u64 {
         (**self).count_text(text, model)
     }
@@ -199,7 +202,7 @@ impl<E: TokenEstimator + ?Sized> TokenEstimator for std::sync::Arc<E> {
     fn estimate(&self, input: &EstimateInput<'_>) -> TokenEstimate {
         (**self).estimate(input)
     }
-    fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<String>) {
+    fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<Arc<str>>) {
         (**self).estimate_and_model(input)
     }
     fn same_as_default(&self) -> bool {
@@ -286,7 +289,7 @@ impl TokenEstimator for DefaultEstimator {
     }
 
     /// One pass over the body: the default count does not depend on the model.
-    fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<String>) {
+    fn estimate_and_model(&self, input: &EstimateInput<'_>) -> (TokenEstimate, Option<Arc<str>>) {
         scan_estimate(self, input, Texts::Length)
     }
 
@@ -397,7 +400,7 @@ fn scan_estimate<E: TokenEstimator + ?Sized>(
     e: &E,
     input: &EstimateInput<'_>,
     texts: Texts,
-) -> (TokenEstimate, Option<String>) {
+) -> (TokenEstimate, Option<Arc<str>>) {
     let by_length = |bytes: u64| bytes.div_ceil(3);
     let Some(body) = input.body else {
         let e = TokenEstimate {

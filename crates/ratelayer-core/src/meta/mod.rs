@@ -26,13 +26,14 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Request, Uri};
+use http::{HeaderMap, HeaderName, Request, Uri};
 
 use crate::body::ReplayableBody;
 use crate::headers::Dialect;
 use crate::scope::Scope;
 
 mod estimate;
+mod names;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -296,24 +297,28 @@ pub fn compute<B: ReplayableBody, E: TokenEstimator + ?Sized>(
     let body = req.body().bytes();
     let provider = match req.extensions().get::<ProviderName>() {
         Some(p) => p.0.clone(),
-        None => Arc::from(provider_for_uri(req.uri())),
+        None => provider_name_for_uri(req.uri()),
     };
     let path = req.uri().path();
     let path_model = model_in_path(path);
-    let content_length = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    // Only a body that is not in memory is estimated from its length.
+    let content_length = match body {
+        Some(_) => None,
+        None => req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok()),
+    };
     let input = EstimateInput::new(path, body)
         .content_length(content_length)
-        .model(path_model.as_deref());
+        .model(path_model);
     let (estimate, body_model) = estimator.estimate_and_model(&input);
-    let model = body_model.or(path_model);
+    let model = body_model.or_else(|| path_model.and_then(|m| names::name(m.as_bytes())));
     let meta = RequestMeta {
         provider,
         credential: credential(req.headers(), req.uri()),
-        model: model.map(Arc::from),
+        model,
         input_tokens: estimate.input_tokens,
         output_tokens: estimate.output_tokens,
         source: estimate.source,
@@ -352,36 +357,88 @@ pub fn compute<B: ReplayableBody, E: TokenEstimator + ?Sized>(
 /// assert_eq!(provider_for_uri(&"/v1/chat/completions".parse().unwrap()), "default");
 /// ```
 pub fn provider_for_uri(uri: &Uri) -> String {
-    let Some(host) = uri.host() else {
-        return "default".to_owned();
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let known = match host.as_str() {
-        "api.openai.com" => Some("openai"),
-        "api.anthropic.com" => Some("anthropic"),
-        "api.groq.com" => Some("groq"),
-        "generativelanguage.googleapis.com" => Some("gemini"),
-        "api.moonshot.ai" | "api.moonshot.cn" => Some("moonshot"),
-        "api.mistral.ai" => Some("mistral"),
-        "openrouter.ai" => Some("openrouter"),
-        h if h.ends_with(".openai.azure.com") || h.ends_with(".cognitiveservices.azure.com") => {
-            Some("azure")
+    match provider_of(uri) {
+        Provider::Known(name) => name.to_owned(),
+        Provider::Host(host) => host.trim_end_matches('.').to_ascii_lowercase(),
+    }
+}
+
+/// [`provider_for_uri`] as a shared name.
+fn provider_name_for_uri(uri: &Uri) -> Arc<str> {
+    let shared = match provider_of(uri) {
+        Provider::Known(name) => names::name(name.as_bytes()),
+        Provider::Host(host) => {
+            let host = host.trim_end_matches('.');
+            if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                names::name(host.to_ascii_lowercase().as_bytes())
+            } else {
+                names::name(host.as_bytes())
+            }
         }
-        h if h.ends_with("aiplatform.googleapis.com") => Some("gemini"),
-        _ => None,
     };
-    known.map_or(host, str::to_owned)
+    // A `str` is always UTF-8: the fallback is never taken.
+    shared.unwrap_or_else(|| Arc::from(provider_for_uri(uri)))
+}
+
+/// The provider a URI goes to, before the host is written in lower case.
+enum Provider<'u> {
+    /// A well-known API's provider, or `default` without a host.
+    Known(&'static str),
+    /// Any other host, as the URI writes it.
+    Host(&'u str),
+}
+
+/// Well-known API hosts and their providers.
+const KNOWN_HOSTS: [(&str, &str); 8] = [
+    ("api.openai.com", "openai"),
+    ("api.anthropic.com", "anthropic"),
+    ("api.groq.com", "groq"),
+    ("generativelanguage.googleapis.com", "gemini"),
+    ("api.moonshot.ai", "moonshot"),
+    ("api.moonshot.cn", "moonshot"),
+    ("api.mistral.ai", "mistral"),
+    ("openrouter.ai", "openrouter"),
+];
+
+/// Well-known API host suffixes and their providers.
+const KNOWN_HOST_SUFFIXES: [(&str, &str); 3] = [
+    (".openai.azure.com", "azure"),
+    (".cognitiveservices.azure.com", "azure"),
+    ("aiplatform.googleapis.com", "gemini"),
+];
+
+/// The provider of [`provider_for_uri`].
+fn provider_of(uri: &Uri) -> Provider<'_> {
+    let Some(host) = uri.host() else {
+        return Provider::Known("default");
+    };
+    let h = host.trim_end_matches('.');
+    let ends = |suffix: &str| {
+        h.len() >= suffix.len()
+            && h.as_bytes()[h.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    let known = KNOWN_HOSTS
+        .iter()
+        .find(|(name, _)| h.eq_ignore_ascii_case(name))
+        .or_else(|| KNOWN_HOST_SUFFIXES.iter().find(|(suffix, _)| ends(suffix)));
+    match known {
+        Some((_, provider)) => Provider::Known(provider),
+        None => Provider::Host(host),
+    }
 }
 
 /// The model a path names (`/models/{model}:…`, `/deployments/{model}/…`).
-fn model_in_path(path: &str) -> Option<String> {
-    let mut segments = path.split('/');
+fn model_in_path(path: &str) -> Option<&str> {
+    // Bytes, not `str::split`: most paths name no model, and this is read per request.
+    let mut segments = path.as_bytes().split(|b| *b == b'/');
     while let Some(s) = segments.next() {
-        if s == "models" || s == "deployments" {
+        if s == b"models" || s == b"deployments" {
             let next = segments.next()?;
-            let name = next.split(':').next().unwrap_or(next);
-            return (!name.is_empty() && name.len() <= scan::MAX_MODEL_LEN)
-                .then(|| name.to_owned());
+            let name = next.split(|b| *b == b':').next().unwrap_or(next);
+            if name.is_empty() || name.len() > scan::MAX_MODEL_LEN {
+                return None;
+            }
+            return std::str::from_utf8(name).ok();
         }
     }
     None
@@ -422,7 +479,6 @@ fn fingerprint_hex(secret: &[u8]) -> [u8; 8] {
     out
 }
 
-/// Credential headers, in the order they are looked for.
 /// The fingerprint of the credential `req` carries (the first of `authorization`,
 /// `x-api-key`, `api-key`, `x-goog-api-key`, else a `key=` query parameter), as in
 /// [`RequestMeta::credential`]; never the credential itself.
@@ -440,14 +496,20 @@ pub fn credential_of<B>(req: &Request<B>) -> Option<Arc<str>> {
     credential(req.headers(), req.uri())
 }
 
-const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+/// Credential headers, in the order they are looked for.
+static CREDENTIAL_HEADERS: [HeaderName; 4] = [
+    http::header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+];
 
 /// The fingerprint of the request's credential: the first credential header, else
 /// Gemini's `key` query parameter.
 fn credential(headers: &HeaderMap, uri: &Uri) -> Option<Arc<str>> {
     let from_header = CREDENTIAL_HEADERS
         .iter()
-        .find_map(|name| headers.get(*name))
+        .find_map(|name| headers.get(name))
         .map(|v| v.as_bytes());
     let from_query = || {
         uri.query()?
@@ -455,8 +517,7 @@ fn credential(headers: &HeaderMap, uri: &Uri) -> Option<Arc<str>> {
             .find_map(|pair| pair.strip_prefix("key="))
             .map(str::as_bytes)
     };
-    from_header
-        .or_else(from_query)
-        .filter(|v| !v.is_empty())
-        .map(|v| Arc::from(hex_str(&fingerprint_hex(v))))
+    let secret = from_header.or_else(from_query).filter(|v| !v.is_empty())?;
+    let hex = fingerprint_hex(secret);
+    names::name(&hex).or_else(|| Some(Arc::from(hex_str(&hex))))
 }

@@ -4,7 +4,9 @@
 //! The rules are those documented on [`estimate_json`](super::estimate_json); this module
 //! only reads the body once, as a stream of serde events.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 pub(crate) mod fast;
 
@@ -23,7 +25,7 @@ pub(crate) const MAX_MODEL_LEN: usize = 256;
 pub(crate) struct BodyFacts {
     /// The top-level `model` string, when it is non-empty and at most
     /// [`MAX_MODEL_LEN`] bytes.
-    pub(crate) model: Option<String>,
+    pub(crate) model: Option<Arc<str>>,
     /// Tokens of the input keys, with the per-message charges.
     pub(crate) input_tokens: u64,
     /// Whether any input key held a non-null value.
@@ -113,13 +115,27 @@ pub(crate) fn scan_serde<E: TokenEstimator + ?Sized>(
 
 /// The model a JSON body names: its top-level `model` string, of 1 to
 /// [`MAX_MODEL_LEN`] bytes.
-pub(crate) fn model_in_body(body: &[u8]) -> Option<String> {
+pub(crate) fn model_in_body(body: &[u8]) -> Option<Arc<str>> {
     #[derive(serde::Deserialize)]
-    struct WithModel {
-        model: Option<String>,
+    struct WithModel<'a> {
+        #[serde(borrow)]
+        model: Option<Cow<'a, str>>,
     }
-    let m = serde_json::from_slice::<WithModel>(body).ok()?.model?;
-    (!m.is_empty() && m.len() <= MAX_MODEL_LEN).then_some(m)
+    model_name(
+        serde_json::from_slice::<WithModel<'_>>(body)
+            .ok()?
+            .model?
+            .as_bytes(),
+    )
+}
+
+/// A model name as [`RequestMeta::model`](super::RequestMeta::model) holds it: `None`
+/// when empty, longer than [`MAX_MODEL_LEN`] bytes or not UTF-8.
+pub(crate) fn model_name(m: &[u8]) -> Option<Arc<str>> {
+    if m.is_empty() || m.len() > MAX_MODEL_LEN {
+        return None;
+    }
+    super::names::name(m)
 }
 
 pub(super) fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -274,7 +290,7 @@ impl<'de> Visitor<'de> for U64Seed {
 struct ModelSeed;
 
 impl<'de> DeserializeSeed<'de> for ModelSeed {
-    type Value = Option<String>;
+    type Value = Option<Arc<str>>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -282,14 +298,14 @@ impl<'de> DeserializeSeed<'de> for ModelSeed {
 }
 
 impl<'de> Visitor<'de> for ModelSeed {
-    type Value = Option<String>;
+    type Value = Option<Arc<str>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any value")
     }
 
     fn visit_str<Er: serde::de::Error>(self, v: &str) -> Result<Self::Value, Er> {
-        Ok((!v.is_empty() && v.len() <= MAX_MODEL_LEN).then(|| v.to_owned()))
+        Ok(model_name(v.as_bytes()))
     }
     none_for!(None; u64, i64, f64, bool, unit, seq, map);
 }

@@ -54,9 +54,24 @@ fn provider_from_well_known_hosts() {
             "llm.internal.example",
         ),
         ("/v1/chat/completions", "default"),
+        ("https://api.openai.com./v1/chat/completions", "openai"),
+        (
+            "https://MyRes.OpenAI.Azure.com/openai/deployments/d",
+            "azure",
+        ),
+        ("https://X.Cognitiveservices.Azure.COM/openai", "azure"),
+        ("https://EU-AIplatform.googleapis.com/v1", "gemini"),
+        (
+            "http://LLM.Example.COM./v1/chat/completions",
+            "llm.example.com",
+        ),
+        ("http://azure.com/v1", "azure.com"),
     ] {
         let m = meta_of(post(uri, json!({})));
         assert_eq!(&*m.provider, provider, "{uri}");
+        assert_eq!(provider_for_uri(&uri.parse().unwrap()), provider, "{uri}");
+        // The same again (a name this thread already holds).
+        assert_eq!(&*meta_of(post(uri, json!({}))).provider, provider, "{uri}");
     }
 }
 
@@ -129,6 +144,27 @@ fn credential_is_a_stable_fingerprint_never_the_key() {
             .unwrap(),
     );
     assert_ne!(a.credential, b.credential);
+    // The first credential header counts.
+    let both = meta_of(
+        Request::post("https://api.openai.com/")
+            .header("x-goog-api-key", "k3")
+            .header("api-key", "k2")
+            .header("authorization", "Bearer k1")
+            .body(String::new())
+            .unwrap(),
+    );
+    assert_eq!(both.credential, a.credential);
+    let both = meta_of(
+        Request::post("https://api.openai.com/")
+            .header("x-goog-api-key", "k3")
+            .header("api-key", "k2")
+            .body(String::new())
+            .unwrap(),
+    );
+    assert_eq!(
+        both.credential.as_deref(),
+        Some(fingerprint(b"k2").as_str())
+    );
     // Gemini's key in the query string.
     let q = meta_of(post(
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent?alt=sse&key=AIzaSECRET",
@@ -637,7 +673,7 @@ proptest! {
 
 /// The estimate as a tree walk over a parsed `serde_json::Value`: the documented rules
 /// written the obvious way, the model that the one-pass reader must match.
-fn tree_model(path: &str, body: &[u8]) -> (TokenEstimate, Option<String>) {
+fn tree_model(path: &str, body: &[u8]) -> (TokenEstimate, Option<std::sync::Arc<str>>) {
     use super::estimate::{INPUT_KEYS, MEDIA_KEYS, MEDIA_TYPES, MESSAGE_KEYS, SINGLE_MESSAGE_KEYS};
     use serde_json::{Map, Value};
     let e = DefaultEstimator::new();
@@ -674,7 +710,7 @@ fn tree_model(path: &str, body: &[u8]) -> (TokenEstimate, Option<String>) {
         .get("model")
         .and_then(Value::as_str)
         .filter(|m| !m.is_empty() && m.len() <= 256)
-        .map(str::to_owned);
+        .map(std::sync::Arc::from);
     let generation = o
         .get("generationConfig")
         .or_else(|| o.get("generation_config"))

@@ -4,7 +4,7 @@
 //! not handle (an escape, an exponent, a very long number, deep nesting, anything
 //! invalid), so the serde reader decides those. Whatever it accepts is valid JSON.
 
-use super::{BodyFacts, Counted, Key, MAX_MODEL_LEN, Texts, max_opt};
+use super::{BodyFacts, Counted, Key, Texts, max_opt, model_name};
 use crate::meta::estimate::{TokenEstimator, by_length};
 
 /// The fast reader cannot tell: let serde_json read the body.
@@ -55,9 +55,9 @@ const WIDE: usize = 32;
 /// Where the string starting at `rest[0]` ends (its closing quote) and whether it is all
 /// ASCII; `None` at an escape, a raw control character (invalid JSON) or the end.
 ///
-/// While the text is ASCII it goes [`WIDE`] bytes a step (a loop the compiler turns into
-/// vector compares), then eight bytes a step to find the exact byte that stopped it; at
-/// the first non-ASCII byte, [`string_end_utf8`] goes on.
+/// While the text is ASCII it goes, after a first word, [`WIDE`] bytes a step (a loop the
+/// compiler turns into vector compares), then eight bytes a step to find the exact byte
+/// that stopped it; at the first non-ASCII byte, [`string_end_utf8`] goes on.
 #[inline]
 fn string_end(rest: &[u8]) -> Option<(usize, bool)> {
     /// A byte that ends the ASCII run: a quote, a backslash, a control or a non-ASCII byte.
@@ -66,6 +66,15 @@ fn string_end(rest: &[u8]) -> Option<(usize, bool)> {
         (c == b'"') | (c == b'\\') | (c.wrapping_sub(0x20) >= 0x60)
     }
     let mut at = 0;
+    // A short string (a key, a role, a model) ends in its first word.
+    if let Some(first) = rest.first_chunk::<8>() {
+        let x = u64::from_le_bytes(*first);
+        let found = (stop_flags(x) | x) & HIGH;
+        if found != 0 {
+            return ended(rest, found.trailing_zeros() as usize / 8);
+        }
+        at = 8;
+    }
     while let Some(chunk) = rest[at..].first_chunk::<WIDE>() {
         let mut flags = [0u8; WIDE];
         for (f, c) in flags.iter_mut().zip(chunk) {
@@ -438,8 +447,11 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
                 Key::Model => {
                     r.ws();
                     facts.model = if r.peek() == Some(b'"') {
-                        let m = r.string()?;
-                        (!m.is_empty() && m.len() <= MAX_MODEL_LEN).then(|| m.to_owned())
+                        let (m, ascii) = r.text()?;
+                        if !ascii {
+                            utf8(m)?;
+                        }
+                        model_name(m)
                     } else {
                         r.skip()?;
                         None
