@@ -186,6 +186,10 @@ impl LimitState {
     /// the scope without its model, and the provider as a whole. `None` if no cooldown
     /// is in force now.
     pub fn cooldown_until(&self, scope: &Scope) -> Option<Instant> {
+        if !self.inner.store.ever_cooled_down() {
+            // No cooldown was ever set: not even the clock needs reading.
+            return None;
+        }
         self.cooldown_until_at(scope, Instant::now())
     }
 
@@ -303,7 +307,10 @@ mod tests {
         let provider = Scope::new("openai");
         let model = provider.clone().with_model("gpt-4o");
         let now = Instant::now();
+        assert!(!st.store().ever_cooled_down());
+        assert_eq!(st.cooldown_until(&model), None);
         st.set_cooldown(&model, now + Duration::from_secs(10));
+        assert!(st.store().ever_cooled_down());
         st.set_cooldown(&model, now + Duration::from_secs(5));
         assert_eq!(st.cooldown_remaining(&model), Duration::from_secs(10));
         st.set_cooldown(&provider, now + Duration::from_secs(20));

@@ -185,6 +185,8 @@ pub(crate) struct Shared {
     pub(crate) state: LimitState,
     pub(crate) calibration: Calibration,
     pub(crate) estimator: Arc<dyn TokenEstimator>,
+    /// The estimator counts otherwise than the default one (asked once).
+    own_count: bool,
     /// The scopes seen so far (`None`: no budget applies).
     scopes: Mutex<ScopeMap<Option<Arc<ScopeEntry>>>>,
 }
@@ -206,8 +208,8 @@ impl Shared {
         &self,
         req: &'r mut Request<B>,
     ) -> &'r RequestMeta {
-        let recount = !self.estimator.same_as_default()
-            && meta::get(req).is_some_and(|m| m.source == EstimateSource::Body);
+        let recount =
+            self.own_count && meta::get(req).is_some_and(|m| m.source == EstimateSource::Body);
         if recount {
             let fresh = meta::compute(req, &*self.estimator);
             if let Some(m) = req.extensions_mut().get_mut::<RequestMeta>() {
@@ -217,6 +219,7 @@ impl Shared {
         }
         meta::ensure_with(req, &*self.estimator)
     }
+
     pub(crate) fn new(
         config: TpmConfig,
         state: LimitState,
@@ -226,6 +229,7 @@ impl Shared {
             calibration: Calibration::new(config.calibration),
             config,
             state,
+            own_count: !estimator.same_as_default(),
             estimator,
             scopes: Mutex::new(ScopeMap::default()),
         }

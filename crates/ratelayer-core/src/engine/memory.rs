@@ -100,6 +100,10 @@ impl Store for MemoryStore {
         let latest = self.latest_cooldown.load(Ordering::Acquire);
         latest != 0 && Duration::from_nanos(latest) > now.saturating_duration_since(self.epoch)
     }
+
+    fn ever_cooled_down(&self) -> bool {
+        self.latest_cooldown.load(Ordering::Acquire) != 0
+    }
 }
 
 /// The buckets of a scope, and the latest instant a reservation read from the clock.

@@ -458,6 +458,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = now;
         true
     }
+
+    /// Whether a cooldown was ever set in this store. `false` promises that no scope has
+    /// one, so a caller may skip even reading the clock; the default, `true`, promises
+    /// nothing.
+    fn ever_cooled_down(&self) -> bool {
+        true
+    }
 }
 
 /// The limiter state of one scope: buckets, cooldown and concurrency leases.
