@@ -295,6 +295,13 @@ pub(crate) struct Bucket {
     win: u64,
     /// The width of a sliding window's slot in nanoseconds (cached; 0 for GCRA).
     width: u64,
+    /// The effective limit (cached [`limit`](Self::limit)).
+    lim: u64,
+    /// The effective capacity (cached [`capacity`](Self::capacity)).
+    cap: u64,
+    /// GCRA: the window divided by the limit when that is a whole number of nanoseconds
+    /// (one unit's refill time), else 0; a booking then needs no division.
+    unit_ns: u64,
     learned_limit: Option<u64>,
     /// The latest statement's usage beyond ours (replaced by each statement).
     phantom: Option<Phantom>,
@@ -341,6 +348,9 @@ impl Bucket {
             quota,
             win: 0,
             width: 0,
+            lim: 1,
+            cap: 1,
+            unit_ns: 0,
             learned_limit: None,
             phantom: None,
             seq: 0,
@@ -351,12 +361,25 @@ impl Bucket {
         b
     }
 
-    /// Recomputes what is cached from the quota and the ring's size.
+    /// Recomputes what is cached from the quota, the learned limit and the ring's size.
     fn refresh(&mut self) {
         self.win = window_ns(&self.quota);
         self.width = match &self.state {
             State::Gcra { .. } => 0,
             State::Sliding(ring) => (self.win / ring.cap() as u64).max(1),
+        };
+        self.lim = self
+            .learned_limit
+            .map_or(self.quota.limit, |l| l.min(self.quota.limit))
+            .max(1);
+        self.cap = match self.quota.algorithm {
+            Algorithm::Gcra { burst } => self.learned_limit.map_or(burst, |l| burst.min(l.max(1))),
+            Algorithm::SlidingWindow { .. } => self.lim,
+        };
+        self.unit_ns = if self.win.is_multiple_of(self.lim) {
+            self.win / self.lim
+        } else {
+            0
         };
     }
 
@@ -367,9 +390,7 @@ impl Bucket {
     /// The configured limit, tightened by what the provider said.
     #[inline]
     pub(crate) fn limit(&self) -> u64 {
-        self.learned_limit
-            .map_or(self.quota.limit, |l| l.min(self.quota.limit))
-            .max(1)
+        self.lim
     }
 
     #[inline]
@@ -380,10 +401,7 @@ impl Bucket {
     /// The most one reservation can ever take.
     #[inline]
     pub(crate) fn capacity(&self) -> u64 {
-        match self.quota.algorithm {
-            Algorithm::Gcra { burst } => self.learned_limit.map_or(burst, |l| burst.min(l.max(1))),
-            Algorithm::SlidingWindow { .. } => self.limit(),
-        }
+        self.cap
     }
 
     /// How many units of memory the state uses (for tests of constant memory).
@@ -495,6 +513,7 @@ impl Bucket {
         let win = self.window();
         let width = self.width;
         let seq = self.seq;
+        let unit_ns = self.unit_ns;
         match &mut self.state {
             State::Gcra {
                 tat,
@@ -502,16 +521,22 @@ impl Bucket {
                 min_slack,
             } => {
                 let prev = *tat;
-                note_booking(prev, u128::from(at) * l, u128::from(now) * l, min_slack);
+                let at_l = u128::from(at) * l;
+                note_booking(prev, at_l, u128::from(now) * l, min_slack);
                 *last_book = seq;
-                *tat = prev.max(u128::from(at) * l) + u128::from(cost) * w;
+                *tat = prev.max(at_l) + u128::from(cost) * w;
                 // The booking's end in whole nanoseconds (rounded down: refunds computed
                 // from it are never too large), and how far the booking moved the start
                 // past the previous `tat` (below one nanosecond when it waited; saturated
                 // when the bucket was idle, where any value up to `now` restores the same
-                // state).
+                // state). A booking that starts at `at` in a bucket whose unit refills in
+                // whole nanoseconds ends at `at + cost * unit` exactly: no division.
                 let moved = sat64(*tat - u128::from(cost) * w - prev);
-                data = sat64(*tat / l);
+                data = if prev <= at_l && unit_ns != 0 {
+                    at.saturating_add(cost.saturating_mul(unit_ns))
+                } else {
+                    sat64(*tat / l)
+                };
                 self.undo = moved;
             }
             State::Sliding(ring) => {
@@ -715,6 +740,7 @@ impl Bucket {
             let old = self.quota;
             if self.learned_limit != Some(l) {
                 self.learned_limit = Some(l);
+                self.refresh();
                 self.retune(now, old_limit, old_w, old_cap, old);
             }
         }
@@ -789,4 +815,40 @@ impl Bucket {
 #[cfg(test)]
 pub(crate) fn hot_bytes() -> usize {
     2 * std::mem::size_of::<u64>() + std::mem::size_of::<State>()
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::quota::BucketKey;
+
+    /// The end a booking records, computed without division when a unit refills in whole
+    /// nanoseconds, is the end computed by dividing: on an idle bucket and on one booked
+    /// ahead, for limits that divide the window and limits that do not.
+    #[test]
+    fn a_booking_records_its_exact_end_with_or_without_division() {
+        for limit in [500u64, 30_000, 7, 60_000_000_000, 1] {
+            let q = Quota::gcra(limit, Duration::from_secs(60)).with_burst(limit.max(3));
+            let mut b = Bucket::new(BucketKey::REQUESTS_PER_MINUTE, 0, q, 1_000);
+            let l = u128::from(b.limit());
+            let mut item = ReceiptItem::new(0, crate::Dimension::Requests, 0, 0, 0);
+            for (at, cost) in [
+                (5_000u64, 1u64),
+                (5_000, 2),
+                (9_000_000_000, 1),
+                (9_000_000_001, 3),
+            ] {
+                if !b.fits_now(at, cost) {
+                    continue;
+                }
+                b.book(at, cost, at, &mut item);
+                let State::Gcra { tat, .. } = &b.state else {
+                    unreachable!()
+                };
+                assert_eq!(item.data(), sat64(*tat / l), "limit {limit}, at {at}");
+            }
+        }
+    }
 }

@@ -268,24 +268,41 @@ impl MemoryScope {
         costs: &[(BucketKey, u64)],
         now_i: Instant,
     ) -> Option<(Receipt, Instant)> {
+        let mut receipt = Receipt::default();
+        let at = self.book_now_into(costs, now_i, &mut receipt)?;
+        Some((receipt, at))
+    }
+
+    /// [`book_now`](Self::book_now) writing the items into `receipt` (empty; left empty
+    /// if it does not fit): written before the lock is released, they are not copied
+    /// while still in flight to memory (a wide load of narrow stores in flight stalls).
+    #[inline]
+    pub(crate) fn book_now_into(
+        &self,
+        costs: &[(BucketKey, u64)],
+        now_i: Instant,
+        receipt: &mut Receipt,
+    ) -> Option<Instant> {
         let (mut buckets, now, now_i) = self.lock_at(now_i);
-        if self.cooldown_nanos() > now
-            || !buckets.iter().all(|b| {
-                let cost = cost_of(costs, b.key);
-                cost == 0 || b.fits_now(now, cost)
-            })
-        {
+        // One load says whether any cooldown in the store lasts past now.
+        if self.latest_cooldown.load(Ordering::Acquire) > now && self.cooldown_nanos() > now {
             return None;
         }
-        let mut receipt = Receipt::default();
-        for b in buckets.iter_mut() {
-            let cost = cost_of(costs, b.key);
+        // Each bucket's cost, found once for both passes.
+        let mut each = [0u64; MAX_BUCKETS];
+        for (b, c) in buckets.iter().zip(each.iter_mut()) {
+            *c = cost_of(costs, b.key);
+            if *c != 0 && !b.fits_now(now, *c) {
+                return None;
+            }
+        }
+        for (b, &cost) in buckets.iter_mut().zip(each.iter()) {
             if cost > 0 {
-                receipt.push_with(|item| b.book(now, cost, now, item));
+                b.book(now, cost, now, receipt.next_slot());
             }
         }
         drop(buckets);
-        Some((receipt, now_i))
+        Some(now_i)
     }
 
     /// Reserves synchronously (the in-memory store never waits inside the store).
@@ -334,7 +351,7 @@ impl MemoryScope {
         for b in buckets.iter_mut() {
             let cost = cost_of(costs, b.key);
             if cost > 0 {
-                receipt.push_with(|item| b.book(ready, cost, now, item));
+                b.book(ready, cost, now, receipt.next_slot());
             }
         }
         drop(buckets);

@@ -511,8 +511,9 @@ impl<T: Outcome> Pending<T> {
         // The guard's reference is taken before booking: an atomic increment then waits
         // for few pending stores (after booking, it would wait for all of the booking's).
         let store = Arc::clone(&h.store);
+        let mut receipt = Receipt::default();
         if let Some(m) = &h.memory
-            && let Some((receipt, ready_at)) = m.book_now(costs, now)
+            && let Some(ready_at) = m.book_now_into(costs, now, &mut receipt)
         {
             let booked = Booked {
                 store,
@@ -767,18 +768,20 @@ impl Reservation {
 
     /// [`commit`](Self::commit) with the current instant read by the caller.
     #[inline]
-    pub fn commit_at(mut self, now: Instant) -> Committed {
-        self.booked.live = Live::No;
+    pub fn commit_at(self, now: Instant) -> Committed {
         record_use(
             &*self.booked.store,
             &self.booked.receipt,
             self.ready_at,
             now,
         );
-        Committed {
+        // Copied first and marked after: a copy of a word just written would stall.
+        let mut used = Committed {
             ready_at: self.ready_at,
             booked: self.booked,
-        }
+        };
+        used.booked.live = Live::No;
+        used
     }
 }
 

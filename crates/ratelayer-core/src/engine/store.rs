@@ -298,19 +298,24 @@ impl Receipt {
         }
     }
 
-    /// Appends an item written in place by `write`.
+    /// The next item's place (in line while there is room), for the store to write the
+    /// item in place.
     #[inline]
-    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut ReceiptItem)) {
-        if self.heap.is_none()
-            && let Some(slot) = self.inline.get_mut(self.len)
-        {
-            write(slot);
+    pub(crate) fn next_slot(&mut self) -> &mut ReceiptItem {
+        if self.heap.is_none() && self.len < INLINE {
             self.len += 1;
-        } else {
-            let mut item = ReceiptItem::EMPTY;
-            write(&mut item);
-            self.push_heap(item);
+            return &mut self.inline[self.len - 1];
         }
+        self.next_heap_slot()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn next_heap_slot(&mut self) -> &mut ReceiptItem {
+        self.push_heap(ReceiptItem::EMPTY);
+        let items = self.items_mut();
+        let last = items.len() - 1;
+        &mut items[last]
     }
 
     #[cold]
