@@ -253,7 +253,7 @@ impl ScopeHandle {
     }
 
     /// Reserves `costs` all-or-nothing. See the [module documentation](self).
-    #[inline]
+    #[inline(always)]
     pub fn reserve(&self, costs: &[(BucketKey, u64)], max_wait: Option<Duration>) -> Reserve {
         self.reserve_at(costs, max_wait, Instant::now())
     }
@@ -261,7 +261,7 @@ impl ScopeHandle {
     /// [`reserve`](Self::reserve) with the current instant read by the caller, who reads
     /// the clock once per operation (and may pass the same instant to
     /// [`Reservation::commit_at`]).
-    #[inline]
+    #[inline(always)]
     pub fn reserve_at(
         &self,
         costs: &[(BucketKey, u64)],
@@ -304,7 +304,7 @@ impl ScopeHandle {
     /// assert!(h.take(&[(tpm, 800)]).await.is_ok());
     /// # }
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn take(&self, costs: &[(BucketKey, u64)]) -> Take {
         Take {
             inner: Pending::book(self, costs, Some(Duration::ZERO), Instant::now()),
@@ -501,7 +501,7 @@ impl<T: Outcome> Pending<T> {
     /// Books `costs` for `now`: on the in-memory store directly when everything fits
     /// now (the booking is built here, and the future only hands it over), else through
     /// the store.
-    #[inline]
+    #[inline(always)]
     fn book(
         h: &ScopeHandle,
         costs: &[(BucketKey, u64)],
@@ -528,7 +528,7 @@ impl<T: Outcome> Pending<T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, ReserveError>> {
         match self {
             Pending::Done(v) => match v.take() {
@@ -599,7 +599,7 @@ pub struct Reserve {
 impl Future for Reserve {
     type Output = Result<Reservation, ReserveError>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.inner.poll(cx)
     }
@@ -627,7 +627,7 @@ pub struct Take {
 impl Future for Take {
     type Output = Result<Committed, ReserveError>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.inner.poll(cx)
     }
@@ -635,7 +635,7 @@ impl Future for Take {
 
 /// Records a use at `now` of a booking made for `ready_at`, if later by more than the
 /// slack.
-#[inline]
+#[inline(always)]
 fn record_use(store: &dyn ScopeStore, receipt: &Receipt, ready_at: Instant, now: Instant) {
     // The first comparison is the common case (used at the instant of booking), and
     // spares the addition.
@@ -669,7 +669,7 @@ impl Live {
 }
 
 impl Drop for Booked {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         if self.live == Live::Yes {
             self.store.cancel(&self.receipt);
@@ -762,12 +762,13 @@ impl Reservation {
     /// Call it when the request is sent, at or after [`ready_at`](Self::ready_at). A use
     /// more than [`LATE_COMMIT_SLACK`] after `ready_at` is recorded at its real time, so
     /// a window-safe bucket counts the cost from when it was really sent.
+    #[inline(always)]
     pub fn commit(self) -> Committed {
         self.commit_at(Instant::now())
     }
 
     /// [`commit`](Self::commit) with the current instant read by the caller.
-    #[inline]
+    #[inline(always)]
     pub fn commit_at(self, now: Instant) -> Committed {
         record_use(
             &*self.booked.store,
