@@ -9,6 +9,9 @@
 //!
 //! - `governor check_n`: one `check_n(N)` on a direct limiter, with governor's default
 //!   clock and with `TokioClock` (what ratelayer uses for paused-time tests).
+//! - `two tokio clock reads`: `tokio::time::Instant::now()` twice, what `reserve` and
+//!   `commit` read (the booking's instant and the use's): the floor of the reserve+commit
+//!   rows, which no engine work can go below.
 //! - `engine reserve+commit tokens (GCRA | sliding window)`: `reserve(&[(TPM, N)], None)`,
 //!   polled once, then `commit()` (two clock reads: booking and use), the `Committed`
 //!   dropped.
@@ -111,6 +114,14 @@ fn ops() -> Vec<(&'static str, Op)> {
         "governor check_n (TokioClock)",
         Box::new(move || {
             black_box(g.check_n(n).unwrap().is_ok());
+        }),
+    ));
+
+    v.push((
+        "two tokio clock reads (reserve+commit's: the floor of that row)",
+        Box::new(|| {
+            black_box(tokio::time::Instant::now());
+            black_box(tokio::time::Instant::now());
         }),
     ));
 

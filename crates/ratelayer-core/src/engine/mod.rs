@@ -522,6 +522,21 @@ impl<T: Outcome> Pending<T> {
             };
             return Pending::Done(Some(Ok(T::from_booked(booked, ready_at))));
         }
+        Pending::through_store(h, costs, max_wait, now, store)
+    }
+
+    /// Books through the store: what does not fit now, or a store other than the
+    /// in-memory one. Out of line, so that the booking made at once is written where it
+    /// is returned, not merged with this path's result through registers first (whose
+    /// narrow stores would stall the wide loads of the copy that follows).
+    #[inline(never)]
+    fn through_store(
+        h: &ScopeHandle,
+        costs: &[(BucketKey, u64)],
+        max_wait: Option<Duration>,
+        now: Instant,
+        store: Arc<dyn ScopeStore>,
+    ) -> Self {
         match h.store.reserve(costs, max_wait, now).into_ready() {
             Ok(res) => Pending::Done(Some(arrived(&h.store, res))),
             Err(fut) => Pending::Waiting { fut, store },
