@@ -2,6 +2,7 @@
 
 use ratelayer_core::ScopeMap;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
 use ratelayer_core::{ConfigError, LimitState, RequestMeta, Scope};
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     scopes: RwLock<ScopeMap<Arc<ScopeLimiter>>>,
     /// Where the engine state (leases, buckets) lives.
     state: RwLock<LimitState>,
+    /// Bumped by every reload, before the new configuration is in force.
+    epoch: AtomicU64,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -40,7 +43,14 @@ impl Shared {
             config: RwLock::new(config),
             scopes: RwLock::default(),
             state: RwLock::new(LimitState::new()),
+            epoch: AtomicU64::new(0),
         })
+    }
+
+    /// Changes with every reload of the configuration.
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_state(&self, state: LimitState) {
@@ -162,6 +172,9 @@ impl ConcurrencyHandle {
             ));
         }
         *current = config;
+        // Whoever read the old configuration saw the old epoch: what it derived from it
+        // is derived again.
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
         let scopes = read(&self.shared.scopes);
         for limiter in scopes.values() {
             let s = limiter.scope();

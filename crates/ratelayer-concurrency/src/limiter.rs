@@ -3,8 +3,9 @@
 //! spacing, learned limits) of the scope's [`ScopeHandle`].
 
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use ratelayer_core::engine::{
     BucketKey, ConcurrencyConfig as LeaseConfig, Lease, LeaseFuture, OnFull, Priority, Quota,
     Reservation, Reserve, ReserveError, ScopeHandle,
 };
-use ratelayer_core::{BoxError, Dimension, QueueFull, Scope};
+use ratelayer_core::{BoxError, Dimension, QueueFull, Scope, ScopeHasher};
 use tokio::time::Instant;
 
 use crate::config::{Limits, WhenFull};
@@ -120,6 +121,9 @@ impl ScopeKey {
     }
 }
 
+/// [`ScopeLimiter::learned_from`]'s "never".
+const NOT_LEARNED: u64 = u64::MAX;
+
 /// The limiter of one scope, shared by every clone of the layer's services.
 ///
 /// Aligned to a cache line, so that no other allocation shares the lines every request
@@ -133,6 +137,11 @@ pub(crate) struct ScopeLimiter {
     applied: Mutex<Applied>,
     /// Whether any request bucket is set (read without the lock on the hot path).
     paced: AtomicBool,
+    /// What the learned request limit was last derived from (see [`Self::learn_key`]);
+    /// `u64::MAX`: nothing yet, or the configuration changed since.
+    learned_from: AtomicU64,
+    /// Hashes a request's model into [`Self::learn_key`].
+    hasher: ScopeHasher,
 }
 
 pub(crate) enum Admit {
@@ -189,9 +198,26 @@ impl ScopeLimiter {
                 costs: Arc::new([]),
             }),
             paced: AtomicBool::new(false),
+            learned_from: AtomicU64::new(NOT_LEARNED),
+            hasher: ScopeHasher::default(),
         };
         l.reconfigure(limits);
         l
+    }
+
+    /// What a request's learned limit derives from: the state's
+    /// [`generation`](ratelayer_core::LimitState::generation) (tiers and stated request
+    /// limits) and the request's model (a scope counted across models learns from each
+    /// request's own model).
+    #[inline]
+    pub(crate) fn learn_key(&self, generation: u64, model: Option<&str>) -> u64 {
+        generation.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.hasher.hash_one(model)
+    }
+
+    /// Whether the learned limit was last derived from `key` (nothing changed since).
+    #[inline]
+    pub(crate) fn learned_from(&self, key: u64) -> bool {
+        key != NOT_LEARNED && self.learned_from.load(Ordering::Acquire) == key
     }
 
     pub(crate) fn scope(&self) -> &Scope {
@@ -234,9 +260,16 @@ impl ScopeLimiter {
         self.apply_buckets(&mut a);
     }
 
-    /// Sets (or clears) the request limit the provider stated.
-    pub(crate) fn set_learned(&self, learned: Option<Window>) {
+    /// Sets (or clears) the request limit the provider stated, derived from `key` (see
+    /// [`learn_key`](Self::learn_key)); `None` for `learned` when the limit is not
+    /// learned at all. The key is kept with the limit, under the same lock, so it always
+    /// names what the applied limit was derived from.
+    pub(crate) fn set_learned(&self, learned: Option<Option<Window>>, key: u64) {
         let mut a = self.lock();
+        self.learned_from.store(key, Ordering::Release);
+        let Some(learned) = learned else {
+            return;
+        };
         if a.learned == learned {
             return;
         }

@@ -108,16 +108,27 @@ where
         if let Some(state) = &self.state
             && let Some(meta) = meta::get(&req)
         {
-            let full = meta.scope();
-            let learn = self
-                .shared
-                .config()
-                .limits_for(full.provider(), full.model())
-                .learn_from_provider;
-            if learn {
-                limiter.set_learned(learned_window(state, &full));
+            // The learned limit is derived again only when a tier or a stated request
+            // limit changed, or the configuration, or the model of a scope counted
+            // across models: both counters are read before what they count, so a change
+            // made meanwhile shows next time.
+            let key = limiter.learn_key(
+                state.generation() ^ self.shared.epoch().rotate_left(32),
+                meta.model.as_deref(),
+            );
+            if !limiter.learned_from(key) {
+                let full = meta.scope();
+                let learn = self
+                    .shared
+                    .config()
+                    .limits_for(full.provider(), full.model())
+                    .learn_from_provider;
+                let learned = learn.then(|| learned_window(state, &full));
+                limiter.set_learned(learned, key);
             }
-            cooling = state.cooldown_until(&full).is_some();
+            if state.store().ever_cooled_down() {
+                cooling = state.cooldown_until(&meta.scope()).is_some();
+            }
         }
         if !cooling {
             if let Some(permit) = limiter.try_start_now() {

@@ -272,3 +272,45 @@ async fn featherless_example_limits_hold_together() {
     .await;
     assert_eq!(journal.max_requests_in_window(Duration::from_secs(60)), 20);
 }
+
+/// A tier published while requests flow (the tier detector's job) paces the next ones
+/// at once: the layer derives its learned limit again when the state's tiers change.
+#[tokio::test(start_paused = true)]
+async fn a_tier_published_mid_stream_paces_the_next_requests() {
+    use ratelayer_core::state::TierInfo;
+    use ratelayer_core::{LimitState, Scope};
+
+    let state = LimitState::new();
+    let layer = ConcurrencyLayer::new(
+        ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(100)),
+    )
+    .unwrap()
+    .with_state(state.clone());
+    let svc = layer.layer(tower::service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+    }));
+    let req = || {
+        let mut r = Request::post("http://127.0.0.1:1/v1/chat/completions")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        meta::set(&mut r, RequestMeta::new("kimi", 1, 1).with_model("kimi-k2"));
+        r
+    };
+    // Nothing learned yet: no pacing.
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        svc.clone().oneshot(req()).await.unwrap();
+    }
+    assert_eq!(Instant::now(), t0);
+    // The provider's tier says 1 request per minute.
+    let mut tier = TierInfo::new("free", Duration::from_secs(20));
+    tier.rpm = Some(1);
+    state.set_tier(&Scope::new("kimi").with_model("kimi-k2"), tier);
+    svc.clone().oneshot(req()).await.unwrap();
+    svc.clone().oneshot(req()).await.unwrap();
+    assert!(
+        Instant::now() - t0 >= Duration::from_secs(60),
+        "the second request after the tier waited its minute: {:?}",
+        Instant::now() - t0
+    );
+}

@@ -31,6 +31,7 @@
 //! handle the TPM and concurrency layers reserve through (see [`engine`](crate::engine)).
 
 use crate::ScopeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -84,6 +85,8 @@ struct Entry {
 struct Inner {
     scopes: Mutex<ScopeMap<Entry>>,
     store: Arc<dyn Store>,
+    /// Bumped whenever a scope's tier or stated request limit changes.
+    generation: AtomicU64,
 }
 
 impl Default for Inner {
@@ -91,6 +94,7 @@ impl Default for Inner {
         Inner {
             scopes: Mutex::new(ScopeMap::default()),
             store: Arc::new(MemoryStore::new()),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -121,6 +125,7 @@ impl LimitState {
             inner: Arc::new(Inner {
                 scopes: Mutex::new(ScopeMap::default()),
                 store: Arc::new(store),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -147,7 +152,47 @@ impl LimitState {
 
     /// Publishes the tier of `scope`.
     pub fn set_tier(&self, scope: &Scope, tier: TierInfo) {
-        self.lock().entry(scope.clone()).or_default().tier = Some(tier);
+        let mut map = self.lock();
+        let e = map.entry(scope.clone()).or_default();
+        if e.tier.as_ref() != Some(&tier) {
+            e.tier = Some(tier);
+            self.bump();
+        }
+    }
+
+    fn bump(&self) {
+        self.inner.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A number that changes whenever any scope's tier or stated request limit (the
+    /// `limit` and window of a snapshot's requests line) changes, and only then (not
+    /// with every `remaining`). A layer may keep what it derived from
+    /// [`with_scope`](Self::with_scope) while this stays the same; read it before
+    /// reading the state, so a change made meanwhile shows as a new number next time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, RateLimitSnapshot, Scope, state::TierInfo};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let st = LimitState::new();
+    /// let s = Scope::new("openai");
+    /// let g0 = st.generation();
+    /// st.set_tier(&s, TierInfo::new("tier-1", Duration::from_secs(20)));
+    /// let g1 = st.generation();
+    /// assert_ne!(g0, g1);
+    /// let mut snap = RateLimitSnapshot::default();
+    /// snap.requests.limit = Some(500);
+    /// snap.requests.remaining = Some(499);
+    /// st.observe(&s, snap.clone());
+    /// let g2 = st.generation();
+    /// assert_ne!(g1, g2);
+    /// snap.requests.remaining = Some(498); // only the remaining count moved
+    /// st.observe(&s, snap);
+    /// assert_eq!(st.generation(), g2);
+    /// # }
+    /// ```
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
     }
 
     /// Whether a tier was detected or set for `scope` (no copy of it is made).
@@ -232,7 +277,14 @@ impl LimitState {
             self.handle(scope).learn_snapshot(&snapshot);
         }
         let at = Instant::now();
-        self.lock().entry(scope.clone()).or_default().observed = Some(Observed { snapshot, at });
+        let said = |s: &RateLimitSnapshot| (s.requests.limit, s.requests.window);
+        let mut map = self.lock();
+        let e = map.entry(scope.clone()).or_default();
+        let changed = e.observed.as_ref().map(|o| said(&o.snapshot)) != Some(said(&snapshot));
+        e.observed = Some(Observed { snapshot, at });
+        if changed {
+            self.bump();
+        }
     }
 
     /// The last rate-limit snapshot seen for `scope`.
