@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use ratelayer_core::body::{ReplayBody, ReplayableBody};
 use ratelayer_core::classify::{Classifier, DefaultClassifier};
@@ -82,6 +82,14 @@ fn stack_request_1k() -> Request<ReplayBody> {
     req
 }
 
+/// A chat request with a body of about `bytes` ([`chat_body`]).
+fn chat_request(bytes: usize) -> Request<ReplayBody> {
+    Request::post("https://api.openai.com/v1/chat/completions")
+        .header("authorization", "Bearer sk-test")
+        .body(ReplayBody::new(chat_body(bytes)))
+        .unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_714_564_800);
     let openai = openai_headers();
@@ -149,10 +157,7 @@ fn bench(c: &mut Criterion) {
                 ))
             })
         });
-        let req = Request::post("https://api.openai.com/v1/chat/completions")
-            .header("authorization", "Bearer sk-test")
-            .body(body.clone())
-            .unwrap();
+        let req = chat_request(size);
         c.bench_function(
             &format!("meta::compute chat body {} KiB", size / 1024),
             |b| b.iter(|| meta::compute(black_box(&req), &DefaultEstimator::new())),
@@ -161,4 +166,26 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `PARSE_COUNT=<n>` runs `meta::compute` on the stack bench's 1 KiB request exactly n
+/// times and nothing else (`PARSE_ROW=chat1k` or `chat16k`: on the "chat body" request
+/// of that size), for an instruction count under `valgrind --tool=callgrind`: two
+/// counts, subtracted, give the instructions per request whatever the machine's load.
+fn main() {
+    if let Some(n) = std::env::var("PARSE_COUNT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let req = match std::env::var("PARSE_ROW").as_deref() {
+            Ok("chat1k") => chat_request(1024),
+            Ok("chat16k") => chat_request(16 * 1024),
+            _ => stack_request_1k(),
+        };
+        for _ in 0..n {
+            black_box(meta::compute(black_box(&req), &DefaultEstimator::new()));
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -410,14 +410,15 @@ fn scan_estimate<E: TokenEstimator + ?Sized>(
         };
         return (e, None);
     };
-    let Some(facts) = super::scan::scan(e, body, input.model, texts) else {
+    let mut facts = super::scan::BodyFacts::default();
+    if !super::scan::scan(e, body, input.model, texts, &mut facts) {
         let e = TokenEstimate {
             input_tokens: by_length(body.len() as u64),
             output_tokens: e.default_output(input.path),
             source: super::EstimateSource::Conservative,
         };
         return (e, None);
-    };
+    }
     let (max, n) = facts.output();
     let output_tokens = max
         .unwrap_or_else(|| e.default_output(input.path))

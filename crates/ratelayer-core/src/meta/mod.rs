@@ -429,19 +429,24 @@ fn provider_of(uri: &Uri) -> Provider<'_> {
 
 /// The model a path names (`/models/{model}:…`, `/deployments/{model}/…`).
 fn model_in_path(path: &str) -> Option<&str> {
-    // Bytes, not `str::split`: most paths name no model, and this is read per request.
-    let mut segments = path.as_bytes().split(|b| *b == b'/');
-    while let Some(s) = segments.next() {
-        if s == b"models" || s == b"deployments" {
-            let next = segments.next()?;
-            let name = next.split(|b| *b == b':').next().unwrap_or(next);
-            if name.is_empty() || name.len() > scan::MAX_MODEL_LEN {
-                return None;
-            }
-            return std::str::from_utf8(name).ok();
-        }
+    let b = path.as_bytes();
+    // Most paths name no model: look only after a `/` that ends `models` or
+    // `deployments` (as a whole segment).
+    let after = (0..b.len()).filter(|i| b[*i] == b'/').find_map(|i| {
+        let segment = &b[..i];
+        let named = [&b"models"[..], b"deployments"].iter().any(|name| {
+            segment.ends_with(name)
+                && (segment.len() == name.len() || segment[segment.len() - name.len() - 1] == b'/')
+        });
+        named.then_some(i + 1)
+    })?;
+    let next = &b[after..];
+    let next = &next[..next.iter().position(|c| *c == b'/').unwrap_or(next.len())];
+    let name = &next[..next.iter().position(|c| *c == b':').unwrap_or(next.len())];
+    if name.is_empty() || name.len() > scan::MAX_MODEL_LEN {
+        return None;
     }
-    None
+    std::str::from_utf8(name).ok()
 }
 
 /// A short, stable fingerprint of a credential: 8 lower-case hex digits of its 64-bit

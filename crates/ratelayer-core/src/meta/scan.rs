@@ -87,16 +87,24 @@ pub(crate) enum Texts {
     Length,
 }
 
-/// Reads `body` as one JSON object. `None` when it is not valid JSON or not an object.
+/// Reads `body` as one JSON object into `facts`, which starts as `BodyFacts::default()`.
+/// `false` when it is not valid JSON or not an object.
 pub(crate) fn scan<E: TokenEstimator + ?Sized>(
     e: &E,
     body: &[u8],
     model: Option<&str>,
     texts: Texts,
-) -> Option<BodyFacts> {
-    match fast::scan(e, body, model, texts) {
-        Ok(facts) => facts,
-        Err(fast::Unsure) => scan_serde(e, body, model, texts),
+    facts: &mut BodyFacts,
+) -> bool {
+    match fast::scan_into(e, body, model, texts, facts) {
+        Ok(object) => object,
+        Err(fast::Unsure) => match scan_serde(e, body, model, texts) {
+            Some(read) => {
+                *facts = read;
+                true
+            }
+            None => false,
+        },
     }
 }
 

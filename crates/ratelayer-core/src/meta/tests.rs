@@ -669,6 +669,37 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The model a path names is the segment after the first `models` or `deployments`
+    /// segment, up to a `:`, as `str::split` finds it.
+    #[test]
+    fn model_in_path_is_the_segment_after_models_or_deployments(
+        segments in proptest::collection::vec(
+            prop_oneof![
+                Just("models"), Just("deployments"), Just("v1"), Just(""), Just("gpt-4o"),
+                Just("gemini-2.0-flash:generateContent"), Just(":x"), Just("amodels"),
+                Just("modelsb"), Just("deployment"), Just("\u{e9}"),
+            ],
+            0..7,
+        ),
+        lead in any::<bool>(),
+    ) {
+        let path = format!("{}{}", if lead { "/" } else { "" }, segments.join("/"));
+        let by_split = || {
+            let mut segments = path.split('/');
+            while let Some(s) = segments.next() {
+                if s == "models" || s == "deployments" {
+                    let next = segments.next()?;
+                    let name = next.split(':').next().unwrap_or(next);
+                    return (!name.is_empty() && name.len() <= 256).then_some(name);
+                }
+            }
+            None
+        };
+        prop_assert_eq!(super::model_in_path(&path), by_split(), "{}", path);
+    }
+}
+
 // ------------------------------------------------- one pass == the tree model
 
 /// The estimate as a tree walk over a parsed `serde_json::Value`: the documented rules

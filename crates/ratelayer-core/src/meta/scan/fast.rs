@@ -16,14 +16,17 @@ type Fast<T> = Result<T, Unsure>;
 /// Nesting beyond this is left to serde_json (whose own limit is 128).
 const MAX_DEPTH: u32 = 64;
 
-/// Reads `body`: `Ok(None)` when it is not a JSON object (valid or not, as the serde
-/// reader answers), `Ok(Some)` with what it found, or [`Unsure`].
-pub(crate) fn scan<E: TokenEstimator + ?Sized>(
+/// Reads `body` into `facts`, which starts as `BodyFacts::default()` (filled in place:
+/// the facts are not moved around): `Ok(false)` when it is not a JSON object (valid or
+/// not, as the serde reader answers), `Ok(true)` when read, or [`Unsure`] (`facts` then
+/// holds part of what the body says).
+pub(crate) fn scan_into<E: TokenEstimator + ?Sized>(
     e: &E,
     body: &[u8],
     model: Option<&str>,
     texts: Texts,
-) -> Fast<Option<BodyFacts>> {
+    facts: &mut BodyFacts,
+) -> Fast<bool> {
     let mut r = Reader {
         b: body,
         i: 0,
@@ -35,14 +38,26 @@ pub(crate) fn scan<E: TokenEstimator + ?Sized>(
     r.ws();
     if r.peek() != Some(b'{') {
         // Not an object: the serde reader gives `None` for it too, valid or not.
-        return Ok(None);
+        return Ok(false);
     }
-    let facts = r.top()?;
+    r.top(facts)?;
     r.ws();
     if r.i != r.b.len() {
         return Err(Unsure);
     }
-    Ok(Some(facts))
+    Ok(true)
+}
+
+/// [`scan_into`] fresh facts: `Ok(None)` when `body` is not a JSON object.
+#[cfg(test)]
+pub(crate) fn scan<E: TokenEstimator + ?Sized>(
+    e: &E,
+    body: &[u8],
+    model: Option<&str>,
+    texts: Texts,
+) -> Fast<Option<BodyFacts>> {
+    let mut facts = BodyFacts::default();
+    Ok(scan_into(e, body, model, texts, &mut facts)?.then_some(facts))
 }
 
 /// Eight copies of a byte in a word.
@@ -55,16 +70,11 @@ const WIDE: usize = 32;
 /// Where the string starting at `rest[0]` ends (its closing quote) and whether it is all
 /// ASCII; `None` at an escape, a raw control character (invalid JSON) or the end.
 ///
-/// While the text is ASCII it goes, after a first word, [`WIDE`] bytes a step (a loop the
-/// compiler turns into vector compares), then eight bytes a step to find the exact byte
-/// that stopped it; at the first non-ASCII byte, [`string_end_utf8`] goes on.
+/// While the text is ASCII it goes, after a first word, [`WIDE`] bytes a step (vector
+/// compares), then eight bytes a step to find the exact byte that stopped it; at the
+/// first non-ASCII byte, [`string_end_utf8`] goes on.
 #[inline]
 fn string_end(rest: &[u8]) -> Option<(usize, bool)> {
-    /// A byte that ends the ASCII run: a quote, a backslash, a control or a non-ASCII byte.
-    #[inline(always)]
-    fn stops(c: u8) -> bool {
-        (c == b'"') | (c == b'\\') | (c.wrapping_sub(0x20) >= 0x60)
-    }
     let mut at = 0;
     // A short string (a key, a role, a model) ends in its first word.
     if let Some(first) = rest.first_chunk::<8>() {
@@ -76,15 +86,7 @@ fn string_end(rest: &[u8]) -> Option<(usize, bool)> {
         at = 8;
     }
     while let Some(chunk) = rest[at..].first_chunk::<WIDE>() {
-        let mut flags = [0u8; WIDE];
-        for (f, c) in flags.iter_mut().zip(chunk) {
-            *f = u8::from(stops(*c));
-        }
-        let mut any = [0u8; 16];
-        for (j, f) in flags.iter().enumerate() {
-            any[j % 16] |= f;
-        }
-        if u128::from_le_bytes(any) != 0 {
+        if stops_in(chunk) != 0 {
             break;
         }
         at += WIDE;
@@ -102,6 +104,27 @@ fn string_end(rest: &[u8]) -> Option<(usize, bool)> {
     }
     let i = at + words.remainder().iter().position(|c| stops(*c))?;
     ended(rest, i)
+}
+
+/// A byte that ends an ASCII run: a quote, a backslash, a control or a non-ASCII byte.
+#[inline(always)]
+fn stops(c: u8) -> bool {
+    (c == b'"') | (c == b'\\') | (c.wrapping_sub(0x20) >= 0x60)
+}
+
+/// Zero when no byte of `chunk` [`stops`] an ASCII run (a loop the compiler turns into
+/// vector compares).
+#[inline(always)]
+fn stops_in(chunk: &[u8; WIDE]) -> u128 {
+    let mut flags = [0u8; WIDE];
+    for (f, c) in flags.iter_mut().zip(chunk) {
+        *f = u8::from(stops(*c));
+    }
+    let mut any = [0u8; 16];
+    for (j, f) in flags.iter().enumerate() {
+        any[j % 16] |= f;
+    }
+    u128::from_le_bytes(any)
 }
 
 /// What the byte `rest[i]` that stopped the ASCII run means: the closing quote of ASCII
@@ -439,9 +462,8 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
     }
 
     /// The top-level object, its `{` next.
-    fn top(&mut self) -> Fast<BodyFacts> {
+    fn top(&mut self, facts: &mut BodyFacts) -> Fast<()> {
         self.enter()?;
-        let mut facts = BodyFacts::default();
         self.members(|r, key| {
             match key {
                 Key::Model => {
@@ -470,6 +492,6 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
             Ok(())
         })?;
         self.depth -= 1;
-        Ok(facts)
+        Ok(())
     }
 }
