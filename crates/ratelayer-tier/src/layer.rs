@@ -1,6 +1,6 @@
 //! [`TierDetectLayer`] and the shared detector behind it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
@@ -94,6 +94,7 @@ impl TierDetectLayerBuilder {
                 state: self.state,
                 tables: self.tables,
                 configured_delay: self.configured_delay,
+                seeded: OnceLock::new(),
             }),
         })
     }
@@ -113,6 +114,7 @@ impl TierDetectLayer {
                 state,
                 tables: TierTables::new(),
                 configured_delay: None,
+                seeded: OnceLock::new(),
             }),
         }
     }
@@ -294,6 +296,9 @@ pub(crate) struct Detector {
     pub(crate) state: LimitState,
     tables: TierTables,
     configured_delay: Option<Duration>,
+    /// The first scope known to have a tier (a tier, once known, stays): its requests
+    /// skip the state lookup (most layers serve one scope).
+    seeded: OnceLock<Scope>,
 }
 
 impl Detector {
@@ -309,7 +314,12 @@ impl Detector {
     /// Before a request: a scope seen for the first time is on its most conservative
     /// tier, published so every layer reads the same base delay.
     pub(crate) fn on_request(&self, scope: &Scope) {
-        if !self.state.has_tier(scope) {
+        if self.seeded.get() == Some(scope) {
+            return;
+        }
+        if self.state.has_tier(scope) {
+            let _ = self.seeded.set(scope.clone());
+        } else {
             let t = self
                 .tables
                 .for_provider(scope.provider())

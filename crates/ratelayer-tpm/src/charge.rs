@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use http::response::Parts;
@@ -189,6 +189,9 @@ pub(crate) struct Shared {
     own_count: bool,
     /// The scopes seen so far (`None`: no budget applies).
     scopes: Mutex<ScopeMap<Option<Arc<ScopeEntry>>>>,
+    /// The first scope seen and its entry: found without a lock or a hash (most layers
+    /// serve one scope).
+    first: OnceLock<(Scope, Option<Arc<ScopeEntry>>)>,
 }
 
 impl fmt::Debug for Shared {
@@ -232,12 +235,24 @@ impl Shared {
             own_count: !estimator.same_as_default(),
             estimator,
             scopes: Mutex::new(ScopeMap::default()),
+            first: OnceLock::new(),
         }
     }
 
     /// The budget of `scope` (its quotas set on first use), or `None` if no budget
     /// applies.
     pub(crate) fn entry(&self, scope: &Scope) -> Option<Arc<ScopeEntry>> {
+        if let Some((first, entry)) = self.first.get()
+            && first == scope
+        {
+            return entry.clone();
+        }
+        let entry = self.entry_slow(scope);
+        let _ = self.first.set((scope.clone(), entry.clone()));
+        entry
+    }
+
+    fn entry_slow(&self, scope: &Scope) -> Option<Arc<ScopeEntry>> {
         let mut map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = map.get(scope) {
             return e.clone();
