@@ -315,24 +315,25 @@ pub fn compute<B: ReplayableBody, E: TokenEstimator + ?Sized>(
         .model(path_model);
     let (estimate, body_model) = estimator.estimate_and_model(&input);
     let model = body_model.or_else(|| path_model.and_then(|m| names::name(m.as_bytes())));
-    let meta = RequestMeta {
+    let credential = credential(req.headers(), req.uri());
+    tracing::debug!(
+        provider = %provider,
+        model = model.as_deref().unwrap_or("-"),
+        credential = credential.as_deref().unwrap_or("-"),
+        input_tokens = estimate.input_tokens,
+        output_tokens = estimate.output_tokens,
+        source = ?estimate.source,
+        "estimated request"
+    );
+    // Built last, where it is returned (not built, logged, then copied there).
+    RequestMeta {
         provider,
-        credential: credential(req.headers(), req.uri()),
+        credential,
         model,
         input_tokens: estimate.input_tokens,
         output_tokens: estimate.output_tokens,
         source: estimate.source,
-    };
-    tracing::debug!(
-        provider = %meta.provider,
-        model = meta.model.as_deref().unwrap_or("-"),
-        credential = meta.credential.as_deref().unwrap_or("-"),
-        input_tokens = meta.input_tokens,
-        output_tokens = meta.output_tokens,
-        source = ?meta.source,
-        "estimated request"
-    );
-    meta
+    }
 }
 
 /// The provider a URI goes to: a well-known API host's provider name, else the host,
