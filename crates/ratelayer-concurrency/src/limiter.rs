@@ -138,7 +138,7 @@ pub(crate) struct ScopeLimiter {
     /// Whether any request bucket is set (read without the lock on the hot path).
     paced: AtomicBool,
     /// What the learned request limit was last derived from (see [`Self::learn_key`]);
-    /// `u64::MAX`: nothing yet, or the configuration changed since.
+    /// `NOT_LEARNED`: nothing yet.
     learned_from: AtomicU64,
     /// Hashes a request's model into [`Self::learn_key`].
     hasher: ScopeHasher,
@@ -260,11 +260,12 @@ impl ScopeLimiter {
         self.apply_buckets(&mut a);
     }
 
-    /// Sets (or clears) the request limit the provider stated, derived from `key` (see
-    /// [`learn_key`](Self::learn_key)); `None` for `learned` when the limit is not
-    /// learned at all. The key is kept with the limit, under the same lock, so it always
-    /// names what the applied limit was derived from.
-    pub(crate) fn set_learned(&self, learned: Option<Option<Window>>, key: u64) {
+    /// Records that the learned limit is derived from `key` (see
+    /// [`learn_key`](Self::learn_key)), and sets (or clears) the request limit the
+    /// provider stated when `learned` is given (`None`: this scope does not learn, the
+    /// limit stays as it is). The key is kept under the limit's lock, so it always names
+    /// what the applied limit was derived from.
+    pub(crate) fn learned(&self, key: u64, learned: Option<Option<Window>>) {
         let mut a = self.lock();
         self.learned_from.store(key, Ordering::Release);
         let Some(learned) = learned else {

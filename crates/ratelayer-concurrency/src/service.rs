@@ -124,7 +124,7 @@ where
                     .limits_for(full.provider(), full.model())
                     .learn_from_provider;
                 let learned = learn.then(|| learned_window(state, &full));
-                limiter.set_learned(learned, key);
+                limiter.learned(key, learned);
             }
             if state.store().ever_cooled_down() {
                 cooling = state.cooldown_until(&meta.scope()).is_some();
