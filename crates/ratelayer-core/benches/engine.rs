@@ -24,6 +24,10 @@
 //! - `engine take (reserve+commit at once) 1 request + N tokens`: `take`, which books and
 //!   commits at once if everything fits now (one clock read): what the TPM layer does for
 //!   a request that nobody waits before, its fast path.
+//! - `engine try_take (no guard: a bare receipt) 1 request + N tokens`: `try_take`, the
+//!   same booking returned as a bare receipt (no reference to the store, no future),
+//!   adjusted later through the handle: what the TPM layer does. `engine try_take, no
+//!   quota set` is its fixed cost.
 //! - `engine take, no quota set (the fixed cost)`: the same call on a scope without
 //!   buckets: the clock read, the scope's lock, the guard's reference and the future,
 //!   without any bucket's work.
@@ -163,6 +167,20 @@ fn ops() -> Vec<(&'static str, Op)> {
         "engine take (reserve+commit at once) 1 request + N tokens",
         Box::new(move || {
             black_box(now(h.take(&[(RPM, 1), (TPM, N)])).unwrap());
+        }),
+    ));
+    let h = engine(true);
+    v.push((
+        "engine try_take (no guard: a bare receipt) 1 request + N tokens",
+        Box::new(move || {
+            black_box(h.try_take(&[(RPM, 1), (TPM, N)]).unwrap().unwrap());
+        }),
+    ));
+    let h = LimitState::new().handle(&Scope::new("bench").with_model("m"));
+    v.push((
+        "engine try_take, no quota set (the fixed cost)",
+        Box::new(move || {
+            black_box(h.try_take(&[(RPM, 1), (TPM, N)]).unwrap().unwrap());
         }),
     ));
     let h = LimitState::new().handle(&Scope::new("bench").with_model("m"));

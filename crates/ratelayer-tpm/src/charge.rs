@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use http::response::Parts;
 use http::{Request, StatusCode};
-use ratelayer_core::engine::{BucketKey, Committed, Quota, ScopeHandle};
+use ratelayer_core::engine::{BucketKey, Quota, ScopeHandle, Taken};
 use ratelayer_core::headers::{self, DimensionLimit};
 use ratelayer_core::meta::{self, EstimateSource, TokenEstimator};
 use ratelayer_core::{
@@ -354,10 +354,11 @@ impl Estimate {
 }
 
 /// A committed reservation (the request was sent), waiting for what the provider
-/// counted. Dropped without being settled (a failed or cut-short response), it keeps its
+/// counted: its bare receipt, adjusted through the scope's handle (which the entry
+/// keeps). Dropped without being settled (a failed or cut-short response), it keeps its
 /// estimate charged.
 pub(crate) struct Charge {
-    committed: Committed,
+    taken: Taken,
     entry: Arc<ScopeEntry>,
     shared: Arc<Shared>,
     estimate: Estimate,
@@ -376,13 +377,13 @@ impl fmt::Debug for Charge {
 
 impl Charge {
     pub(crate) fn new(
-        committed: Committed,
+        taken: Taken,
         entry: Arc<ScopeEntry>,
         shared: Arc<Shared>,
         estimate: Estimate,
     ) -> Self {
         Charge {
-            committed,
+            taken,
             entry,
             shared,
             estimate,
@@ -412,12 +413,12 @@ impl Charge {
         self.shared.learn_limits(&self.entry.handle, &snapshot);
         if let Some(sent) = parts.extensions.get::<SentAt>() {
             // An inner layer held the request back: the provider counts it from then.
-            self.committed.sent_at(sent.0);
+            self.entry.handle.sent_at(&mut self.taken, sent.0);
         }
         let status = parts.status;
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_client_error() {
             for (key, _) in self.estimate.costs() {
-                self.committed.adjust(key, 0);
+                self.entry.handle.adjust(&mut self.taken, key, 0);
             }
             tracing::debug!(scope = %self.entry.handle.scope(), status = status.as_u16(),
                 refunded = self.estimate.total(), "tpm: rejected by the provider, refunded");
@@ -456,15 +457,17 @@ impl Charge {
             .or_else(|| u.input.map(|i| i.saturating_add(e.output)))
             .or_else(|| u.output.map(|o| e.input.saturating_add(o)));
         if let Some(t) = total {
-            self.committed.adjust(BucketKey::TOKENS_PER_MINUTE, t);
+            let h = &self.entry.handle;
+            h.adjust(&mut self.taken, BucketKey::TOKENS_PER_MINUTE, t);
         }
         if let Some(i) = u.input {
-            self.committed.adjust(BucketKey::INPUT_TOKENS_PER_MINUTE, i);
+            let h = &self.entry.handle;
+            h.adjust(&mut self.taken, BucketKey::INPUT_TOKENS_PER_MINUTE, i);
             self.shared.calibration.observe(&scope, e.raw_input, i);
         }
         if let Some(o) = u.output {
-            self.committed
-                .adjust(BucketKey::OUTPUT_TOKENS_PER_MINUTE, o);
+            let h = &self.entry.handle;
+            h.adjust(&mut self.taken, BucketKey::OUTPUT_TOKENS_PER_MINUTE, o);
         }
         tracing::debug!(scope = %scope, estimated = e.total(), actual = ?total,
             input = ?u.input, output = ?u.output, "tpm: reconciled with reported usage");

@@ -306,8 +306,8 @@ impl<S, B> Waiting<S, B> {
                         ..
                     } = p;
                     // Committed as it is sent: a late send is counted from now.
-                    let charge =
-                        reservation.map(|r| Charge::new(r.commit(), entry, shared, estimate));
+                    let charge = reservation
+                        .map(|r| Charge::new(r.commit().into_taken(), entry, shared, estimate));
                     return Poll::Ready(Ok((svc, req, charge)));
                 }
             }

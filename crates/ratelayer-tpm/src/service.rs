@@ -1,9 +1,7 @@
 //! [`TpmLimit`]: the service.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use std::time::Duration;
@@ -87,22 +85,21 @@ where
         // the fast path needs no clone of the inner service and no allocation.
         const TOKENS: &str = "the token budget";
         let (wait, reason) = if entry.idle() || entry.backfills(&costs) {
-            // Booked and committed at once if it fits now (one clock read).
-            let mut take = entry.handle.take(&costs);
-            let mut cx = Context::from_waker(Waker::noop());
-            match Pin::new(&mut take).poll(&mut cx) {
-                Poll::Ready(Ok(used)) => {
+            // Booked and committed at once if it fits now (one clock read), as a bare
+            // receipt: the entry keeps the handle that adjusts it.
+            match entry.handle.try_take(&costs) {
+                Some(Ok(used)) => {
                     let charge =
                         Charge::new(used, Arc::clone(&entry), Arc::clone(&self.shared), estimate);
                     return ResponseFuture::calling(self.inner.call(req), Some(charge));
                 }
                 // The engine says what it waits for: a budget, or a cooldown after a 429.
-                Poll::Ready(Err(ReserveError::WaitTooLong(e))) => (e.wait, e.reason),
-                Poll::Ready(Err(ReserveError::NeverFits(e))) => {
+                Some(Err(ReserveError::WaitTooLong(e))) => (e.wait, e.reason),
+                Some(Err(ReserveError::NeverFits(e))) => {
                     return refuse(&scope, &estimate, Box::new(e));
                 }
                 // A networked store: the head of the queue asks again.
-                Poll::Pending => (Duration::ZERO, TOKENS),
+                None => (Duration::ZERO, TOKENS),
             }
         } else {
             match entry.queue_wait(&costs) {

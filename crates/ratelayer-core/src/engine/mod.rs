@@ -311,6 +311,122 @@ impl ScopeHandle {
         }
     }
 
+    /// [`take`](Self::take) without a guard: books `costs` if they all fit now and
+    /// commits them at once, returning the bare receipt ([`Taken`]), which holds no
+    /// reference to the store. Adjust it later through this handle (or a clone of it):
+    /// [`adjust`](Self::adjust), [`adjust_dimension`](Self::adjust_dimension) and
+    /// [`sent_at`](Self::sent_at) do exactly what [`Committed`]'s methods of the same
+    /// names do. The cheapest way to book a request that is sent at once (no reference
+    /// count taken and given back, nothing moved through a future), for a caller that
+    /// keeps the handle anyway.
+    ///
+    /// `Some(Err(..))` as [`take`](Self::take) fails (a wait, declined without changing
+    /// any state, or a cost that never fits). `None`, without asking the store, from a
+    /// store other than the in-memory one (which may have to wait for its answer: use
+    /// [`take`](Self::take) or [`reserve`](Self::reserve) there, whose futures wait for
+    /// it); the in-memory store always answers.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota, ReserveError};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(1_000, Duration::from_secs(60))).unwrap();
+    /// let mut used = h.try_take(&[(tpm, 800)]).expect("in memory").unwrap();
+    /// match h.try_take(&[(tpm, 800)]) {
+    ///     Some(Err(ReserveError::WaitTooLong(e))) => assert_eq!(e.wait, Duration::from_secs(60)),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// h.adjust(&mut used, tpm, 200); // the response said 200 tokens: 600 come back
+    /// assert!(matches!(h.try_take(&[(tpm, 800)]), Some(Ok(_))));
+    /// # }
+    /// ```
+    #[inline(always)]
+    pub fn try_take(&self, costs: &[(BucketKey, u64)]) -> Option<Result<Taken, ReserveError>> {
+        let m = self.memory.as_ref()?;
+        let now = Instant::now();
+        let mut receipt = Receipt::default();
+        Some(match m.book_now_into(costs, now, &mut receipt) {
+            Some(ready_at) => Ok(Taken { ready_at, receipt }),
+            None => take_planned(m, costs, now),
+        })
+    }
+
+    /// [`Committed::adjust`] for a booking [`try_take`](Self::try_take)n from this
+    /// handle's scope: sets the actual cost in bucket `key` (debits the difference or
+    /// refunds it; a refund never creates capacity beyond the limit).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let mut used = h.try_take(&[(tpm, 8_000)]).unwrap().unwrap();
+    /// h.adjust(&mut used, tpm, 3_000); // 5,000 come back
+    /// assert_eq!(h.used(tpm), Some(3_000));
+    /// # }
+    /// ```
+    pub fn adjust(&self, taken: &mut Taken, key: BucketKey, actual: u64) {
+        adjust_key(&*self.store, &mut taken.receipt, key, actual);
+    }
+
+    /// [`Committed::adjust_dimension`] for a booking [`try_take`](Self::try_take)n from
+    /// this handle's scope.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{Dimension, LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let (tpm, tpd) = (BucketKey::TOKENS_PER_MINUTE, BucketKey::TOKENS_PER_DAY);
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// h.set_quota(tpd, Quota::sliding_window(100_000, Duration::from_secs(86_400))).unwrap();
+    /// let mut used = h.try_take(&[(tpm, 8_000), (tpd, 8_000)]).unwrap().unwrap();
+    /// h.adjust_dimension(&mut used, Dimension::Tokens, 1_000);
+    /// assert_eq!((h.used(tpm), h.used(tpd)), (Some(1_000), Some(1_000)));
+    /// # }
+    /// ```
+    pub fn adjust_dimension(&self, taken: &mut Taken, dimension: Dimension, actual: u64) {
+        adjust_dimension(&*self.store, &mut taken.receipt, dimension, actual);
+    }
+
+    /// [`Committed::sent_at`] for a booking [`try_take`](Self::try_take)n from this
+    /// handle's scope: the request reached the provider at `at`, later than it was
+    /// booked, and its costs count from then.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let mut used = h.try_take(&[(tpm, 8_000)]).unwrap().unwrap();
+    /// tokio::time::advance(Duration::from_secs(5)).await;
+    /// h.sent_at(&mut used, tokio::time::Instant::now());
+    /// tokio::time::advance(Duration::from_secs(56)).await;
+    /// assert_eq!(h.wait_time(&[(tpm, 8_000)]).await.unwrap(), Duration::from_secs(4));
+    /// # }
+    /// ```
+    pub fn sent_at(&self, taken: &mut Taken, at: Instant) {
+        sent_at(&*self.store, &mut taken.receipt, taken.ready_at, at);
+    }
+
     /// How long a reservation of `costs` would wait now (zero if it fits now). No side
     /// effects.
     pub fn wait_time(
@@ -862,10 +978,8 @@ impl Committed {
     /// # }
     /// ```
     pub fn sent_at(&mut self, at: Instant) {
-        if at > self.ready_at + LATE_COMMIT_SLACK {
-            let r = &mut self.booked;
-            r.store.redate(&mut r.receipt, self.ready_at, at);
-        }
+        let r = &mut self.booked;
+        sent_at(&*r.store, &mut r.receipt, self.ready_at, at);
     }
 
     /// Sets the actual cost in bucket `key`: debits the difference if it is more than
@@ -873,31 +987,137 @@ impl Committed {
     /// No effect for a bucket the reservation did not book.
     pub fn adjust(&mut self, key: BucketKey, actual: u64) {
         let r = &mut self.booked;
-        let Some(id) = r.store.bucket_id(key) else {
-            return;
-        };
-        let items = r.receipt.items_mut();
-        if let Some(item) = items.iter_mut().find(|i| i.bucket() == id)
-            && item.cost() != actual
-        {
-            r.store.adjust(item, actual);
-        }
+        adjust_key(&*r.store, &mut r.receipt, key, actual);
     }
 
     /// Sets the actual cost of every booked bucket of `dimension` (such as tokens per
     /// minute and per day together).
     pub fn adjust_dimension(&mut self, dimension: Dimension, actual: u64) {
         let r = &mut self.booked;
-        for item in r.receipt.items_mut() {
-            if item.dimension() == dimension && item.cost() != actual {
-                r.store.adjust(item, actual);
-            }
-        }
+        adjust_dimension(&*r.store, &mut r.receipt, dimension, actual);
     }
 
     /// What is booked now.
     pub fn receipt(&self) -> &Receipt {
         &self.booked.receipt
+    }
+
+    /// The bare receipt, without the reference to the store: adjust it through the
+    /// scope's handle from now on (as one [`ScopeHandle::try_take`] returns).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let mut used = h.reserve(&[(tpm, 8_000)], None).await.unwrap().commit().into_taken();
+    /// h.adjust(&mut used, tpm, 3_000);
+    /// assert_eq!(h.used(tpm), Some(3_000));
+    /// # }
+    /// ```
+    pub fn into_taken(mut self) -> Taken {
+        Taken {
+            ready_at: self.ready_at,
+            receipt: std::mem::take(&mut self.booked.receipt),
+        }
+    }
+}
+
+/// [`ScopeHandle::try_take`] when the booking does not fit at once: planned (booked if
+/// it waits zero) or declined. Out of line, as [`Pending::through_store`].
+#[inline(never)]
+fn take_planned(
+    m: &MemoryScope,
+    costs: &[(BucketKey, u64)],
+    now: Instant,
+) -> Result<Taken, ReserveError> {
+    match m.reserve_now(costs, Some(Duration::ZERO), now) {
+        Ok(Booking {
+            ready_at, receipt, ..
+        }) => Ok(Taken { ready_at, receipt }),
+        Err(e) => {
+            declined(m, &e);
+            Err(e)
+        }
+    }
+}
+
+/// Redates a used booking made for `ready_at` to `at` (see [`Committed::sent_at`]).
+fn sent_at(store: &dyn ScopeStore, receipt: &mut Receipt, ready_at: Instant, at: Instant) {
+    if at > ready_at + LATE_COMMIT_SLACK {
+        store.redate(receipt, ready_at, at);
+    }
+}
+
+/// Sets the actual cost of a used booking in bucket `key` (see [`Committed::adjust`]).
+fn adjust_key(store: &dyn ScopeStore, receipt: &mut Receipt, key: BucketKey, actual: u64) {
+    let Some(id) = store.bucket_id(key) else {
+        return;
+    };
+    if let Some(item) = receipt.items_mut().iter_mut().find(|i| i.bucket() == id)
+        && item.cost() != actual
+    {
+        store.adjust(item, actual);
+    }
+}
+
+/// Sets the actual cost of a used booking in every bucket of `dimension` (see
+/// [`Committed::adjust_dimension`]).
+fn adjust_dimension(
+    store: &dyn ScopeStore,
+    receipt: &mut Receipt,
+    dimension: Dimension,
+    actual: u64,
+) {
+    for item in receipt.items_mut() {
+        if item.dimension() == dimension && item.cost() != actual {
+            store.adjust(item, actual);
+        }
+    }
+}
+
+/// A booking taken and committed at once by [`ScopeHandle::try_take`]: what was booked
+/// and when, without a reference to the store (dropping it changes nothing, as for a
+/// [`Committed`]). Adjust it through the handle of the scope it was taken from:
+/// [`ScopeHandle::adjust`], [`ScopeHandle::adjust_dimension`], [`ScopeHandle::sent_at`].
+/// Given to another scope's handle, a receipt's buckets are not that scope's: keep the
+/// handle beside it.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, Quota};
+/// use ratelayer_core::{Dimension, LimitState, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let h = LimitState::new().handle(&Scope::new("openai"));
+/// let tpm = BucketKey::TOKENS_PER_MINUTE;
+/// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+/// let used = h.try_take(&[(tpm, 8_000)]).unwrap().unwrap();
+/// assert_eq!(used.receipt().cost(Dimension::Tokens), 8_000);
+/// assert_eq!(used.ready_at(), tokio::time::Instant::now());
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Taken {
+    ready_at: Instant,
+    receipt: Receipt,
+}
+
+impl Taken {
+    /// When the booking was made (and used).
+    pub fn ready_at(&self) -> Instant {
+        self.ready_at
+    }
+
+    /// What is booked now.
+    pub fn receipt(&self) -> &Receipt {
+        &self.receipt
     }
 }
 

@@ -314,4 +314,95 @@ proptest! {
             Ok(())
         })?;
     }
+
+    /// A bare receipt ([`ScopeHandle::try_take`], adjusted and redated through the
+    /// handle) does exactly what a [`Committed`] does ([`ScopeHandle::take`]): two scopes
+    /// given the same steps hold the same state and receipts after every step. And its
+    /// refunds never create capacity beyond the limit: without debits or redates, any
+    /// window admits at most the limit (sliding window) or limit + burst (GCRA) of what
+    /// was really used.
+    #[test]
+    fn a_bare_receipt_adjusts_exactly_like_a_committed_one(
+        sliding in any::<bool>(),
+        limit in 1u64..5_000,
+        steps in prop::collection::vec((0u64..20_000, 0u8..4, 1u64..5_000, 0usize..8, 0u64..150), 1..40),
+    ) {
+        const RPM: BucketKey = BucketKey::REQUESTS_PER_MINUTE;
+        runtime().block_on(async {
+            let quota = if sliding {
+                Quota::sliding_window(limit, WINDOW)
+            } else {
+                Quota::gcra(limit, WINDOW)
+            };
+            // The same quotas set in the same order (receipts name buckets and changes).
+            let a = LimitState::new().handle(&Scope::new("p"));
+            a.set_quota(KEY, quota).unwrap();
+            let mut b = Sim::new(quota);
+            for h in [&a, &b.h] {
+                h.set_quota(RPM, Quota::gcra(20, WINDOW)).unwrap();
+            }
+            let (mut committed, mut taken) = (Vec::new(), Vec::new());
+            // Per take: where its admission is in `b.admitted`.
+            let mut at = Vec::new();
+            let mut plain = true;
+            for (dt, kind, cost, i, pct) in steps {
+                tokio::time::advance(Duration::from_millis(dt)).await;
+                let i = i % committed.len().max(1);
+                let costs = [(RPM, 1), (KEY, cost.min(limit))];
+                match kind {
+                    0 => match (a.take(&costs).await, b.h.try_take(&costs)) {
+                        (Ok(c), Some(Ok(t))) => {
+                            prop_assert_eq!(c.receipt(), t.receipt());
+                            let now = Instant::now().duration_since(b.t0).as_nanos() as u64;
+                            at.push(b.admitted.len());
+                            b.admitted.push((now, cost.min(limit)));
+                            committed.push(c);
+                            taken.push(t);
+                        }
+                        (Err(x), Some(Err(y))) => prop_assert_eq!(x, y),
+                        (x, y) => prop_assert!(false, "{x:?} / {y:?}"),
+                    },
+                    _ if committed.is_empty() => {}
+                    1 | 3 => {
+                        let before = committed[i].receipt().cost(KEY.dimension);
+                        let actual = before * pct / 100;
+                        plain &= actual <= before;
+                        if kind == 1 {
+                            committed[i].adjust(KEY, actual);
+                            b.h.adjust(&mut taken[i], KEY, actual);
+                        } else {
+                            committed[i].adjust_dimension(KEY.dimension, actual);
+                            b.h.adjust_dimension(&mut taken[i], KEY.dimension, actual);
+                        }
+                        b.admitted[at[i]].1 = actual;
+                    }
+                    _ => {
+                        plain = false;
+                        let now = Instant::now();
+                        committed[i].sent_at(now);
+                        b.h.sent_at(&mut taken[i], now);
+                    }
+                }
+                for (c, t) in committed.iter().zip(&taken) {
+                    prop_assert_eq!(c.receipt(), t.receipt());
+                }
+                for (key, most) in [(KEY, limit), (RPM, 20)] {
+                    prop_assert_eq!(a.used(key), b.h.used(key));
+                    for probe in [1, most / 2 + 1, most] {
+                        let probe = [(key, probe)];
+                        prop_assert_eq!(
+                            a.wait_time(&probe).await.unwrap(),
+                            b.h.wait_time(&probe).await.unwrap()
+                        );
+                    }
+                }
+            }
+            if plain {
+                let max = b.max_in_window(WINDOW, !sliding);
+                let most = if sliding { limit } else { 2 * limit };
+                prop_assert!(max <= most, "admitted {max} in a window, at most {most}");
+            }
+            Ok(())
+        })?;
+    }
 }

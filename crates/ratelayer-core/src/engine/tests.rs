@@ -125,29 +125,88 @@ async fn dropped_reservation_restores_state_exactly() {
     assert_eq!(h.wait_time(&[(RPM, 1)]).await.unwrap(), Duration::ZERO);
 }
 
+/// A used booking: a [`Committed`], or a bare receipt ([`ScopeHandle::try_take`])
+/// adjusted through the handle. The tests of adjustments run with both: they must do
+/// exactly the same.
+enum Used {
+    Committed(Committed),
+    Taken(Taken),
+}
+
+impl Used {
+    /// Books `costs` now and uses them: reserved and committed, or taken bare.
+    async fn book(h: &ScopeHandle, costs: &[(BucketKey, u64)], bare: bool) -> Used {
+        if bare {
+            Used::Taken(h.try_take(costs).unwrap().unwrap())
+        } else {
+            Used::Committed(reserve(h, costs).await.commit())
+        }
+    }
+
+    fn adjust(&mut self, h: &ScopeHandle, key: BucketKey, actual: u64) {
+        match self {
+            Used::Committed(c) => c.adjust(key, actual),
+            Used::Taken(t) => h.adjust(t, key, actual),
+        }
+    }
+
+    fn adjust_dimension(&mut self, h: &ScopeHandle, dimension: Dimension, actual: u64) {
+        match self {
+            Used::Committed(c) => c.adjust_dimension(dimension, actual),
+            Used::Taken(t) => h.adjust_dimension(t, dimension, actual),
+        }
+    }
+
+    fn sent_at(&mut self, h: &ScopeHandle, at: Instant) {
+        match self {
+            Used::Committed(c) => c.sent_at(at),
+            Used::Taken(t) => h.sent_at(t, at),
+        }
+    }
+
+    fn receipt(&self) -> &Receipt {
+        match self {
+            Used::Committed(c) => c.receipt(),
+            Used::Taken(t) => t.receipt(),
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn adjust_refunds_and_debits_but_never_beyond_the_limit() {
-    let h = handle();
-    h.set_quota(TPM, Quota::sliding_window(1_000, MIN)).unwrap();
-    let mut c = reserve(&h, &[(TPM, 600)]).await.commit();
-    assert_eq!(h.wait_time(&[(TPM, 500)]).await.unwrap(), MIN);
-    c.adjust(TPM, 400);
-    assert_eq!(h.wait_time(&[(TPM, 600)]).await.unwrap(), Duration::ZERO);
-    assert_eq!(h.wait_time(&[(TPM, 601)]).await.unwrap(), MIN);
-    c.adjust(TPM, 900);
-    assert_eq!(h.wait_time(&[(TPM, 101)]).await.unwrap(), MIN);
-    assert_eq!(c.receipt().cost(Dimension::Tokens), 900);
-    // Refunding more than was used never gives more than the limit.
-    c.adjust(TPM, 0);
-    c.adjust(TPM, 0);
-    assert_eq!(h.wait_time(&[(TPM, 1_000)]).await.unwrap(), Duration::ZERO);
-    // GCRA: a refund on a full bucket creates nothing.
-    h.set_quota(RPM, Quota::gcra(2, MIN)).unwrap();
-    let mut c = reserve(&h, &[(RPM, 1)]).await.commit();
-    advance(secs(120)).await;
-    c.adjust(RPM, 0);
-    let _a = reserve(&h, &[(RPM, 2)]).await.commit();
-    assert_eq!(h.wait_time(&[(RPM, 1)]).await.unwrap(), secs(30));
+    for bare in [false, true] {
+        let h = handle();
+        h.set_quota(TPM, Quota::sliding_window(1_000, MIN)).unwrap();
+        let mut c = Used::book(&h, &[(TPM, 600)], bare).await;
+        assert_eq!(h.wait_time(&[(TPM, 500)]).await.unwrap(), MIN);
+        c.adjust(&h, TPM, 400);
+        assert_eq!(h.wait_time(&[(TPM, 600)]).await.unwrap(), Duration::ZERO);
+        assert_eq!(h.wait_time(&[(TPM, 601)]).await.unwrap(), MIN);
+        c.adjust(&h, TPM, 900);
+        assert_eq!(h.wait_time(&[(TPM, 101)]).await.unwrap(), MIN);
+        assert_eq!(c.receipt().cost(Dimension::Tokens), 900);
+        // Refunding more than was used never gives more than the limit.
+        c.adjust(&h, TPM, 0);
+        c.adjust_dimension(&h, Dimension::Tokens, 0);
+        assert_eq!(h.wait_time(&[(TPM, 1_000)]).await.unwrap(), Duration::ZERO);
+        assert!(matches!(
+            h.try_take(&[(TPM, 1_001)]),
+            Some(Err(ReserveError::NeverFits(_)))
+        ));
+        // GCRA: a refund on a full bucket creates nothing.
+        h.set_quota(RPM, Quota::gcra(2, MIN)).unwrap();
+        let mut c = Used::book(&h, &[(RPM, 1)], bare).await;
+        advance(secs(120)).await;
+        c.adjust(&h, RPM, 0);
+        let _a = Used::book(&h, &[(RPM, 2)], bare).await;
+        assert_eq!(h.wait_time(&[(RPM, 1)]).await.unwrap(), secs(30));
+        // A decline changes nothing and names the wait.
+        match h.try_take(&[(RPM, 1)]) {
+            Some(Err(ReserveError::WaitTooLong(e))) => assert_eq!(e.wait, secs(30)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(h.wait_time(&[(RPM, 1)]).await.unwrap(), secs(30));
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -633,26 +692,28 @@ async fn repeated_statements_do_not_stack() {
 
 #[tokio::test(start_paused = true)]
 async fn a_booking_sent_later_moves_alone_to_when_it_was_sent() {
-    let h = handle();
-    h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
-        .unwrap();
-    // A and B share the slot of 0 s; C is booked at 5 s.
-    let mut a = reserve(&h, &[(TPM, 10_000)]).await.commit();
-    let _b = reserve(&h, &[(TPM, 10_000)]).await.commit();
-    advance(secs(5)).await;
-    let _c = reserve(&h, &[(TPM, 5_000)]).await.commit();
-    advance(secs(5)).await;
-    // A was held back below and reached the provider only now; it used 4,000.
-    a.sent_at(Instant::now());
-    a.adjust(TPM, 4_000);
-    assert_eq!(h.used(TPM), Some(19_000));
-    advance(secs(50)).await;
-    // At 60 s B has left the window (A has not: it counts until 70 s, C until 65 s), so
-    // 26,000 more fit once C leaves.
-    assert_eq!(h.wait_time(&[(TPM, 26_000)]).await.unwrap(), secs(5));
-    assert_eq!(h.wait_time(&[(TPM, 21_000)]).await.unwrap(), Duration::ZERO);
-    advance(secs(5)).await;
-    assert_eq!(h.wait_time(&[(TPM, 27_000)]).await.unwrap(), secs(5));
+    for bare in [false, true] {
+        let h = handle();
+        h.set_quota(TPM, Quota::sliding_window(30_000, MIN))
+            .unwrap();
+        // A and B share the slot of 0 s; C is booked at 5 s.
+        let mut a = Used::book(&h, &[(TPM, 10_000)], bare).await;
+        let _b = Used::book(&h, &[(TPM, 10_000)], bare).await;
+        advance(secs(5)).await;
+        let _c = Used::book(&h, &[(TPM, 5_000)], bare).await;
+        advance(secs(5)).await;
+        // A was held back below and reached the provider only now; it used 4,000.
+        a.sent_at(&h, Instant::now());
+        a.adjust(&h, TPM, 4_000);
+        assert_eq!(h.used(TPM), Some(19_000));
+        advance(secs(50)).await;
+        // At 60 s B has left the window (A has not: it counts until 70 s, C until 65 s),
+        // so 26,000 more fit once C leaves.
+        assert_eq!(h.wait_time(&[(TPM, 26_000)]).await.unwrap(), secs(5));
+        assert_eq!(h.wait_time(&[(TPM, 21_000)]).await.unwrap(), Duration::ZERO);
+        advance(secs(5)).await;
+        assert_eq!(h.wait_time(&[(TPM, 27_000)]).await.unwrap(), secs(5));
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -796,4 +857,27 @@ async fn a_store_that_answers_late_still_books_and_takes() {
 #[test]
 fn a_booking_writes_one_line_per_bucket() {
     assert!(super::bucket::hot_bytes() <= 128);
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_take_books_at_once_or_says_the_store_cannot_tell() {
+    // The in-memory store answers; a slow store cannot without waiting, and nothing is
+    // booked.
+    let h = Slow::handle();
+    h.set_quota(TPM, Quota::sliding_window(100, MIN)).unwrap();
+    assert!(h.try_take(&[(TPM, 60)]).is_none());
+    assert_eq!(h.used(TPM), Some(0));
+    let h = handle();
+    h.set_quota(TPM, Quota::sliding_window(100, MIN)).unwrap();
+    let t = h.try_take(&[(TPM, 60), (RPM, 1)]).unwrap().unwrap();
+    assert_eq!(t.ready_at(), Instant::now());
+    assert_eq!(t.receipt().items().len(), 1);
+    assert_eq!(h.used(TPM), Some(60));
+    drop(t); // a used booking: dropping it gives nothing back
+    assert_eq!(h.used(TPM), Some(60));
+    // A booking that waited, used, then adjusted as a bare receipt.
+    let mut t = reserve(&h, &[(TPM, 40)]).await.commit().into_taken();
+    assert_eq!(h.used(TPM), Some(100));
+    h.adjust(&mut t, TPM, 10);
+    assert_eq!(h.used(TPM), Some(70));
 }
