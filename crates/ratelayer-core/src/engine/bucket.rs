@@ -302,6 +302,10 @@ pub(crate) struct Bucket {
     /// GCRA: the window divided by the limit when that is a whole number of nanoseconds
     /// (one unit's refill time), else 0; a booking then needs no division.
     unit_ns: u64,
+    /// GCRA: the capacity times the window (cached for the fit test).
+    cap_w: u128,
+    /// The first word of this bucket's receipt items (its id and dimension; cached).
+    head: u64,
     learned_limit: Option<u64>,
     /// The latest statement's usage beyond ours (replaced by each statement).
     phantom: Option<Phantom>,
@@ -321,6 +325,7 @@ fn sat64(v: u128) -> u64 {
 
 /// Tracks the least slack of the bookings since the bucket was last full (the first one
 /// excluded: nothing before it can be refunded into the past).
+#[inline]
 fn note_booking(tat_before: u128, at_l: u128, now_l: u128, min_slack: &mut u128) {
     if tat_before <= now_l {
         *min_slack = u128::MAX;
@@ -351,6 +356,8 @@ impl Bucket {
             lim: 1,
             cap: 1,
             unit_ns: 0,
+            cap_w: 0,
+            head: ReceiptItem::head_of(id, key.dimension),
             learned_limit: None,
             phantom: None,
             seq: 0,
@@ -376,6 +383,7 @@ impl Bucket {
             Algorithm::Gcra { burst } => self.learned_limit.map_or(burst, |l| burst.min(l.max(1))),
             Algorithm::SlidingWindow { .. } => self.lim,
         };
+        self.cap_w = u128::from(self.cap) * u128::from(self.win);
         self.unit_ns = if self.win.is_multiple_of(self.lim) {
             self.win / self.lim
         } else {
@@ -457,7 +465,7 @@ impl Bucket {
                 let w = u128::from(self.window());
                 // As in `own_earliest`: `tat + need * w - burst * w <= now * limit`.
                 *tat + u128::from(need) * w
-                    <= u128::from(burst) * w + u128::from(now) * u128::from(self.limit())
+                    <= self.cap_w + u128::from(now) * u128::from(self.limit())
             }
             State::Sliding(ring) => {
                 let limit = self.limit();
@@ -545,7 +553,7 @@ impl Bucket {
                 self.undo = if created { CREATED } else { prev_latest };
             }
         }
-        out.set(self.id, self.key.dimension, cost, seq, data);
+        out.set(self.head, cost, seq, data);
     }
 
     /// Gives back an unused booking. Exact (the bucket is as if the booking never

@@ -164,24 +164,24 @@ impl ReceiptItem {
     #[inline]
     pub const fn new(bucket: u16, dimension: Dimension, cost: u64, seq: u64, data: u64) -> Self {
         ReceiptItem {
-            head: bucket as u64 | (dimension as u64) << 16,
+            head: Self::head_of(bucket, dimension),
             cost,
             seq,
             data,
         }
     }
 
-    /// Overwrites every field (in place: no temporary to copy).
+    /// The first word of an item of bucket `bucket` counting `dimension`.
     #[inline]
-    pub(crate) fn set(
-        &mut self,
-        bucket: u16,
-        dimension: Dimension,
-        cost: u64,
-        seq: u64,
-        data: u64,
-    ) {
-        self.head = bucket as u64 | (dimension as u64) << 16;
+    pub(crate) const fn head_of(bucket: u16, dimension: Dimension) -> u64 {
+        bucket as u64 | (dimension as u64) << 16
+    }
+
+    /// Overwrites every field (in place: no temporary to copy); `head` from
+    /// [`head_of`](Self::head_of).
+    #[inline]
+    pub(crate) fn set(&mut self, head: u64, cost: u64, seq: u64, data: u64) {
+        self.head = head;
         self.cost = cost;
         self.seq = seq;
         self.data = data;
