@@ -28,6 +28,12 @@
 //!   same booking returned as a bare receipt (no reference to the store, no future),
 //!   adjusted later through the handle: what the TPM layer does. `engine try_take, no
 //!   quota set` is its fixed cost.
+//! - `engine try_take N tokens (GCRA) alone`: one bucket, the same shape as governor's
+//!   `check_n`.
+//! - `engine try_take, each thread its own scope`: the `try_take` row with nothing shared
+//!   between the threads (each books in a scope of its own): set beside the shared row,
+//!   what two threads booking in one scope at once pay for moving its lock and buckets
+//!   between cores (governor's limiter moves one atomic word).
 //! - `engine take, no quota set (the fixed cost)`: the same call on a scope without
 //!   buckets: the clock read, the scope's lock, the guard's reference and the future,
 //!   without any bucket's work.
@@ -176,6 +182,22 @@ fn ops() -> Vec<(&'static str, Op)> {
             black_box(h.try_take(&[(RPM, 1), (TPM, N)]).unwrap().unwrap());
         }),
     ));
+    let h = engine(false);
+    v.push((
+        "engine try_take N tokens (GCRA) alone",
+        Box::new(move || {
+            black_box(h.try_take(&[(TPM, N)]).unwrap().unwrap());
+        }),
+    ));
+    v.push((
+        "engine try_take, each thread its own scope (nothing shared)",
+        Box::new(|| {
+            thread_local! {
+                static OWN: ScopeHandle = engine(true);
+            }
+            OWN.with(|h| black_box(h.try_take(&[(RPM, 1), (TPM, N)]).unwrap().unwrap()));
+        }),
+    ));
     let h = LimitState::new().handle(&Scope::new("bench").with_model("m"));
     v.push((
         "engine try_take, no quota set (the fixed cost)",
@@ -293,7 +315,7 @@ fn paired(c: &mut Criterion) {
     if std::env::args().any(|a| a == "--profile-time") {
         return;
     }
-    for (threads, rounds, iters) in [(1, 300, 2_000), (2, 40, 20_000)] {
+    for (threads, rounds, iters) in [(1, 300, 2_000), (2, 100, 20_000)] {
         let ops = ops();
         let (gname, g) = &ops[0];
         println!("paired, {threads} thread(s), {rounds} alternated rounds, reference: {gname}");
