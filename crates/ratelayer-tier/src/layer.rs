@@ -318,7 +318,9 @@ impl Detector {
             return;
         }
         if self.state.has_tier(scope) {
-            let _ = self.seeded.set(scope.clone());
+            if self.seeded.get().is_none() {
+                let _ = self.seeded.set(scope.clone());
+            }
         } else {
             let t = self
                 .tables

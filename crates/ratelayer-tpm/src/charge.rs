@@ -248,7 +248,9 @@ impl Shared {
             return entry.clone();
         }
         let entry = self.entry_slow(scope);
-        let _ = self.first.set((scope.clone(), entry.clone()));
+        if self.first.get().is_none() {
+            let _ = self.first.set((scope.clone(), entry.clone()));
+        }
         entry
     }
 
