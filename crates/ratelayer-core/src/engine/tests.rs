@@ -881,3 +881,37 @@ async fn try_take_books_at_once_or_says_the_store_cannot_tell() {
     h.adjust(&mut t, TPM, 10);
     assert_eq!(h.used(TPM), Some(70));
 }
+
+#[test]
+fn threads_booking_in_one_scope_at_once_admit_exactly_the_limit() {
+    // Four threads book 1 request + 1 token at once, more than fits: exactly the limit is
+    // admitted in each bucket (none lost, none over), whether a thread found the lock free
+    // or waited for it (the contended path). The real clock, and windows long enough that
+    // nothing leaves them during the test.
+    const THREADS: u64 = 4;
+    const LIMIT: u64 = 20_000;
+    let h = handle();
+    let hour = Duration::from_secs(3_600);
+    h.set_quota(RPM, Quota::gcra(LIMIT, hour * 1_000)).unwrap();
+    h.set_quota(TPM, Quota::sliding_window(LIMIT, hour))
+        .unwrap();
+    let admitted: u64 = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0;
+                    for _ in 0..LIMIT / THREADS + 1_000 {
+                        if let Some(Ok(_)) = h.try_take(&[(RPM, 1), (TPM, 1)]) {
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(admitted, LIMIT);
+    assert_eq!(h.used(TPM), Some(LIMIT));
+    assert_eq!(h.used(RPM), Some(LIMIT));
+}
