@@ -2,6 +2,9 @@
 //! and token estimation.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+#[path = "shared/stack_request.rs"]
+mod stack_request;
+
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
@@ -55,31 +58,6 @@ fn chat_body(bytes: usize) -> String {
         len += sentence.len() * 4 + 30;
     }
     serde_json::json!({"model": "gpt-4o-mini", "messages": messages, "max_tokens": 256}).to_string()
-}
-
-/// The 1 KiB request body of the facade's stack bench (`crates/ratelayer/benches/stack.rs`).
-fn stack_body_1k() -> String {
-    let head = r#"{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"user","content":""#;
-    let tail = r#""}]}"#;
-    let words = "rate limit token queue wait tier back off ";
-    let mut content = String::new();
-    while head.len() + content.len() + tail.len() < 1024 {
-        content.push_str(words);
-    }
-    content.truncate(1024 - head.len() - tail.len());
-    format!("{head}{content}{tail}")
-}
-
-/// The 1 KiB request of the facade's stack bench, with its headers and provider.
-fn stack_request_1k() -> Request<ReplayBody> {
-    let mut req = Request::post("http://127.0.0.1:8080/v1/chat/completions")
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer sk-bench")
-        .body(ReplayBody::new(stack_body_1k()))
-        .unwrap();
-    req.extensions_mut()
-        .insert(meta::ProviderName::new("openai"));
-    req
 }
 
 /// A chat request with a body of about `bytes` ([`chat_body`]).
@@ -141,7 +119,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let req = stack_request_1k();
+    let req = stack_request::request_1k(stack_request::body_1k());
     assert_eq!(req.body().bytes().map(<[u8]>::len), Some(1024));
     c.bench_function("meta::compute stack bench 1 KiB request", |b| {
         b.iter(|| meta::compute(black_box(&req), &DefaultEstimator::new()))
@@ -179,7 +157,7 @@ fn main() {
         let req = match std::env::var("PARSE_ROW").as_deref() {
             Ok("chat1k") => chat_request(1024),
             Ok("chat16k") => chat_request(16 * 1024),
-            _ => stack_request_1k(),
+            _ => stack_request::request_1k(stack_request::body_1k()),
         };
         for _ in 0..n {
             black_box(meta::compute(black_box(&req), &DefaultEstimator::new()));

@@ -30,18 +30,9 @@ use ratelayer::tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
 use ratelayer::{Chain, Preset};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-/// A 1 KiB OpenAI chat request body.
-fn body_1k() -> bytes::Bytes {
-    let head = r#"{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"user","content":""#;
-    let tail = r#""}]}"#;
-    let words = "rate limit token queue wait tier back off ";
-    let mut content = String::new();
-    while head.len() + content.len() + tail.len() < 1024 {
-        content.push_str(words);
-    }
-    content.truncate(1024 - head.len() - tail.len());
-    bytes::Bytes::from(format!("{head}{content}{tail}"))
-}
+/// The 1 KiB request, shared with the parse bench (which times its metadata).
+#[path = "../../ratelayer-core/benches/shared/stack_request.rs"]
+mod stack_request;
 
 /// `STACK_META=given`: every request carries its metadata (as a caller may set it), so
 /// no layer reads the body: the figures then show the layers' own cost without the token
@@ -52,13 +43,7 @@ fn given_meta() -> bool {
 }
 
 fn request(body: &bytes::Bytes) -> Request<ReplayBody> {
-    let mut req = Request::post("http://127.0.0.1:8080/v1/chat/completions")
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer sk-bench")
-        .body(ReplayBody::new(body.clone()))
-        .unwrap_or_default();
-    req.extensions_mut()
-        .insert(ratelayer::core::meta::ProviderName::new("openai"));
+    let mut req = stack_request::request_1k(body.clone());
     if given_meta() {
         ratelayer::core::meta::set(
             &mut req,
@@ -239,7 +224,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn stack(c: &mut Criterion) {
     let rt = runtime();
-    let body = body_1k();
+    let body = stack_request::body_1k();
     let mut group = c.benchmark_group("1KiB request");
 
     group.bench_function("bare no-op service", |b| {
@@ -304,7 +289,7 @@ fn paired(c: &mut Criterion) {
         return;
     }
     let rt = runtime();
-    let body = body_1k();
+    let body = stack_request::body_1k();
     let (rounds, iters) = (200, 2_000);
     let mut bare = Noop;
     let mut tower = rt.block_on(async { tower_stack() });
