@@ -193,8 +193,13 @@ where
         let mut fp = None;
         if let Some((value, print)) = &c.credential {
             let name = c.provider.credential_header();
-            if req.headers().get(&name) != Some(value) {
-                req.headers_mut().insert(name, value.clone());
+            // The same key already set is only marked sensitive (as the configured value
+            // is): equal values compare equal whether marked or not.
+            match req.headers_mut().get_mut(&name) {
+                Some(v) if v == value => v.set_sensitive(true),
+                _ => {
+                    req.headers_mut().insert(name, value.clone());
+                }
             }
             fp = Some(print.clone());
         }
@@ -304,6 +309,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.uri(), "http://127.0.0.1:7/v1/embeddings");
+        // The same key set by the caller, unmarked, leaves marked sensitive.
+        let svc = layer.layer(tower::service_fn(|req: Request<String>| async move {
+            Ok::<_, std::convert::Infallible>(req)
+        }));
+        let req = Request::post("http://127.0.0.1:7/v1/chat/completions")
+            .header("authorization", "Bearer sk-kimi")
+            .body(String::new())
+            .unwrap();
+        assert!(!req.headers()["authorization"].is_sensitive());
+        let out = svc.oneshot(req).await.unwrap();
+        assert_eq!(out.headers()["authorization"], "Bearer sk-kimi");
+        assert!(out.headers()["authorization"].is_sensitive());
     }
 
     #[test]
