@@ -114,11 +114,6 @@ impl RetryBudget {
             false
         }
     }
-
-    /// What the budget holds now (for its `Debug`).
-    fn balance(&self) -> isize {
-        self.sum()
-    }
 }
 
 impl std::fmt::Debug for RetryBudget {
@@ -126,7 +121,7 @@ impl std::fmt::Debug for RetryBudget {
         f.debug_struct("RetryBudget")
             .field("deposit", &self.deposit_amount)
             .field("withdraw", &self.withdraw_amount)
-            .field("balance", &self.balance())
+            .field("balance", &self.sum())
             .finish()
     }
 }
