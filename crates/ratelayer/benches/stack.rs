@@ -9,7 +9,7 @@
 //! `cargo bench -p ratelayer --bench stack -- zzz` runs that section alone;
 //! `STACK_PAIRED=<substring>` picks its rows and `STACK_META=given` gives every request
 //! its metadata up front (no body estimate). `STACK_COUNT=<n> STACK_PAIRED=<bare|tower|
-//! stack|chain|tier|retry|tpm|concurrency>` sends exactly n requests through one variant and nothing else, for an
+//! stack|chain|floor|tier|retry|tpm|concurrency>` sends exactly n requests through one variant and nothing else, for an
 //! instruction count under `valgrind --tool=callgrind` (two counts, subtracted, give
 //! the instructions per request whatever the machine's load).
 //!
@@ -199,6 +199,73 @@ fn full_chain() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debu
     }
 }
 
+/// The work a preset's stack cannot skip, and nothing else: the credential headers
+/// marked sensitive and the key set (the preset's own two outer layers), the request's
+/// token estimate read from its body (the TPM layer books it), and the copy of the
+/// request the retry layer keeps for a re-attempt, dropped at the end. No limiting, no
+/// retry decision, no tier: what is left of the full stack's overhead over this row is
+/// the limiting itself.
+fn floor() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debug> {
+    let target =
+        match ratelayer::TargetLayer::new(ratelayer::Provider::OpenAi, "http://127.0.0.1:8080") {
+            Ok(t) => t.api_key("sk-bench"),
+            Err(e) => panic!("{e}"),
+        };
+    ServiceBuilder::new()
+        .layer(ratelayer::sensitive_credentials())
+        .layer(target)
+        .service(Floor(Noop))
+}
+
+/// The estimate and the retry copy of [`floor`] around `S`.
+#[derive(Clone, Copy)]
+struct Floor<S>(S);
+
+impl<S> Service<Request<ReplayBody>> for Floor<S>
+where
+    S: Service<Request<ReplayBody>>,
+    S::Future: Unpin,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = FloorFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReplayBody>) -> Self::Future {
+        let _ = ratelayer::core::meta::ensure(&mut req);
+        let copy = ratelayer::core::body::try_clone_request(&req);
+        FloorFuture {
+            inner: self.0.call(req),
+            copy,
+        }
+    }
+}
+
+/// The inner future, with the retry copy kept until it completes.
+struct FloorFuture<F> {
+    inner: F,
+    copy: Option<Request<ReplayBody>>,
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for FloorFuture<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let out = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll(cx));
+        drop(self.copy.take());
+        std::task::Poll::Ready(out)
+    }
+}
+
 /// tower's own three layers with the documented limits far above the load. Built inside
 /// a runtime (tower's `RateLimit` makes a timer).
 fn tower_stack() -> impl Service<Request<ReplayBody>, Error = impl std::fmt::Debug> {
@@ -264,6 +331,11 @@ fn stack(c: &mut Criterion) {
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
     });
 
+    group.bench_function("floor: estimate + retry copy + key, no limiting", |b| {
+        let mut svc = floor();
+        b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
+    });
+
     group.bench_function("tower ConcurrencyLimit+RateLimit+Retry", |b| {
         let mut svc = rt.block_on(async { tower_stack() });
         b.iter_custom(|n| drive(&rt, &mut svc, &body, n));
@@ -308,6 +380,7 @@ fn paired(c: &mut Criterion) {
             "retry" => drive(&rt, &mut retry_alone(), &body, n),
             "tpm" => drive(&rt, &mut tpm_alone(), &body, n),
             "concurrency" => drive(&rt, &mut concurrency_alone(), &body, n),
+            "floor" => drive(&rt, &mut floor(), &body, n),
             _ => drive(&rt, &mut full_stack(), &body, n),
         };
         return;
@@ -345,6 +418,11 @@ fn paired(c: &mut Criterion) {
     run("full stack (Preset::openai)", &mut |n| {
         drive(&rt, &mut full, &body, n)
     });
+    let mut fl = floor();
+    run(
+        "floor: estimate + retry copy + key, no limiting",
+        &mut |n| drive(&rt, &mut fl, &body, n),
+    );
     let mut chain = full_chain();
     run("full chain (Chain of one Preset::openai)", &mut |n| {
         drive(&rt, &mut chain, &body, n)
