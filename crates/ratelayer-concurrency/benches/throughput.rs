@@ -28,6 +28,7 @@ fn request() -> Request<String> {
             credential: Some("fp".into()),
             model: Some("gpt-4o-mini".into()),
             input_tokens: 10,
+            dense_input_tokens: 0,
             output_tokens: 10,
             source: EstimateSource::Explicit,
         },

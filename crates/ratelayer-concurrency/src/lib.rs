@@ -55,6 +55,7 @@
 //!     credential: None,
 //!     model: Some("kimi-k2".into()),
 //!     input_tokens: 10,
+//!     dense_input_tokens: 0,
 //!     output_tokens: 10,
 //!     source: ratelayer_core::meta::EstimateSource::Explicit,
 //! });

@@ -34,6 +34,7 @@ fn chat_to(base: Option<&str>, provider: &str, i: usize, stream: bool) -> Reques
             credential: None,
             model: Some("kimi-k2".into()),
             input_tokens: 10,
+            dense_input_tokens: 0,
             output_tokens: 20,
             source: EstimateSource::Explicit,
         },

@@ -15,6 +15,7 @@ pub fn req(provider: &str, body: impl Into<String>) -> Request<String> {
             credential: None,
             model: Some("m".into()),
             input_tokens: 1,
+            dense_input_tokens: 0,
             output_tokens: 1,
             source: EstimateSource::Explicit,
         },

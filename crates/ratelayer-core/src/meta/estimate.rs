@@ -8,13 +8,30 @@ use super::scan::Texts;
 ///
 /// ```
 /// use ratelayer_core::meta::{EstimateSource, TokenEstimate};
-/// let e = TokenEstimate { input_tokens: 12, output_tokens: 100, source: EstimateSource::Body };
+/// let e = TokenEstimate {
+///     input_tokens: 12,
+///     dense_input_tokens: 0,
+///     output_tokens: 100,
+///     source: EstimateSource::Body,
+/// };
 /// assert_eq!(e.total(), 112);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenEstimate {
     /// Estimated input (prompt) tokens.
     pub input_tokens: u64,
+    /// Of `input_tokens`, the part counted from text that is not ASCII (CJK and other
+    /// dense scripts), at most `input_tokens`. A by-length count is about exact for such
+    /// text, so calibration never shrinks this part (see [`estimate_json`]).
+    ///
+    /// ```
+    /// use ratelayer_core::meta::{DefaultEstimator, EstimateInput, TokenEstimator};
+    /// let body = r#"{"messages":[{"role":"user","content":"你好"},{"role":"user","content":"Hi"}]}"#;
+    /// let e = DefaultEstimator::new()
+    ///     .estimate(&EstimateInput::new("/v1/chat/completions", Some(body.as_bytes())));
+    /// assert_eq!(e.dense_input_tokens, 2); // "你好": 6 bytes, 2 tokens
+    /// ```
+    pub dense_input_tokens: u64,
     /// Output allowance: the requested maximum output times the number of choices.
     pub output_tokens: u64,
     /// How the estimate was obtained.
@@ -26,7 +43,12 @@ impl TokenEstimate {
     ///
     /// ```
     /// use ratelayer_core::meta::{EstimateSource, TokenEstimate};
-    /// let e = TokenEstimate { input_tokens: u64::MAX, output_tokens: 1, source: EstimateSource::Body };
+    /// let e = TokenEstimate {
+    ///     input_tokens: u64::MAX,
+    ///     dense_input_tokens: 0,
+    ///     output_tokens: 1,
+    ///     source: EstimateSource::Body,
+    /// };
     /// assert_eq!(e.total(), u64::MAX); // saturates
     /// ```
     pub fn total(&self) -> u64 {
@@ -377,10 +399,15 @@ pub(crate) const MEDIA_KEYS: &[&str] = &[
 /// [`default_output`](TokenEstimator::default_output); times `n` (or Gemini's
 /// `candidateCount`), default 1.
 ///
+/// **Dense text**: [`TokenEstimate::dense_input_tokens`] is the part of the input counted
+/// from strings that are not all ASCII (CJK and other scripts of about one token per
+/// character), the per-message charges and the priming excluded.
+///
 /// **Unreadable bodies**: a body that is not a JSON object counts as text of its length
 /// (`ceil(bytes / 3)`, never zero when non-empty) plus the default output allowance; a
 /// body that is not in memory is estimated from its `content-length` the same way, or as
-/// the default output allowance alone.
+/// the default output allowance alone. Counted by length, such a body is dense when it is
+/// not all ASCII, and a body not in memory (its text unknown) always is.
 ///
 /// ```
 /// use ratelayer_core::meta::{estimate_json, DefaultEstimator, EstimateInput, EstimateSource};
@@ -403,33 +430,36 @@ fn scan_estimate<E: TokenEstimator + ?Sized>(
 ) -> (TokenEstimate, Option<Arc<str>>) {
     let by_length = |bytes: u64| bytes.div_ceil(3);
     let Some(body) = input.body else {
+        // Text not seen: as dense as it may be.
+        let tokens = by_length(input.content_length.unwrap_or(0));
         let e = TokenEstimate {
-            input_tokens: by_length(input.content_length.unwrap_or(0)),
+            input_tokens: tokens,
+            dense_input_tokens: tokens,
             output_tokens: e.default_output(input.path),
             source: super::EstimateSource::Conservative,
         };
         return (e, None);
     };
+    // The whole body counted as one text, dense unless all ASCII.
+    let whole = |output_tokens| {
+        let tokens = by_length(body.len() as u64);
+        TokenEstimate {
+            input_tokens: tokens,
+            dense_input_tokens: if body.is_ascii() { 0 } else { tokens },
+            output_tokens,
+            source: super::EstimateSource::Conservative,
+        }
+    };
     let mut facts = super::scan::BodyFacts::default();
     if !super::scan::scan(e, body, input.model, texts, &mut facts) {
-        let e = TokenEstimate {
-            input_tokens: by_length(body.len() as u64),
-            output_tokens: e.default_output(input.path),
-            source: super::EstimateSource::Conservative,
-        };
-        return (e, None);
+        return (whole(e.default_output(input.path)), None);
     }
     let (max, n) = facts.output();
     let output_tokens = max
         .unwrap_or_else(|| e.default_output(input.path))
         .saturating_mul(n.unwrap_or(1).max(1));
     if !facts.found_input {
-        let e = TokenEstimate {
-            input_tokens: by_length(body.len() as u64),
-            output_tokens,
-            source: super::EstimateSource::Conservative,
-        };
-        return (e, facts.model);
+        return (whole(output_tokens), facts.model);
     }
     let mut tokens = facts.input_tokens;
     if !is_embeddings(input.path) {
@@ -437,6 +467,7 @@ fn scan_estimate<E: TokenEstimator + ?Sized>(
     }
     let e = TokenEstimate {
         input_tokens: tokens,
+        dense_input_tokens: facts.dense_input_tokens,
         output_tokens,
         source: super::EstimateSource::Body,
     };

@@ -75,6 +75,20 @@ pub struct RequestMeta {
     pub model: Option<Arc<str>>,
     /// Estimated input (prompt) tokens.
     pub input_tokens: u64,
+    /// Of `input_tokens`, the part counted from text that is not ASCII (CJK and other
+    /// dense scripts): calibration never shrinks it. At most `input_tokens`; 0 for
+    /// explicit metadata ([`RequestMeta::new`]).
+    ///
+    /// ```
+    /// use http::Request;
+    /// use ratelayer_core::{meta, RequestMeta};
+    /// let mut req = Request::post("https://api.moonshot.ai/v1/chat/completions")
+    ///     .body(String::from(r#"{"model":"kimi-k2","messages":[{"role":"user","content":"请总结"}]}"#))
+    ///     .unwrap();
+    /// assert_eq!(meta::ensure(&mut req).dense_input_tokens, 3); // 9 bytes of CJK
+    /// assert_eq!(RequestMeta::new("moonshot", 100, 10).dense_input_tokens, 0);
+    /// ```
+    pub dense_input_tokens: u64,
     /// Output allowance: `max_tokens` (or its dialect's name) times `n`.
     pub output_tokens: u64,
     /// How the estimate was obtained.
@@ -96,6 +110,7 @@ impl RequestMeta {
             credential: None,
             model: None,
             input_tokens,
+            dense_input_tokens: 0,
             output_tokens,
             source: EstimateSource::Explicit,
         }
@@ -321,6 +336,7 @@ pub fn compute<B: ReplayableBody, E: TokenEstimator + ?Sized>(
         model = model.as_deref().unwrap_or("-"),
         credential = credential.as_deref().unwrap_or("-"),
         input_tokens = estimate.input_tokens,
+        dense_input_tokens = estimate.dense_input_tokens,
         output_tokens = estimate.output_tokens,
         source = ?estimate.source,
         "estimated request"
@@ -331,6 +347,7 @@ pub fn compute<B: ReplayableBody, E: TokenEstimator + ?Sized>(
         credential,
         model,
         input_tokens: estimate.input_tokens,
+        dense_input_tokens: estimate.dense_input_tokens,
         output_tokens: estimate.output_tokens,
         source: estimate.source,
     }

@@ -28,6 +28,8 @@ pub(crate) struct BodyFacts {
     pub(crate) model: Option<Arc<str>>,
     /// Tokens of the input keys, with the per-message charges.
     pub(crate) input_tokens: u64,
+    /// Of `input_tokens`, those counted from strings that are not ASCII.
+    pub(crate) dense_input_tokens: u64,
     /// Whether any input key held a non-null value.
     pub(crate) found_input: bool,
     /// The largest top-level maximum-output field.
@@ -58,6 +60,7 @@ impl BodyFacts {
             .input_tokens
             .saturating_add(c.tokens)
             .saturating_add(messages.saturating_mul(per_message));
+        self.dense_input_tokens = self.dense_input_tokens.saturating_add(c.dense);
     }
 
     /// The output maximum and the choice count the body states (the generation config
@@ -357,6 +360,8 @@ impl<'de> Visitor<'de> for GenerationSeed {
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Counted {
     pub(super) tokens: u64,
+    /// Of `tokens`, those counted from strings that are not ASCII (dense text).
+    pub(super) dense: u64,
     /// Elements, when the value is an array.
     pub(super) items: Option<u64>,
     /// Whether the value is a string naming a media part type.
@@ -365,10 +370,13 @@ pub(super) struct Counted {
 }
 
 impl Counted {
-    /// A string of `tokens`, and whether it names a media part type.
-    pub(super) fn text(tokens: u64, text: &[u8]) -> Self {
+    /// A string of `tokens` (dense unless `ascii`), and whether it names a media part
+    /// type.
+    #[inline(always)]
+    pub(super) fn text(tokens: u64, text: &[u8], ascii: bool) -> Self {
         Counted {
             tokens,
+            dense: if ascii { 0 } else { tokens },
             media_type: MEDIA_TYPES.iter().any(|t| t.as_bytes() == text),
             ..Counted::default()
         }
@@ -389,18 +397,26 @@ impl Counted {
         }
     }
 
-    pub(super) fn array(tokens: u64, items: u64) -> Self {
+    pub(super) fn array(tokens: u64, dense: u64, items: u64) -> Self {
         Counted {
             tokens,
+            dense,
             items: Some(items),
             ..Counted::default()
         }
     }
 
-    /// An object: a media part counts as one medium, else its values' tokens.
-    pub(super) fn object<E: TokenEstimator + ?Sized>(e: &E, tokens: u64, media: bool) -> Self {
+    /// An object: a media part counts as one medium (not dense), else its values'
+    /// tokens.
+    pub(super) fn object<E: TokenEstimator + ?Sized>(
+        e: &E,
+        tokens: u64,
+        dense: u64,
+        media: bool,
+    ) -> Self {
         Counted {
             tokens: if media { e.media_tokens() } else { tokens },
+            dense: if media { 0 } else { dense },
             ..Counted::default()
         }
     }
@@ -441,7 +457,7 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for Count<'_, E> {
             Texts::Length => by_length(v.len()),
             Texts::Estimator => self.e.count_text(v, self.model),
         };
-        Ok(Counted::text(tokens, v.as_bytes()))
+        Ok(Counted::text(tokens, v.as_bytes(), v.is_ascii()))
     }
     fn visit_u64<Er: serde::de::Error>(self, _: u64) -> Result<Counted, Er> {
         Ok(Counted::number())
@@ -459,21 +475,23 @@ impl<'de, E: TokenEstimator + ?Sized> Visitor<'de> for Count<'_, E> {
         Ok(Counted::null())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Counted, A::Error> {
-        let (mut tokens, mut items) = (0u64, 0u64);
+        let (mut tokens, mut dense, mut items) = (0u64, 0u64, 0u64);
         while let Some(c) = seq.next_element_seed(self)? {
             tokens = tokens.saturating_add(c.tokens);
+            dense = dense.saturating_add(c.dense);
             items += 1;
         }
-        Ok(Counted::array(tokens, items))
+        Ok(Counted::array(tokens, dense, items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Counted, A::Error> {
-        let (mut tokens, mut media) = (0u64, false);
+        let (mut tokens, mut dense, mut media) = (0u64, 0u64, false);
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let c = map.next_value_seed(self)?;
             tokens = tokens.saturating_add(c.tokens);
+            dense = dense.saturating_add(c.dense);
             media |= key == Key::Media || (key == Key::Type && c.media_type);
         }
-        Ok(Counted::object(self.e, tokens, media))
+        Ok(Counted::object(self.e, tokens, dense, media))
     }
 }
 

@@ -428,21 +428,114 @@ fn gemini_generate_content() {
 }
 
 #[test]
+fn dense_input_is_the_count_of_the_text_that_is_not_ascii() {
+    let english = "Summarise the following report in three sentences.";
+    let chinese = "请用三句话总结以下报告。";
+    let korean = "안녕하세요";
+    let body = json!({
+        "model": "kimi-k2",
+        "messages": [
+            {"role": "system", "content": english},
+            {"role": "user", "content": chinese},
+            {"role": "user", "content": [{"type": "text", "text": korean}, {"type": "text", "text": "ok"}]},
+        ],
+        "max_tokens": 100,
+    });
+    let e = estimate("/v1/chat/completions", body.clone());
+    assert_eq!(e.dense_input_tokens, c(chinese) + c(korean));
+    assert_eq!(
+        e.input_tokens,
+        c("system")
+            + 2 * c("user")
+            + c(english)
+            + c(chinese)
+            + 2 * c("text")
+            + c(korean)
+            + c("ok")
+            + 3 * 4
+            + 3
+    );
+    // The same on the metadata, by both readers and by an estimator's own count.
+    let m = meta_of(post(
+        "https://api.moonshot.ai/v1/chat/completions",
+        body.clone(),
+    ));
+    assert_eq!(m.dense_input_tokens, c(chinese) + c(korean));
+    let e = estimate_json(
+        &DefaultEstimator::new(),
+        &EstimateInput::new("/v1/chat/completions", Some(body.to_string().as_bytes())),
+    );
+    assert_eq!(e.dense_input_tokens, c(chinese) + c(korean));
+    // All ASCII: nothing dense.
+    let e = estimate(
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": english}], "system": "Be brief."}),
+    );
+    assert_eq!(e.dense_input_tokens, 0);
+    assert!(e.input_tokens > 0);
+    // Explicit metadata: nothing dense.
+    assert_eq!(
+        RequestMeta::new("moonshot", 1_000, 10).dense_input_tokens,
+        0
+    );
+    // A media part counts as media, whatever text it holds.
+    let e = estimate(
+        "/v1/messages",
+        json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {"data": chinese}}]}]}),
+    );
+    assert_eq!(e.dense_input_tokens, 0);
+}
+
+/// Escaped text is read by serde (the fast reader leaves it): counted dense by what it
+/// decodes to, as the same text written raw is by the fast reader.
+#[test]
+fn escaped_dense_text_counts_as_the_raw_text_does() {
+    use super::scan::{Texts, fast, scan_serde};
+    let raw = r#"{"messages":[{"role":"user","content":"你好，世界 hello"}],"max_tokens":5}"#;
+    let escaped = r#"{"messages":[{"role":"user","content":"\u4f60\u597d\uff0c\u4e16\u754c hello"}],"max_tokens":5}"#;
+    let ascii_escape = r#"{"messages":[{"role":"user","content":"line\nbreak"}],"max_tokens":5}"#;
+    let e = DefaultEstimator::new();
+    for texts in [Texts::Length, Texts::Estimator] {
+        let fast_raw = fast::scan(&e, raw.as_bytes(), None, texts)
+            .unwrap()
+            .unwrap();
+        assert!(fast::scan(&e, escaped.as_bytes(), None, texts).is_err());
+        let serde_escaped = scan_serde(&e, escaped.as_bytes(), None, texts).unwrap();
+        assert_eq!(fast_raw, serde_escaped);
+        assert_eq!(
+            fast_raw,
+            scan_serde(&e, raw.as_bytes(), None, texts).unwrap()
+        );
+        assert_eq!(fast_raw.dense_input_tokens, c("你好，世界 hello"));
+        let serde_ascii = scan_serde(&e, ascii_escape.as_bytes(), None, texts).unwrap();
+        assert_eq!(serde_ascii.dense_input_tokens, 0);
+        assert!(serde_ascii.input_tokens > 0);
+    }
+    // The whole path (fast reader, then serde) gives the same estimate.
+    let path = "/v1/chat/completions";
+    let a = e.estimate(&EstimateInput::new(path, Some(raw.as_bytes())));
+    let b = e.estimate(&EstimateInput::new(path, Some(escaped.as_bytes())));
+    assert_eq!(a, b);
+    assert_eq!(a.dense_input_tokens, c("你好，世界 hello"));
+}
+
+#[test]
 fn malformed_and_unreadable_bodies_are_conservative() {
     let est = DefaultEstimator::new();
-    for (body, input) in [
-        (&b"{oops"[..], 2),
-        (b"[1, 2, 3]", 3),
-        (b"\"just a string\"", 5),
-        (b"\xff\xfe\xfd\xfc", 2),
-        (b"x", 1),
-        (b"", 0),
+    for (body, input, dense) in [
+        (&b"{oops"[..], 2, 0),
+        (b"[1, 2, 3]", 3, 0),
+        (b"\"just a string\"", 5, 0),
+        (b"\xff\xfe\xfd\xfc", 2, 2),
+        (b"x", 1, 0),
+        (b"", 0, 0),
     ] {
         let e = est.estimate(&EstimateInput::new("/v1/chat/completions", Some(body)));
         assert_eq!(
             e,
             TokenEstimate {
                 input_tokens: input,
+                dense_input_tokens: dense,
                 output_tokens: 1_024,
                 source: EstimateSource::Conservative
             },
@@ -485,6 +578,8 @@ fn a_body_that_is_not_in_memory_is_estimated_from_its_length() {
         (m.input_tokens, m.output_tokens, m.source),
         (1_000, 1_024, EstimateSource::Conservative)
     );
+    // Its text unknown, it may be dense: calibration never shrinks it.
+    assert_eq!(m.dense_input_tokens, 1_000);
     let req = Request::post("https://api.openai.com/v1/chat/completions")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
         .unwrap();
@@ -539,6 +634,7 @@ fn unknown_shapes_and_conflicting_maxima_are_conservative() {
         e,
         TokenEstimate {
             input_tokens: len.div_ceil(3),
+            dense_input_tokens: 0,
             output_tokens: 7,
             source: EstimateSource::Conservative
         }
@@ -710,6 +806,11 @@ fn tree_model(path: &str, body: &[u8]) -> (TokenEstimate, Option<std::sync::Arc<
     let e = DefaultEstimator::new();
     let conservative = |output| TokenEstimate {
         input_tokens: (body.len() as u64).div_ceil(3),
+        dense_input_tokens: if body.is_ascii() {
+            0
+        } else {
+            (body.len() as u64).div_ceil(3)
+        },
         output_tokens: output,
         source: EstimateSource::Conservative,
     };
@@ -722,14 +823,21 @@ fn tree_model(path: &str, body: &[u8]) -> (TokenEstimate, Option<std::sync::Arc<
             .is_some_and(|t| MEDIA_TYPES.contains(&t))
             || MEDIA_KEYS.iter().any(|k| o.contains_key(*k))
     }
-    fn count(e: &DefaultEstimator, v: &Value) -> u64 {
+    /// Tokens of a value, and the part of them from strings that are not ASCII.
+    fn count(e: &DefaultEstimator, v: &Value) -> (u64, u64) {
+        let sum = |items: &mut dyn Iterator<Item = &Value>| {
+            items
+                .map(|i| count(e, i))
+                .fold((0, 0), |(t, d), (ti, di)| (t + ti, d + di))
+        };
         match v {
-            Value::String(s) => e.count_text(s, None),
-            Value::Number(_) => 1,
-            Value::Array(items) => items.iter().map(|i| count(e, i)).sum(),
-            Value::Object(o) if is_media(o) => e.media_tokens(),
-            Value::Object(o) => o.values().map(|i| count(e, i)).sum(),
-            Value::Bool(_) | Value::Null => 0,
+            Value::String(s) if s.is_ascii() => (e.count_text(s, None), 0),
+            Value::String(s) => (e.count_text(s, None), e.count_text(s, None)),
+            Value::Number(_) => (1, 0),
+            Value::Array(items) => sum(&mut items.iter()),
+            Value::Object(o) if is_media(o) => (e.media_tokens(), 0),
+            Value::Object(o) => sum(&mut o.values()),
+            Value::Bool(_) | Value::Null => (0, 0),
         }
     }
     fn largest(o: &Map<String, Value>, keys: &[&str]) -> Option<u64> {
@@ -763,13 +871,15 @@ fn tree_model(path: &str, body: &[u8]) -> (TokenEstimate, Option<std::sync::Arc<
     let output = max
         .unwrap_or_else(|| e.default_output(path))
         .saturating_mul(n);
-    let (mut tokens, mut found) = (0u64, false);
+    let (mut tokens, mut dense, mut found) = (0u64, 0u64, false);
     for key in INPUT_KEYS {
         let Some(v) = o.get(*key).filter(|v| !v.is_null()) else {
             continue;
         };
         found = true;
-        tokens += count(&e, v);
+        let (t, d) = count(&e, v);
+        tokens += t;
+        dense += d;
         tokens += 4 * match v {
             Value::Array(items) if MESSAGE_KEYS.contains(key) => items.len() as u64,
             _ if MESSAGE_KEYS.contains(key) || SINGLE_MESSAGE_KEYS.contains(key) => 1,
@@ -784,6 +894,7 @@ fn tree_model(path: &str, body: &[u8]) -> (TokenEstimate, Option<std::sync::Arc<
     }
     let est = TokenEstimate {
         input_tokens: tokens,
+        dense_input_tokens: dense,
         output_tokens: output,
         source: EstimateSource::Body,
     };
@@ -831,6 +942,7 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
             Just("image".to_owned()),
             Just("text".to_owned()),
             Just("gpt-4o".to_owned()),
+            Just("\u{4f60}\u{597d}\u{ff0c}world".to_owned()),
             "\\PC{0,40}",
             Just("a\"b\\c\n".to_owned())
         ]
@@ -864,6 +976,7 @@ proptest! {
         let path = if embeddings { "/v1/embeddings" } else { "/v1/chat/completions" };
         let bytes = body.to_string().into_bytes();
         let (e, model) = DefaultEstimator::new().estimate_and_model(&EstimateInput::new(path, Some(&bytes)));
+        prop_assert!(e.dense_input_tokens <= e.input_tokens);
         prop_assert_eq!((e, model), tree_model(path, &bytes), "body {}", body);
     }
 
@@ -930,6 +1043,8 @@ fn tricky_text() -> impl Strategy<Value = Vec<u8>> {
         Just("\"hi\""),
         Just("\"a\\nb\""),
         Just("\"\\u00e9\""),
+        Just("\"\\u4f60\\u597d\""),
+        Just("\"\u{4f60}\u{597d}\""),
         Just("\"\\ud800\""),
         Just("\"tab\there\""),
         Just("\"image\""),

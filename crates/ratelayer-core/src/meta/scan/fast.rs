@@ -236,13 +236,6 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
         Ok((&rest[..end], ascii))
     }
 
-    /// A string without escapes, the opening quote next.
-    #[inline]
-    fn string(&mut self) -> Fast<&'a str> {
-        let (raw, _) = self.text()?;
-        std::str::from_utf8(raw).map_err(|_| Unsure)
-    }
-
     /// A key, the opening quote next.
     #[inline]
     fn key(&mut self) -> Fast<Key> {
@@ -322,43 +315,46 @@ impl<'a, E: TokenEstimator + ?Sized> Reader<'a, '_, E> {
         self.ws();
         match self.peek().ok_or(Unsure)? {
             b'"' => {
+                let (raw, ascii) = self.text()?;
                 let tokens = match self.texts {
                     Texts::Length => {
-                        let (raw, ascii) = self.text()?;
                         if !ascii {
                             utf8(raw)?;
                         }
-                        (by_length(raw.len()), raw)
+                        by_length(raw.len())
                     }
                     Texts::Estimator => {
-                        let s = self.string()?;
-                        (self.e.count_text(s, self.model), s.as_bytes())
+                        let s = std::str::from_utf8(raw).map_err(|_| Unsure)?;
+                        self.e.count_text(s, self.model)
                     }
                 };
-                Ok(Counted::text(tokens.0, tokens.1))
+                Ok(Counted::text(tokens, raw, ascii))
             }
             b'{' => {
                 self.enter()?;
-                let (mut tokens, mut media) = (0u64, false);
+                let (mut tokens, mut dense, mut media) = (0u64, 0u64, false);
                 self.members(|r, key| {
                     let c = r.count()?;
                     tokens = tokens.saturating_add(c.tokens);
+                    dense = dense.saturating_add(c.dense);
                     media |= key == Key::Media || (key == Key::Type && c.media_type);
                     Ok(())
                 })?;
                 self.depth -= 1;
-                Ok(Counted::object(self.e, tokens, media))
+                Ok(Counted::object(self.e, tokens, dense, media))
             }
             b'[' => {
                 self.enter()?;
-                let (mut tokens, mut items) = (0u64, 0u64);
+                let (mut tokens, mut dense, mut items) = (0u64, 0u64, 0u64);
                 self.elements(|r| {
-                    tokens = tokens.saturating_add(r.count()?.tokens);
+                    let c = r.count()?;
+                    tokens = tokens.saturating_add(c.tokens);
+                    dense = dense.saturating_add(c.dense);
                     items += 1;
                     Ok(())
                 })?;
                 self.depth -= 1;
-                Ok(Counted::array(tokens, items))
+                Ok(Counted::array(tokens, dense, items))
             }
             b't' => self.literal(b"true").map(|()| Counted::default()),
             b'f' => self.literal(b"false").map(|()| Counted::default()),
