@@ -217,6 +217,7 @@ impl Shared {
             let fresh = meta::compute(req, &*self.estimator);
             if let Some(m) = req.extensions_mut().get_mut::<RequestMeta>() {
                 m.input_tokens = fresh.input_tokens;
+                m.dense_input_tokens = fresh.dense_input_tokens;
                 m.output_tokens = fresh.output_tokens;
             }
         }
@@ -332,15 +333,27 @@ impl Shared {
 }
 
 /// What one request booked: input (after calibration) and output, and the input the
-/// estimator said before calibration.
+/// estimator said before calibration (and the dense part of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Estimate {
     pub(crate) raw_input: u64,
+    /// Of `raw_input`, the tokens of text that is not ASCII (never shrunk).
+    pub(crate) raw_dense: u64,
     pub(crate) input: u64,
     pub(crate) output: u64,
 }
 
 impl Estimate {
+    /// The estimate of a request with metadata `m`, its input corrected by calibration.
+    pub(crate) fn of(calibration: &Calibration, scope: &Scope, m: &RequestMeta) -> Self {
+        Estimate {
+            raw_input: m.input_tokens,
+            raw_dense: m.dense_input_tokens,
+            input: calibration.correct_split(scope, m.input_tokens, m.dense_input_tokens),
+            output: m.output_tokens,
+        }
+    }
+
     pub(crate) fn total(&self) -> u64 {
         self.input.saturating_add(self.output)
     }
@@ -465,7 +478,8 @@ impl Charge {
         if let Some(i) = u.input {
             let h = &self.entry.handle;
             h.adjust(&mut self.taken, BucketKey::INPUT_TOKENS_PER_MINUTE, i);
-            self.shared.calibration.observe(&scope, e.raw_input, i);
+            let cal = &self.shared.calibration;
+            cal.observe_split(&scope, e.raw_input, e.raw_dense, i);
         }
         if let Some(o) = u.output {
             let h = &self.entry.handle;

@@ -210,7 +210,9 @@ pub struct CalibrationConfig {
     /// Whether calibration is on.
     pub enabled: bool,
     /// The lowest correction factor (default 0.75: estimates shrink at most by the third
-    /// that core's default estimator over-counts English; 1.0 never shrinks them). See
+    /// that core's default estimator over-counts English; 1.0 never shrinks them). It
+    /// applies to the ASCII part of an estimate only: the dense part (text that is not
+    /// ASCII, such as CJK) is never shrunk. See
     /// [`Calibration`](crate::Calibration) for why. Values down to 0.5 are accepted.
     pub min_factor: f64,
     /// The highest correction factor.

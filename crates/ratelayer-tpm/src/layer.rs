@@ -143,12 +143,7 @@ impl TpmLimitLayer {
         let Some(entry) = self.shared.entry(&scope) else {
             return Ok(Duration::ZERO);
         };
-        let input = self.shared.calibration.correct(&scope, meta.input_tokens);
-        let estimate = Estimate {
-            raw_input: meta.input_tokens,
-            input,
-            output: meta.output_tokens,
-        };
+        let estimate = Estimate::of(&self.shared.calibration, &scope, meta);
         let costs = estimate.costs();
         if entry.idle() {
             entry

@@ -72,13 +72,7 @@ where
             // No budget applies: pass through.
             return ResponseFuture::calling(self.inner.call(req), None);
         };
-        let raw_input = m.input_tokens;
-        let input = self.shared.calibration.correct(&scope, raw_input);
-        let estimate = Estimate {
-            raw_input,
-            input,
-            output: m.output_tokens,
-        };
+        let estimate = Estimate::of(&self.shared.calibration, &scope, m);
         let costs = estimate.costs();
         let max_wait = self.shared.config.max_wait;
         // Nobody waits: book now if it fits now. The in-memory store answers at once, so

@@ -405,3 +405,85 @@ async fn a_queued_request_goes_ahead_on_a_refund_that_delays_the_head_not_at_all
     assert_ready!(head.poll()).unwrap();
     assert_eq!(tpm(&layer), 30_000);
 }
+
+/// A Kimi chat request: one user message of `text`, `max_tokens` 10.
+fn kimi_request(text: &str) -> Request<ReplayBody> {
+    let body = serde_json::json!({
+        "model": "kimi-k2",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": text}],
+    });
+    Request::post("https://api.moonshot.ai/v1/chat/completions")
+        .body(ReplayBody::from(body.to_string()))
+        .unwrap()
+}
+
+/// After English responses have driven the calibration to its floor, a Chinese request
+/// is still reserved in full: the factor shrinks only the ASCII part of an estimate (here
+/// its role and per-message charges), and the Chinese response does not move it.
+#[tokio::test(start_paused = true)]
+async fn a_cjk_request_after_english_traffic_is_reserved_in_full() {
+    let layer = TpmLimitLayer::new(
+        ratelayer_tpm::TpmConfig::new()
+            .budget(
+                ratelayer_tpm::Budget::new("moonshot", ratelayer_tpm::ModelLimits::tpm(1_000_000))
+                    .model("kimi-k2"),
+            )
+            .safety_margin(0.0),
+    )
+    .unwrap();
+    let scope = ratelayer_core::Scope::new("moonshot").with_model("kimi-k2");
+    let reserved = |layer: &TpmLimitLayer| used(layer, "moonshot", "kimi-k2", TPM);
+    // English: 3,000 ASCII bytes, estimated 1,000 tokens; the provider counts 600.
+    let english = "lorem ipsum dolor sit amet ".repeat(112)[..3_000].to_owned();
+    let svc = layer.layer(answering(
+        r#"{"usage":{"prompt_tokens":600,"completion_tokens":10,"total_tokens":610}}"#,
+    ));
+    for _ in 0..150 {
+        let resp = svc.clone().oneshot(kimi_request(&english)).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+    }
+    assert_eq!(layer.calibration().factor(&scope), 0.75);
+
+    // An English request of the same size is reserved at three quarters of its input.
+    let mut probe = kimi_request(&english);
+    let m = ratelayer_core::meta::ensure(&mut probe).clone();
+    assert_eq!(m.dense_input_tokens, 0);
+    let before = reserved(&layer);
+    let held = svc.clone().oneshot(probe).await.unwrap();
+    let english_booked = reserved(&layer) - before;
+    assert_eq!(
+        english_booked,
+        (m.input_tokens * 3).div_ceil(4) + m.output_tokens
+    );
+    drop(held);
+
+    // Chinese: 3,600 bytes, 1,200 tokens by length, all dense.
+    let chinese = "请用三句话总结以下报告。".repeat(100);
+    let mut probe = kimi_request(&chinese);
+    let m = ratelayer_core::meta::ensure(&mut probe).clone();
+    assert_eq!(m.dense_input_tokens, 1_200);
+    let overhead = m.input_tokens - m.dense_input_tokens; // "user", per message, priming
+    assert_eq!(overhead, 2 + 4 + 3);
+    let cjk_svc = layer.layer(answering(
+        r#"{"usage":{"prompt_tokens":1100,"completion_tokens":10,"total_tokens":1110}}"#,
+    ));
+    let before = reserved(&layer);
+    let resp = cjk_svc.clone().oneshot(probe).await.unwrap();
+    let cjk_booked = reserved(&layer) - before;
+    // The Chinese text in full; only its 9 ASCII tokens of overhead shrink (to 7).
+    assert_eq!(
+        cjk_booked,
+        m.dense_input_tokens + (overhead * 3).div_ceil(4) + m.output_tokens
+    );
+    assert!(cjk_booked >= m.dense_input_tokens + m.output_tokens);
+    // Without the split, its input would have been reserved a quarter short (907 for
+    // 1,209).
+    assert!(cjk_booked > (m.input_tokens * 3).div_ceil(4) + m.output_tokens + 290);
+    // Its response (the provider counted 1,100) teaches the factor nothing: the ASCII
+    // part is below the sample size.
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(layer.calibration().factor(&scope), 0.75);
+    // Reconciled to what the provider counted, as any request.
+    assert_eq!(reserved(&layer) - before, 1_110);
+}
