@@ -36,7 +36,10 @@
 //! - [`observe_split`](Calibration::observe_split) learns the factor from the ASCII part
 //!   only: the ratio of what the provider counted beyond the dense part to the estimate
 //!   beyond it. A response to a request of mostly dense text (less than 32 ASCII tokens)
-//!   teaches nothing.
+//!   only ever raises it: when the provider counted more than the whole estimate (a
+//!   tokenizer denser than one token per character), the factor rises to that ratio at
+//!   once, as under-reserving is the expensive error, and the dense part takes it;
+//!   counted at or below the estimate, it teaches nothing.
 //!
 //! English traffic keeps its gain, and a CJK request right after it is reserved at no
 //! less than its estimate.
@@ -205,8 +208,11 @@ impl Calibration {
     /// correction), `dense` of them (at most `estimated`) from text that is not ASCII,
     /// and the provider counted `actual`. The factor is learned from the rest only: the
     /// ratio `(actual − dense) / (estimated − dense)` (what the provider counted beyond
-    /// the dense part, 0 if it counted less than that), and only when the rest is at
-    /// least 32 tokens (below, per-message overheads make the ratio noise).
+    /// the dense part, 0 if it counted less than that), when the rest is at least 32
+    /// tokens (below, per-message overheads make the ratio noise). A response of mostly
+    /// dense text (less than 32 other tokens) only ever raises the factor: to
+    /// `actual / estimated` at once when that is above both the factor and 1 (the dense
+    /// part is then reserved by it too); else it teaches nothing.
     ///
     /// ```
     /// use ratelayer_core::Scope;
@@ -217,22 +223,34 @@ impl Calibration {
     /// // (400 estimated) counted 300, a ratio of 0.75.
     /// cal.observe_split(&scope, 1000, 600, 900);
     /// assert_eq!(cal.factor(&scope), 0.75);
-    /// // An all-CJK response teaches nothing.
-    /// cal.observe_split(&scope, 1000, 1000, 2000);
+    /// // An all-CJK response counted at or below its estimate teaches nothing...
+    /// cal.observe_split(&scope, 1000, 1000, 900);
     /// assert_eq!(cal.factor(&scope), 0.75);
+    /// // ...and one counted above it raises the factor at once.
+    /// cal.observe_split(&scope, 1000, 1000, 1200);
+    /// assert_eq!(cal.factor(&scope), 1.2);
     /// ```
     pub fn observe_split(&self, scope: &Scope, estimated: u64, dense: u64, actual: u64) {
-        let dense = dense.min(estimated);
-        let estimated = estimated - dense;
-        if !self.config.enabled || estimated < MIN_SAMPLE {
+        if !self.config.enabled {
             return;
         }
-        let actual = actual.saturating_sub(dense);
-        let ratio = (actual as f64 / estimated as f64)
-            .clamp(self.config.min_factor, self.config.max_factor);
+        let dense = dense.min(estimated);
+        let rest = estimated - dense;
+        let (ratio, raise_only) = if rest >= MIN_SAMPLE {
+            (actual.saturating_sub(dense) as f64 / rest as f64, false)
+        } else if estimated >= MIN_SAMPLE && actual > estimated {
+            // Mostly dense text the provider counted above our estimate.
+            (actual as f64 / estimated as f64, true)
+        } else {
+            return;
+        };
+        let ratio = ratio.clamp(self.config.min_factor, self.config.max_factor);
         let initial = self.initial();
         let mut map = self.lock();
         let f = map.entry(scope.clone()).or_insert(initial);
+        if raise_only && ratio <= *f {
+            return;
+        }
         let next = if ratio >= *f || *f - ratio < 1e-3 {
             ratio
         } else {
@@ -283,10 +301,10 @@ mod tests {
     }
 
     /// After English traffic (factor at the floor), dense text is reserved in full and
-    /// a mixed estimate shrinks only its ASCII part; dense responses do not move the
+    /// a mixed estimate shrinks only its ASCII part; dense responses never lower the
     /// factor.
     #[test]
-    fn dense_text_is_never_shrunk_and_teaches_nothing() {
+    fn dense_text_is_never_shrunk() {
         let cal = Calibration::new(CalibrationConfig::default());
         let s = scope();
         for _ in 0..1000 {
@@ -305,10 +323,11 @@ mod tests {
         assert_eq!(cal.correct_split(&s, 10, 7), 3 + 7);
         // A dense figure above the estimate is capped to it.
         assert_eq!(cal.correct_split(&s, 100, 500), 100);
-        // All-dense observations, whatever they report, do not move the factor.
-        cal.observe_split(&s, 5000, 5000, 20_000);
+        // All-dense observations at or below the estimate do not move the factor.
+        cal.observe_split(&s, 5000, 5000, 5000);
         cal.observe_split(&s, 5000, 5000, 10);
-        cal.observe_split(&s, 5000, 4990, 20_000); // 10 ASCII tokens: below MIN_SAMPLE
+        cal.observe_split(&s, 5000, 4990, 4000); // 10 ASCII tokens: below MIN_SAMPLE
+        cal.observe_split(&s, 31, 31, 100); // too small to learn from
         assert_eq!(cal.factor(&s), 0.75);
         // The ASCII part of a mixed response is what the factor learns from: 400 ASCII
         // estimated, the provider counted 600 dense + 600 -> ratio 1.5.
@@ -320,6 +339,28 @@ mod tests {
         // the floor (the factor decays toward it).
         cal.observe_split(&s, 1000, 600, 300);
         assert!((cal.factor(&s) - (1.5 - 0.05 * 0.75)).abs() < 1e-12);
+    }
+
+    /// A provider that counts dense text above our estimate: under-reserving is the
+    /// expensive error, so its responses raise the factor at once (the dense part then
+    /// takes it), and never lower it.
+    #[test]
+    fn dense_text_counted_above_the_estimate_raises_the_factor() {
+        let cal = Calibration::new(CalibrationConfig::default());
+        let s = scope();
+        for _ in 0..1000 {
+            cal.observe_split(&s, 1000, 0, 700);
+        }
+        assert_eq!(cal.factor(&s), 0.75);
+        // 10 ASCII tokens (below MIN_SAMPLE), counted 30% above the whole estimate.
+        cal.observe_split(&s, 1000, 990, 1300);
+        assert!((cal.factor(&s) - 1.3).abs() < 1e-12);
+        assert_eq!(cal.correct_split(&s, 1000, 1000), 1300);
+        // A dense response counted lower (or higher, but below the factor) does not
+        // lower it.
+        cal.observe_split(&s, 1000, 1000, 1100);
+        cal.observe_split(&s, 1000, 1000, 1000);
+        assert!((cal.factor(&s) - 1.3).abs() < 1e-12);
     }
 
     #[test]
