@@ -300,17 +300,24 @@ mod tests {
         assert_eq!(off.correct(&scope(), 1000), 1000);
     }
 
-    /// After English traffic (factor at the floor), dense text is reserved in full and
-    /// a mixed estimate shrinks only its ASCII part; dense responses never lower the
-    /// factor.
-    #[test]
-    fn dense_text_is_never_shrunk() {
+    /// A calibration whose factor English responses (counted at 0.7 of the estimate)
+    /// drove to the floor, and its scope.
+    fn after_english() -> (Calibration, Scope) {
         let cal = Calibration::new(CalibrationConfig::default());
         let s = scope();
         for _ in 0..1000 {
             cal.observe_split(&s, 1000, 0, 700);
         }
         assert_eq!(cal.factor(&s), 0.75);
+        (cal, s)
+    }
+
+    /// After English traffic (factor at the floor), dense text is reserved in full and
+    /// a mixed estimate shrinks only its ASCII part; dense responses never lower the
+    /// factor.
+    #[test]
+    fn dense_text_is_never_shrunk() {
+        let (cal, s) = after_english();
         // The old single-figure calls see everything as ASCII.
         assert_eq!(cal.correct(&s, 1000), 750);
         // All dense: unchanged, at least the estimator's count.
@@ -346,12 +353,7 @@ mod tests {
     /// takes it), and never lower it.
     #[test]
     fn dense_text_counted_above_the_estimate_raises_the_factor() {
-        let cal = Calibration::new(CalibrationConfig::default());
-        let s = scope();
-        for _ in 0..1000 {
-            cal.observe_split(&s, 1000, 0, 700);
-        }
-        assert_eq!(cal.factor(&s), 0.75);
+        let (cal, s) = after_english();
         // 10 ASCII tokens (below MIN_SAMPLE), counted 30% above the whole estimate.
         cal.observe_split(&s, 1000, 990, 1300);
         assert!((cal.factor(&s) - 1.3).abs() < 1e-12);
