@@ -65,6 +65,12 @@ pub struct ReplayBody {
 
 impl ReplayBody {
     /// A body of these bytes.
+    ///
+    /// ```
+    /// use ratelayer_core::ReplayBody;
+    /// let body = ReplayBody::new(b"{}".to_vec());
+    /// assert_eq!(body.as_bytes().as_ref(), b"{}");
+    /// ```
     pub fn new(bytes: impl Into<Bytes>) -> Self {
         ReplayBody {
             bytes: bytes.into(),
@@ -73,17 +79,37 @@ impl ReplayBody {
     }
 
     /// An empty body.
+    ///
+    /// ```
+    /// use http_body::Body;
+    /// use ratelayer_core::ReplayBody;
+    /// let body = ReplayBody::empty();
+    /// assert!(body.as_bytes().is_empty());
+    /// assert!(body.is_end_stream());
+    /// ```
     pub fn empty() -> Self {
         Self::default()
     }
 
     /// A body holding `value` serialized as JSON.
+    ///
+    /// ```
+    /// use ratelayer_core::ReplayBody;
+    /// let body = ReplayBody::json(&serde_json::json!({"model": "gpt-4o"}));
+    /// assert_eq!(body.as_bytes().as_ref(), br#"{"model":"gpt-4o"}"#);
+    /// ```
     pub fn json(value: &serde_json::Value) -> Self {
         // Serializing a `Value` to a Vec cannot fail.
         Self::new(serde_json::to_vec(value).unwrap_or_default())
     }
 
     /// The whole body.
+    ///
+    /// ```
+    /// use ratelayer_core::ReplayBody;
+    /// let body = ReplayBody::from("hello");
+    /// assert_eq!(body.as_bytes().as_ref(), b"hello");
+    /// ```
     pub fn as_bytes(&self) -> &Bytes {
         &self.bytes
     }

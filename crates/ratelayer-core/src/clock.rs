@@ -17,6 +17,18 @@ use governor::nanos::Nanos;
 pub use tokio::time::Instant;
 
 /// The current instant on tokio's clock (paused and advanced by tests).
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::clock;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let start = clock::now();
+/// tokio::time::advance(Duration::from_secs(90)).await;
+/// assert_eq!(clock::now() - start, Duration::from_secs(90));
+/// # }
+/// ```
 #[inline]
 pub fn now() -> Instant {
     Instant::now()
@@ -47,6 +59,18 @@ pub struct Deadline(pub Instant);
 impl Deadline {
     /// A deadline `d` from now (tokio time); a `d` too large to represent saturates to a
     /// deadline about 30 years away.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::Deadline;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let d = Deadline::after(Duration::from_secs(10));
+    /// assert_eq!(d.0 - tokio::time::Instant::now(), Duration::from_secs(10));
+    /// assert!(Deadline::after(Duration::MAX).remaining() > Duration::from_secs(29 * 365 * 86_400));
+    /// # }
+    /// ```
     pub fn after(d: Duration) -> Self {
         let now = Instant::now();
         Deadline(
@@ -56,6 +80,20 @@ impl Deadline {
     }
 
     /// The time left until the deadline (zero once it has passed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::Deadline;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let d = Deadline::after(Duration::from_secs(10));
+    /// tokio::time::advance(Duration::from_secs(4)).await;
+    /// assert_eq!(d.remaining(), Duration::from_secs(6));
+    /// tokio::time::advance(Duration::from_secs(60)).await;
+    /// assert_eq!(d.remaining(), Duration::ZERO);
+    /// # }
+    /// ```
     pub fn remaining(&self) -> Duration {
         self.0.saturating_duration_since(Instant::now())
     }
@@ -84,6 +122,20 @@ pub struct SentAt(pub Instant);
 
 impl SentAt {
     /// Sets `self` on `extensions` unless they hold a later instant already.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::SentAt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut ext = http::Extensions::new();
+    /// let t = tokio::time::Instant::now();
+    /// SentAt(t + Duration::from_secs(2)).stamp(&mut ext); // set by the inner layer
+    /// SentAt(t).stamp(&mut ext); // an outer layer's earlier instant is ignored
+    /// assert_eq!(ext.get::<SentAt>(), Some(&SentAt(t + Duration::from_secs(2))));
+    /// # }
+    /// ```
     pub fn stamp(self, extensions: &mut http::Extensions) {
         if extensions.get::<SentAt>().is_none_or(|s| s.0 < self.0) {
             extensions.insert(self);
@@ -115,6 +167,19 @@ impl SentAt {
 pub struct TokioClock;
 
 /// An instant of [`TokioClock`]: a `tokio::time::Instant` that governor can use.
+///
+/// ```
+/// use std::time::Duration;
+/// use governor::clock::{Clock, Reference};
+/// use ratelayer_core::clock::TokioClock;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let a = TokioClock.now();
+/// tokio::time::advance(Duration::from_millis(250)).await;
+/// assert_eq!(Duration::from(TokioClock.now().duration_since(a)), Duration::from_millis(250));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TokioInstant(pub Instant);
 

@@ -28,6 +28,17 @@ use crate::scope::Scope;
 /// A request that can never be admitted: its cost exceeds what a budget can ever hold.
 ///
 /// Returned at once, without waiting and without sending the request.
+///
+/// ```
+/// use ratelayer_core::{NeverFits, Scope};
+/// let e = NeverFits {
+///     scope: Scope::new("openai").with_model("gpt-4o"),
+///     what: "tokens per minute",
+///     requested: 40_000,
+///     capacity: 30_000,
+/// };
+/// assert!(e.to_string().starts_with("request needs 40000 but the tokens per minute budget"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeverFits {
     /// The scope whose budget is too small.
@@ -57,6 +68,18 @@ impl std::error::Error for NeverFits {}
 ///
 /// Returned at once, without waiting and without changing any limiter state, so a
 /// fallback layer can try another provider.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::{Scope, WaitTooLong};
+/// let e = WaitTooLong {
+///     scope: Scope::new("openai"),
+///     wait: Duration::from_millis(61_500),
+///     max_wait: Duration::from_secs(30),
+///     reason: "tokens per minute",
+/// };
+/// assert!(e.to_string().starts_with("openai would have to wait 61.500s for tokens per minute"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitTooLong {
     /// The scope that would have to wait.
@@ -86,6 +109,12 @@ impl fmt::Display for WaitTooLong {
 impl std::error::Error for WaitTooLong {}
 
 /// The queue of a scope is full and the layer is configured to fail rather than wait.
+///
+/// ```
+/// use ratelayer_core::{QueueFull, Scope};
+/// let e = QueueFull { scope: Scope::new("kimi"), capacity: 16 };
+/// assert!(e.to_string().starts_with("the queue of kimi is full (16 waiting)"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueFull {
     /// The scope whose queue is full.
@@ -108,6 +137,16 @@ impl fmt::Display for QueueFull {
 impl std::error::Error for QueueFull {}
 
 /// One provider's attempt, as listed by [`AllProvidersFailed`].
+///
+/// ```
+/// use ratelayer_core::error::ProviderAttempt;
+/// let a = ProviderAttempt {
+///     provider: "openai".into(),
+///     reason: "rate limited".into(),
+///     status: Some(http::StatusCode::TOO_MANY_REQUESTS),
+/// };
+/// assert_eq!(a.status.map(|s| s.as_u16()), Some(429));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderAttempt {
     /// The provider's configured name.
@@ -119,6 +158,18 @@ pub struct ProviderAttempt {
 }
 
 /// Every provider of a fallback chain failed or was skipped.
+///
+/// ```
+/// use ratelayer_core::error::{AllProvidersFailed, ProviderAttempt};
+/// let e = AllProvidersFailed {
+///     attempts: vec![ProviderAttempt {
+///         provider: "openai".into(),
+///         reason: "wait too long".into(),
+///         status: None,
+///     }],
+/// };
+/// assert_eq!(e.to_string(), "every provider failed: openai (wait too long)");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllProvidersFailed {
     /// Every attempt, in order.
@@ -144,6 +195,12 @@ impl std::error::Error for AllProvidersFailed {}
 
 /// A layer's configuration is invalid. Returned when the layer is built, never on the
 /// request path.
+///
+/// ```
+/// use ratelayer_core::ConfigError;
+/// let e = ConfigError::new("tpm.limit", "must be above zero");
+/// assert_eq!(e.setting, "tpm.limit");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The setting at fault, such as `"tpm.limit"`.
@@ -154,6 +211,15 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// A configuration error for `setting`.
+    ///
+    /// ```
+    /// use ratelayer_core::ConfigError;
+    /// let e = ConfigError::new("concurrency.limit", "must be at least 1; got 0");
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "invalid ratelayer configuration: concurrency.limit: must be at least 1; got 0"
+    /// );
+    /// ```
     pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
         ConfigError {
             setting: setting.into(),

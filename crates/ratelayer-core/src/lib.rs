@@ -38,4 +38,10 @@ pub use scope::{Scope, ScopeHasher, ScopeMap};
 pub use state::LimitState;
 
 /// The error type of services in a ratelayer stack: any error, boxed.
+///
+/// ```
+/// use ratelayer_core::{BoxError, QueueFull, Scope};
+/// let e: BoxError = QueueFull { scope: Scope::new("kimi"), capacity: 8 }.into();
+/// assert_eq!(e.downcast_ref::<QueueFull>().map(|q| q.capacity), Some(8));
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

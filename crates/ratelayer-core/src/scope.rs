@@ -29,6 +29,13 @@ impl BuildHasher for ScopeHasher {
 }
 
 /// A map keyed by [`Scope`], with [`ScopeHasher`].
+///
+/// ```
+/// use ratelayer_core::{Scope, ScopeMap};
+/// let mut tiers: ScopeMap<&str> = ScopeMap::default();
+/// tiers.insert(Scope::new("openai").with_model("gpt-4o"), "tier-1");
+/// assert_eq!(tiers[&Scope::new("openai").with_model("gpt-4o")], "tier-1");
+/// ```
 pub type ScopeMap<V> = HashMap<Scope, V, ScopeHasher>;
 
 /// The key of everything ratelayer learns and enforces: a provider, a credential and a
@@ -56,6 +63,13 @@ pub struct Scope {
 
 impl Scope {
     /// A scope for a whole provider (no credential, no model).
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// let scope = Scope::new("anthropic");
+    /// assert_eq!(scope.provider(), "anthropic");
+    /// assert_eq!((scope.credential(), scope.model()), (None, None));
+    /// ```
     pub fn new(provider: impl Into<Arc<str>>) -> Self {
         Scope {
             provider: provider.into(),
@@ -65,18 +79,38 @@ impl Scope {
     }
 
     /// This scope, narrowed to a credential fingerprint.
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// let scope = Scope::new("openai").with_credential("k-3f9a");
+    /// assert_eq!(scope.credential(), Some("k-3f9a"));
+    /// assert_eq!(scope.to_string(), "openai@k-3f9a");
+    /// ```
     pub fn with_credential(mut self, credential: impl Into<Arc<str>>) -> Self {
         self.credential = Some(credential.into());
         self
     }
 
     /// This scope, narrowed to a model.
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// let scope = Scope::new("openai").with_credential("k-3f9a").with_model("gpt-4o");
+    /// assert_eq!(scope.model(), Some("gpt-4o"));
+    /// assert_eq!(scope.to_string(), "openai@k-3f9a/gpt-4o");
+    /// ```
     pub fn with_model(mut self, model: impl Into<Arc<str>>) -> Self {
         self.model = Some(model.into());
         self
     }
 
     /// This scope without its model: the provider and credential only.
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// let scope = Scope::new("openai").with_credential("k-3f9a").with_model("gpt-4o");
+    /// assert_eq!(scope.without_model(), Scope::new("openai").with_credential("k-3f9a"));
+    /// ```
     pub fn without_model(&self) -> Self {
         Scope {
             provider: self.provider.clone(),
@@ -86,16 +120,33 @@ impl Scope {
     }
 
     /// The provider's name, such as `openai`.
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// assert_eq!(Scope::new("openai").with_model("gpt-4o").provider(), "openai");
+    /// ```
     pub fn provider(&self) -> &str {
         &self.provider
     }
 
     /// The credential fingerprint, if the scope is narrowed to one.
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// assert_eq!(Scope::new("groq").credential(), None);
+    /// assert_eq!(Scope::new("groq").with_credential("k-1").credential(), Some("k-1"));
+    /// ```
     pub fn credential(&self) -> Option<&str> {
         self.credential.as_deref()
     }
 
     /// The model, if the scope is narrowed to one.
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// assert_eq!(Scope::new("groq").model(), None);
+    /// assert_eq!(Scope::new("groq").with_model("llama-3.1-8b").model(), Some("llama-3.1-8b"));
+    /// ```
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
     }

@@ -42,6 +42,19 @@ use crate::headers::RateLimitSnapshot;
 use crate::scope::Scope;
 
 /// The tier of an account for a scope, as inferred by the tier detector.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::state::TierInfo;
+///
+/// let free = TierInfo {
+///     pacing: Duration::from_secs(20),
+///     rpm: Some(3),
+///     ..TierInfo::new("free", Duration::from_secs(20))
+/// };
+/// assert_eq!(free.rpm, Some(3));
+/// assert_eq!(&*free.name, "free");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TierInfo {
     /// The tier's name, such as `free` or `tier-1`.
@@ -56,6 +69,15 @@ pub struct TierInfo {
 
 impl TierInfo {
     /// A tier with this name and base delay (no pacing, no known limit).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::state::TierInfo;
+    ///
+    /// let t = TierInfo::new("tier-1", Duration::from_millis(500));
+    /// assert_eq!(t.base_delay, Duration::from_millis(500));
+    /// assert_eq!((t.pacing, t.rpm), (Duration::ZERO, None));
+    /// ```
     pub fn new(name: impl Into<Arc<str>>, base_delay: Duration) -> Self {
         TierInfo {
             name: name.into(),
@@ -67,6 +89,20 @@ impl TierInfo {
 }
 
 /// The last rate-limit snapshot seen for a scope, with the instant it was received.
+///
+/// ```
+/// use ratelayer_core::{LimitState, RateLimitSnapshot, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let state = LimitState::new();
+/// let mut snap = RateLimitSnapshot::default();
+/// snap.tokens.remaining = Some(29_000);
+/// state.observe(&Scope::new("openai"), snap.clone());
+/// let seen = state.observed(&Scope::new("openai")).unwrap();
+/// assert_eq!((seen.snapshot, seen.at), (snap, tokio::time::Instant::now()));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     /// What the response said.
@@ -101,6 +137,16 @@ impl Default for Inner {
 
 /// A shared handle to what ratelayer knows about every scope: tiers, cooldowns and the
 /// last rate-limit snapshot. Clones share the same state.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::{LimitState, Scope, state::TierInfo};
+///
+/// let state = LimitState::new();
+/// let for_the_retry_layer = state.clone();
+/// state.set_tier(&Scope::new("groq"), TierInfo::new("free", Duration::from_secs(20)));
+/// assert!(for_the_retry_layer.has_tier(&Scope::new("groq")));
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct LimitState {
     inner: Arc<Inner>,
@@ -108,6 +154,13 @@ pub struct LimitState {
 
 impl LimitState {
     /// An empty in-memory state.
+    ///
+    /// ```
+    /// use ratelayer_core::LimitState;
+    /// let state = LimitState::new();
+    /// assert!(state.scopes().is_empty());
+    /// assert_eq!(state.generation(), 0);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -131,12 +184,35 @@ impl LimitState {
     }
 
     /// The limiter store.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// let state = LimitState::new();
+    /// assert!(!state.store().ever_cooled_down());
+    /// state.set_cooldown(&Scope::new("openai"), tokio::time::Instant::now() + Duration::from_secs(5));
+    /// assert!(state.store().ever_cooled_down());
+    /// ```
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
     /// The engine handle of `scope`: quotas, reservations, leases, cooldown. Resolve it
     /// once and keep it (the handle is the hot path). See [`engine`](crate::engine).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// let state = LimitState::new();
+    /// let h = state.handle(&Scope::new("openai").with_model("gpt-4o"));
+    /// h.set_quota(BucketKey::REQUESTS_PER_MINUTE, Quota::gcra(500, Duration::from_secs(60))).unwrap();
+    /// assert_eq!(h.scope().to_string(), "openai/gpt-4o");
+    /// let again = state.handle(&Scope::new("openai").with_model("gpt-4o")); // the same state
+    /// assert_eq!(again.capacity(BucketKey::REQUESTS_PER_MINUTE), Some(500));
+    /// ```
     pub fn handle(&self, scope: &Scope) -> ScopeHandle {
         ScopeHandle::new(self.inner.store.scope(scope))
     }
@@ -151,6 +227,17 @@ impl LimitState {
     }
 
     /// Publishes the tier of `scope`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope, state::TierInfo};
+    ///
+    /// let state = LimitState::new();
+    /// let s = Scope::new("openai");
+    /// state.set_tier(&s, TierInfo::new("free", Duration::from_secs(20)));
+    /// state.set_tier(&s, TierInfo::new("tier-2", Duration::from_secs(1))); // replaces it
+    /// assert_eq!(state.tier(&s).map(|t| t.base_delay), Some(Duration::from_secs(1)));
+    /// ```
     pub fn set_tier(&self, scope: &Scope, tier: TierInfo) {
         let mut map = self.lock();
         let e = map.entry(scope.clone()).or_default();
@@ -211,6 +298,18 @@ impl LimitState {
     }
 
     /// The tier of `scope`, if one was detected or set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope, state::TierInfo};
+    ///
+    /// let state = LimitState::new();
+    /// let s = Scope::new("openai").with_model("gpt-4o");
+    /// assert_eq!(state.tier(&s), None);
+    /// state.set_tier(&s, TierInfo::new("tier-1", Duration::from_millis(500)));
+    /// assert_eq!(state.tier(&s).as_ref().map(|t| &*t.name), Some("tier-1"));
+    /// assert_eq!(state.tier(&s.without_model()), None); // tiers are kept per exact scope
+    /// ```
     pub fn tier(&self, scope: &Scope) -> Option<TierInfo> {
         self.lock().get(scope).and_then(|e| e.tier.clone())
     }
@@ -218,11 +317,40 @@ impl LimitState {
     /// Every request on `scope` (and on narrower scopes: a cooldown on a provider covers
     /// its models) waits until `until`. A cooldown only ever extends: an earlier `until`
     /// than the current one is ignored.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let state = LimitState::new();
+    /// let provider = Scope::new("openai");
+    /// let now = tokio::time::Instant::now();
+    /// state.set_cooldown(&provider, now + Duration::from_secs(30));
+    /// state.set_cooldown(&provider, now + Duration::from_secs(10)); // earlier: ignored
+    /// assert_eq!(state.cooldown_remaining(&provider.with_model("gpt-4o")), Duration::from_secs(30));
+    /// # }
+    /// ```
     pub fn set_cooldown(&self, scope: &Scope, until: Instant) {
         self.inner.store.scope(scope).set_cooldown(until);
     }
 
     /// Removes the cooldown of `scope` (an operator override).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let state = LimitState::new();
+    /// let s = Scope::new("openai");
+    /// state.set_cooldown(&s, tokio::time::Instant::now() + Duration::from_secs(30));
+    /// state.clear_cooldown(&s);
+    /// assert_eq!(state.cooldown_until(&s), None);
+    /// # }
+    /// ```
     pub fn clear_cooldown(&self, scope: &Scope) {
         self.inner.store.scope(scope).clear_cooldown();
     }
@@ -230,6 +358,22 @@ impl LimitState {
     /// The latest instant until which `scope` must wait, considering the scope itself,
     /// the scope without its model, and the provider as a whole. `None` if no cooldown
     /// is in force now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let state = LimitState::new();
+    /// let model = Scope::new("openai").with_model("gpt-4o");
+    /// let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    /// state.set_cooldown(&model.without_model(), until); // on the whole provider
+    /// assert_eq!(state.cooldown_until(&model), Some(until));
+    /// tokio::time::advance(Duration::from_secs(30)).await;
+    /// assert_eq!(state.cooldown_until(&model), None); // over
+    /// # }
+    /// ```
     pub fn cooldown_until(&self, scope: &Scope) -> Option<Instant> {
         if !self.inner.store.ever_cooled_down() {
             // No cooldown was ever set: not even the clock needs reading.
@@ -263,6 +407,21 @@ impl LimitState {
     }
 
     /// How long `scope` must wait for its cooldown from now (zero if none).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let state = LimitState::new();
+    /// let s = Scope::new("anthropic");
+    /// assert_eq!(state.cooldown_remaining(&s), Duration::ZERO);
+    /// state.set_cooldown(&s, tokio::time::Instant::now() + Duration::from_secs(30));
+    /// tokio::time::advance(Duration::from_secs(12)).await;
+    /// assert_eq!(state.cooldown_remaining(&s), Duration::from_secs(18));
+    /// # }
+    /// ```
     pub fn cooldown_remaining(&self, scope: &Scope) -> Duration {
         self.cooldown_until(scope)
             .map(|u| u.saturating_duration_since(Instant::now()))
@@ -272,6 +431,25 @@ impl LimitState {
     /// Records the last rate-limit snapshot seen for `scope`, and publishes what it says
     /// about limits into the engine: learned limits tighten the buckets of `scope` (never
     /// loosening beyond what the provider said; see [`ScopeHandle::learn`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, RateLimitSnapshot, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let state = LimitState::new();
+    /// let s = Scope::new("openai");
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// state.handle(&s).set_quota(tpm, Quota::sliding_window(90_000, Duration::from_secs(60))).unwrap();
+    /// let mut snap = RateLimitSnapshot::default();
+    /// snap.tokens.limit = Some(30_000); // the account's real limit is lower
+    /// state.observe(&s, snap);
+    /// assert_eq!(state.handle(&s).capacity(tpm), Some(30_000));
+    /// assert_eq!(state.observed(&s).unwrap().snapshot.tokens.limit, Some(30_000));
+    /// # }
+    /// ```
     pub fn observe(&self, scope: &Scope, snapshot: RateLimitSnapshot) {
         if !snapshot.is_empty() {
             self.handle(scope).learn_snapshot(&snapshot);
@@ -288,6 +466,21 @@ impl LimitState {
     }
 
     /// The last rate-limit snapshot seen for `scope`.
+    ///
+    /// ```
+    /// use ratelayer_core::{LimitState, RateLimitSnapshot, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let state = LimitState::new();
+    /// let s = Scope::new("openai");
+    /// assert!(state.observed(&s).is_none());
+    /// let mut snap = RateLimitSnapshot::default();
+    /// snap.requests.remaining = Some(499);
+    /// state.observe(&s, snap);
+    /// assert_eq!(state.observed(&s).unwrap().snapshot.requests.remaining, Some(499));
+    /// # }
+    /// ```
     pub fn observed(&self, scope: &Scope) -> Option<Observed> {
         self.with_observed(scope, Observed::clone)
     }
@@ -340,6 +533,16 @@ impl LimitState {
     }
 
     /// The scopes this state knows about (with a tier, a snapshot, or engine state).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope, state::TierInfo};
+    ///
+    /// let state = LimitState::new();
+    /// state.set_tier(&Scope::new("openai"), TierInfo::new("tier-1", Duration::from_secs(1)));
+    /// let _ = state.handle(&Scope::new("anthropic")); // engine state
+    /// assert_eq!(state.scopes(), vec![Scope::new("anthropic"), Scope::new("openai")]);
+    /// ```
     pub fn scopes(&self) -> Vec<Scope> {
         let mut all: Vec<Scope> = self.lock().keys().cloned().collect();
         all.extend(self.inner.store.scopes());
