@@ -72,6 +72,13 @@ pin_project! {
 
 impl<B> ResponseBody<B> {
     /// A body that only passes `inner` through.
+    ///
+    /// ```
+    /// use http_body::Body;
+    /// use ratelayer_tpm::ResponseBody;
+    /// let body = ResponseBody::passthrough(String::from("{}"));
+    /// assert_eq!(body.size_hint().exact(), Some(2));
+    /// ```
     pub fn passthrough(inner: B) -> Self {
         ResponseBody { inner, watch: None }
     }
@@ -84,11 +91,23 @@ impl<B> ResponseBody<B> {
     }
 
     /// The inner body.
+    ///
+    /// ```
+    /// # use ratelayer_tpm::ResponseBody;
+    /// let body = ResponseBody::passthrough(String::from("{}"));
+    /// assert_eq!(body.get_ref(), "{}");
+    /// ```
     pub fn get_ref(&self) -> &B {
         &self.inner
     }
 
     /// The inner body, dropping the watch (its reservation is charged its estimate).
+    ///
+    /// ```
+    /// # use ratelayer_tpm::ResponseBody;
+    /// let body = ResponseBody::passthrough(String::from("{}"));
+    /// assert_eq!(body.into_inner(), "{}");
+    /// ```
     pub fn into_inner(self) -> B {
         self.inner
     }

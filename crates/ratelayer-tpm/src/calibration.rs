@@ -84,6 +84,15 @@ const MIN_SAMPLE: u64 = 32;
 
 /// Per-scope correction factors for input estimates, shared by clones. See the
 /// [module docs](self).
+///
+/// ```
+/// use ratelayer_core::Scope;
+/// use ratelayer_tpm::{Calibration, CalibrationConfig};
+/// let cal = Calibration::new(CalibrationConfig::default());
+/// let clone = cal.clone();
+/// clone.observe(&Scope::new("openai"), 1000, 1200);
+/// assert_eq!(cal.correct(&Scope::new("openai"), 1000), 1200); // clones share the factors
+/// ```
 #[derive(Debug, Clone)]
 pub struct Calibration {
     config: CalibrationConfig,

@@ -65,9 +65,23 @@ use ratelayer_core::scope::Scope;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The default safety margin: 1 % of each limit is left unused.
+///
+/// ```
+/// use ratelayer_tpm::{TpmConfig, config::DEFAULT_SAFETY_MARGIN};
+/// let config = TpmConfig::new();
+/// assert_eq!(config.safety_margin, DEFAULT_SAFETY_MARGIN);
+/// assert_eq!(config.effective(30_000), 29_700);
+/// ```
 pub const DEFAULT_SAFETY_MARGIN: f64 = 0.01;
 
 /// The default longest wait for admission: 5 minutes (five full token windows).
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_tpm::{TpmConfig, config::DEFAULT_MAX_WAIT};
+/// assert_eq!(DEFAULT_MAX_WAIT, Duration::from_secs(300));
+/// assert_eq!(TpmConfig::new().max_wait, Some(DEFAULT_MAX_WAIT));
+/// ```
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// The token limits of one scope, per minute. `None` leaves a dimension unlimited.
@@ -92,6 +106,13 @@ pub struct ModelLimits {
 
 impl ModelLimits {
     /// A combined tokens-per-minute limit only.
+    ///
+    /// ```
+    /// use ratelayer_tpm::ModelLimits;
+    /// let l = ModelLimits::tpm(30_000);
+    /// assert_eq!(l.tokens_per_minute, Some(30_000));
+    /// assert_eq!((l.input_tokens_per_minute, l.output_tokens_per_minute), (None, None));
+    /// ```
     pub fn tpm(limit: u64) -> Self {
         ModelLimits {
             tokens_per_minute: Some(limit),
@@ -115,6 +136,12 @@ impl ModelLimits {
     }
 
     /// Whether no dimension is limited.
+    ///
+    /// ```
+    /// use ratelayer_tpm::ModelLimits;
+    /// assert!(ModelLimits::default().is_empty());
+    /// assert!(!ModelLimits::input_output(30_000, 8_000).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
@@ -150,6 +177,14 @@ pub struct Budget {
 
 impl Budget {
     /// A provider-wide budget.
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig};
+    /// let config = TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000)));
+    /// let any_model = Scope::new("openai").with_model("gpt-4o-mini");
+    /// assert_eq!(config.limits_for(&any_model), Some(ModelLimits::tpm(30_000)));
+    /// ```
     pub fn new(provider: impl Into<String>, limits: ModelLimits) -> Self {
         Budget {
             provider: provider.into(),
@@ -160,12 +195,33 @@ impl Budget {
     }
 
     /// Narrows the budget to a model (exact, or a `prefix*` pattern).
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig};
+    /// let config = TpmConfig::new()
+    ///     .budget(Budget::new("anthropic", ModelLimits::input_output(30_000, 8_000)).model("claude-sonnet-4*"));
+    /// let scope = |model: &str| Scope::new("anthropic").with_model(model);
+    /// assert!(config.limits_for(&scope("claude-sonnet-4-5")).is_some());
+    /// assert!(config.limits_for(&scope("claude-3-5-haiku")).is_none());
+    /// ```
     pub fn model(mut self, model: impl Into<String>) -> Self {
         self.model = Some(model.into());
         self
     }
 
     /// Narrows the budget to a credential fingerprint.
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig};
+    /// let config = TpmConfig::new()
+    ///     .budget(Budget::new("openai", ModelLimits::tpm(30_000)))
+    ///     .budget(Budget::new("openai", ModelLimits::tpm(450_000)).credential("key-b"));
+    /// let tpm = |s: Scope| config.limits_for(&s).and_then(|l| l.tokens_per_minute);
+    /// assert_eq!(tpm(Scope::new("openai").with_credential("key-b")), Some(450_000));
+    /// assert_eq!(tpm(Scope::new("openai").with_credential("key-a")), Some(30_000));
+    /// ```
     pub fn credential(mut self, credential: impl Into<String>) -> Self {
         self.credential = Some(credential.into());
         self
@@ -235,6 +291,13 @@ impl Default for CalibrationConfig {
 
 impl CalibrationConfig {
     /// Checks the bounds: `0.5 ≤ min_factor ≤ max_factor ≤ 16`, `0 < decay ≤ 1`.
+    ///
+    /// ```
+    /// use ratelayer_tpm::CalibrationConfig;
+    /// assert!(CalibrationConfig::default().validate().is_ok());
+    /// let err = CalibrationConfig { decay: 0.0, ..Default::default() }.validate().unwrap_err();
+    /// assert_eq!(err.setting, "tpm.calibration.decay");
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         let finite = self.min_factor.is_finite() && self.max_factor.is_finite();
         if !finite || self.min_factor < 0.5 || self.min_factor > self.max_factor {
@@ -310,41 +373,93 @@ impl Default for TpmConfig {
 impl TpmConfig {
     /// The defaults: no budgets, a 1 % margin, a 5-minute maximum wait, reconciliation and
     /// calibration on.
+    ///
+    /// ```
+    /// use ratelayer_tpm::TpmConfig;
+    /// let config = TpmConfig::new();
+    /// assert!(config.budgets.is_empty());
+    /// assert!(config.reconcile && config.calibration.enabled);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds a budget.
+    ///
+    /// ```
+    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig};
+    /// let config = TpmConfig::new()
+    ///     .budget(Budget::new("openai", ModelLimits::tpm(30_000)).model("gpt-4o"))
+    ///     .budget(Budget::new("groq", ModelLimits::tpm(6_000)));
+    /// assert_eq!(config.budgets.len(), 2);
+    /// ```
     pub fn budget(mut self, budget: Budget) -> Self {
         self.budgets.push(budget);
         self
     }
 
     /// Sets the safety margin (a fraction of each limit, in `[0, 0.5)`).
+    ///
+    /// ```
+    /// use ratelayer_tpm::TpmConfig;
+    /// assert_eq!(TpmConfig::new().safety_margin(0.02).effective(30_000), 29_400);
+    /// let err = TpmConfig::new().safety_margin(0.5).validate().unwrap_err();
+    /// assert_eq!(err.setting, "tpm.safety_margin");
+    /// ```
     pub fn safety_margin(mut self, margin: f64) -> Self {
         self.safety_margin = margin;
         self
     }
 
     /// Sets the longest wait (`None`: wait as long as needed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_tpm::TpmConfig;
+    /// let config = TpmConfig::new().max_wait(Some(Duration::from_secs(90)));
+    /// assert_eq!(config.max_wait, Some(Duration::from_secs(90)));
+    /// assert_eq!(TpmConfig::new().max_wait(None).max_wait, None);
+    /// ```
     pub fn max_wait(mut self, max_wait: Option<Duration>) -> Self {
         self.max_wait = max_wait;
         self
     }
 
     /// Turns reconciliation with the provider's reported usage on or off.
+    ///
+    /// ```
+    /// use ratelayer_tpm::TpmConfig;
+    /// assert!(TpmConfig::new().reconcile);
+    /// assert!(!TpmConfig::new().reconcile(false).reconcile);
+    /// ```
     pub fn reconcile(mut self, on: bool) -> Self {
         self.reconcile = on;
         self
     }
 
     /// Sets the calibration.
+    ///
+    /// ```
+    /// use ratelayer_tpm::{CalibrationConfig, TpmConfig};
+    /// let config = TpmConfig::new().calibration(CalibrationConfig { min_factor: 1.0, ..Default::default() });
+    /// assert_eq!(config.calibration.min_factor, 1.0);
+    /// let bad = TpmConfig::new().calibration(CalibrationConfig { max_factor: 32.0, ..Default::default() });
+    /// assert_eq!(bad.validate().unwrap_err().setting, "tpm.calibration.max_factor");
+    /// ```
     pub fn calibration(mut self, calibration: CalibrationConfig) -> Self {
         self.calibration = calibration;
         self
     }
 
     /// Checks every setting; the layer calls it when it is built.
+    ///
+    /// ```
+    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig};
+    /// let ok = TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000)));
+    /// assert!(ok.validate().is_ok());
+    /// let empty = TpmConfig::new().budget(Budget::new("openai", ModelLimits::default()));
+    /// assert_eq!(empty.validate().unwrap_err().setting, "tpm.budgets[0].tokens_per_minute");
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.safety_margin.is_finite() && (0.0..0.5).contains(&self.safety_margin)) {
             return Err(ConfigError::new(
@@ -408,6 +523,17 @@ impl TpmConfig {
     }
 
     /// The limits of the most specific budget matching `scope`.
+    ///
+    /// ```
+    /// use ratelayer_core::Scope;
+    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig};
+    /// let config = TpmConfig::new()
+    ///     .budget(Budget::new("openai", ModelLimits::tpm(30_000)))
+    ///     .budget(Budget::new("openai", ModelLimits::tpm(200_000)).model("gpt-4o-mini"));
+    /// let tpm = |model: &str| config.limits_for(&Scope::new("openai").with_model(model)).and_then(|l| l.tokens_per_minute);
+    /// assert_eq!((tpm("gpt-4o-mini"), tpm("gpt-4o")), (Some(200_000), Some(30_000)));
+    /// assert_eq!(config.limits_for(&Scope::new("anthropic")), None);
+    /// ```
     pub fn limits_for(&self, scope: &Scope) -> Option<ModelLimits> {
         self.budgets
             .iter()
@@ -417,6 +543,12 @@ impl TpmConfig {
     }
 
     /// A limit after the safety margin: `floor(limit × (1 − margin))`.
+    ///
+    /// ```
+    /// use ratelayer_tpm::TpmConfig;
+    /// assert_eq!(TpmConfig::new().effective(30_000), 29_700);
+    /// assert_eq!(TpmConfig::new().safety_margin(0.0).effective(30_000), 30_000);
+    /// ```
     pub fn effective(&self, limit: u64) -> u64 {
         let keep = 1.0 - self.safety_margin.clamp(0.0, 1.0);
         // Exact for every limit below 2^53; the margin only ever lowers the limit.

@@ -80,6 +80,31 @@ pin_project! {
     /// then driven ready and called. Dropped before the request was sent (queued, waiting
     /// or driving the inner service ready), it gives its reservation back and leaves the
     /// queue. Dropped after, the tokens stay charged: the provider counted them.
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{ReplayBody, RequestMeta, meta};
+    /// use ratelayer_tpm::{Budget, ModelLimits, ResponseFuture, TpmConfig, TpmLimitLayer};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let meta = |tokens: u64| RequestMeta::new("openai", tokens, 0);
+    /// # let request = |tokens: u64| {
+    /// #     let mut req = Request::new(ReplayBody::empty());
+    /// #     meta::set(&mut req, meta(tokens));
+    /// #     req
+    /// # };
+    /// # let inner = service_fn(|_: Request<ReplayBody>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    /// let layer = TpmLimitLayer::new(TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(1_000))).safety_margin(0.0)).unwrap();
+    /// let mut svc = layer.layer(inner);
+    /// svc.ready().await.unwrap().call(request(500)).await.unwrap();
+    /// let queued: ResponseFuture<_, _, _> = svc.ready().await.unwrap().call(request(600));
+    /// assert!(tokio::time::timeout(Duration::from_secs(1), queued).await.is_err()); // waits, then dropped
+    /// // It left the queue: 500 tokens fit now, as they would not while it waited first.
+    /// assert_eq!(layer.wait_time(&meta(500)).unwrap(), Duration::ZERO);
+    /// # }
+    /// ```
     pub struct ResponseFuture<S, B, F> {
         #[pin]
         state: State<S, B, F>,

@@ -36,6 +36,14 @@ pub struct TpmLimitLayer {
 impl TpmLimitLayer {
     /// A layer with its own limiter state and the default estimator. Fails if the
     /// configuration is invalid.
+    ///
+    /// ```
+    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
+    /// let layer = TpmLimitLayer::new(TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000)))).unwrap();
+    /// assert_eq!(layer.config().budgets.len(), 1);
+    /// let err = TpmLimitLayer::new(TpmConfig::new().budget(Budget::new("", ModelLimits::tpm(30_000)))).unwrap_err();
+    /// assert_eq!(err.setting, "tpm.budgets[0].provider");
+    /// ```
     pub fn new(config: TpmConfig) -> Result<Self, ConfigError> {
         Self::build(config, LimitState::new(), Arc::new(DefaultEstimator::new()))
     }

@@ -18,6 +18,29 @@ use crate::future::ResponseFuture;
 /// [`TpmLimitLayer`](crate::TpmLimitLayer); see the [crate docs](crate).
 ///
 /// Clones share the budgets; each clone drives its own inner service's readiness.
+///
+/// ```
+/// # use std::{convert::Infallible, time::Duration};
+/// # use http::{Request, Response};
+/// # use ratelayer_core::{ReplayBody, RequestMeta, WaitTooLong, meta};
+/// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimit, TpmLimitLayer};
+/// use tower::{Layer, ServiceExt, service_fn};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let request = |tokens: u64| {
+/// #     let mut req = Request::new(ReplayBody::empty());
+/// #     meta::set(&mut req, RequestMeta::new("openai", tokens, 0));
+/// #     req
+/// # };
+/// let config = TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(1_000)))
+///     .safety_margin(0.0).max_wait(Some(Duration::ZERO));
+/// let inner = service_fn(|_: Request<ReplayBody>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+/// let svc: TpmLimit<_> = TpmLimitLayer::new(config).unwrap().layer(inner);
+/// svc.clone().oneshot(request(600)).await.unwrap();
+/// let err = svc.clone().oneshot(request(600)).await.unwrap_err(); // another clone, the same budget
+/// assert!(err.downcast_ref::<WaitTooLong>().is_some());
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct TpmLimit<S> {
     inner: S,

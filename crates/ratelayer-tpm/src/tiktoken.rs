@@ -44,6 +44,13 @@ pub struct TiktokenEstimator {
 
 impl TiktokenEstimator {
     /// The estimator (encodings are loaded once per process, on first use).
+    ///
+    /// ```
+    /// use ratelayer_core::meta::TokenEstimator;
+    /// use ratelayer_tpm::tiktoken::TiktokenEstimator;
+    /// let est = TiktokenEstimator::new();
+    /// assert_eq!(est.count_text("Hello, world!", Some("gpt-4o")), 4);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }

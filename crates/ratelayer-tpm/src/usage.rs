@@ -32,6 +32,16 @@
 use serde_json::Value;
 
 /// The most bytes of one usage object the scanner holds; a larger object is skipped.
+///
+/// ```
+/// use ratelayer_tpm::usage::{MAX_USAGE_BYTES, UsageScanner};
+/// let big = format!(r#"{{"usage":{{"pad":"{}","total_tokens":9}}}}"#, "x".repeat(MAX_USAGE_BYTES));
+/// let mut s = UsageScanner::new();
+/// s.feed(format!("data: {big}\n\n").as_bytes());
+/// assert_eq!(s.usage(), None); // too large: skipped
+/// s.feed(b"data: {\"usage\":{\"total_tokens\":42}}\n\n");
+/// assert_eq!(s.usage().unwrap().total, Some(42));
+/// ```
 pub const MAX_USAGE_BYTES: usize = 4096;
 
 /// Token counts reported by a provider. Each is `None` when the response did not say it.
@@ -53,6 +63,13 @@ pub struct Usage {
 
 impl Usage {
     /// The reported total, or input plus output when both are known.
+    ///
+    /// ```
+    /// use ratelayer_tpm::usage::Usage;
+    /// assert_eq!(Usage { input: Some(10), output: Some(5), total: None }.total_tokens(), Some(15));
+    /// assert_eq!(Usage { input: Some(10), output: Some(5), total: Some(16) }.total_tokens(), Some(16));
+    /// assert_eq!(Usage { input: Some(10), ..Usage::default() }.total_tokens(), None);
+    /// ```
     pub fn total_tokens(&self) -> Option<u64> {
         self.total.or_else(|| match (self.input, self.output) {
             (Some(i), Some(o)) => Some(i.saturating_add(o)),
@@ -61,6 +78,12 @@ impl Usage {
     }
 
     /// Whether nothing was reported.
+    ///
+    /// ```
+    /// use ratelayer_tpm::usage::Usage;
+    /// assert!(Usage::default().is_empty());
+    /// assert!(!Usage { output: Some(1), ..Usage::default() }.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         *self == Usage::default()
     }
@@ -99,6 +122,15 @@ impl Usage {
     }
 
     /// Takes every count `newer` reports, keeping ours where it says nothing.
+    ///
+    /// ```
+    /// use ratelayer_tpm::usage::Usage;
+    /// // Anthropic streams: input in `message_start`, the cumulative output in `message_delta`.
+    /// let mut u = Usage { input: Some(25), output: Some(1), total: None };
+    /// u.merge(Usage { output: Some(40), ..Usage::default() });
+    /// assert_eq!(u, Usage { input: Some(25), output: Some(40), total: None });
+    /// assert_eq!(u.total_tokens(), Some(65));
+    /// ```
     pub fn merge(&mut self, newer: Usage) {
         self.input = newer.input.or(self.input);
         self.output = newer.output.or(self.output);
@@ -129,6 +161,15 @@ enum State {
 
 /// Finds usage objects in a JSON or SSE body fed chunk by chunk. See the
 /// [module docs](self).
+///
+/// ```
+/// use ratelayer_tpm::usage::UsageScanner;
+/// let mut s = UsageScanner::new();
+/// s.feed(b"data: {\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":8,\"candidatesTokenCount\":3}}\n\n");
+/// s.feed(b"data: {\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":8,\"candidatesTokenCount\":9}}\n\n");
+/// let u = s.usage().unwrap();
+/// assert_eq!((u.input, u.output), (Some(8), Some(9))); // Gemini: the latest counts win
+/// ```
 #[derive(Debug, Clone)]
 pub struct UsageScanner {
     state: State,
@@ -151,6 +192,11 @@ impl Default for UsageScanner {
 
 impl UsageScanner {
     /// A scanner that has seen nothing.
+    ///
+    /// ```
+    /// use ratelayer_tpm::usage::UsageScanner;
+    /// assert_eq!(UsageScanner::new().usage(), None);
+    /// ```
     pub fn new() -> Self {
         UsageScanner {
             state: State::Scan,
@@ -166,11 +212,29 @@ impl UsageScanner {
     }
 
     /// What was found so far (`None` if no usage object was read).
+    ///
+    /// ```
+    /// use ratelayer_tpm::usage::UsageScanner;
+    /// let mut s = UsageScanner::new();
+    /// s.feed(br#"{"id":"c1","object":"chat.completion"}"#);
+    /// assert_eq!(s.usage(), None);
+    /// s.feed(br#"{"usage":{"prompt_tokens":12,"completion_tokens":30}}"#);
+    /// assert_eq!(s.usage().unwrap().total_tokens(), Some(42));
+    /// ```
     pub fn usage(&self) -> Option<Usage> {
         (!self.usage.is_empty()).then_some(self.usage)
     }
 
     /// Feeds the next bytes of the body.
+    ///
+    /// ```
+    /// use ratelayer_tpm::usage::UsageScanner;
+    /// let mut s = UsageScanner::new();
+    /// for byte in br#"{"usage":{"input_tokens":7,"output_tokens":2}}"#.chunks(1) {
+    ///     s.feed(byte); // chunk boundaries anywhere
+    /// }
+    /// assert_eq!(s.usage().unwrap().total_tokens(), Some(9));
+    /// ```
     pub fn feed(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.step(b);
