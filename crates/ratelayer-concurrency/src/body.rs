@@ -37,6 +37,12 @@ impl<B> ResponseBody<B> {
     }
 
     /// A body that holds no permit (for responses made outside the layer).
+    ///
+    /// ```
+    /// use ratelayer_concurrency::ResponseBody;
+    /// let body = ResponseBody::detached(String::from("made elsewhere"));
+    /// assert!(!body.holds_permit());
+    /// ```
     pub fn detached(inner: B) -> Self {
         ResponseBody {
             inner,
@@ -45,11 +51,40 @@ impl<B> ResponseBody<B> {
     }
 
     /// Whether the body still holds its permit.
+    ///
+    /// ```
+    /// use http_body_util::BodyExt;
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
+    /// use tower::{Layer, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use std::convert::Infallible;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{RequestMeta, meta};
+    /// # let request = || {
+    /// #     let mut req = Request::new(String::new());
+    /// #     meta::set(&mut req, RequestMeta::new("kimi", 10, 10));
+    /// #     req
+    /// # };
+    /// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
+    /// let layer = ConcurrencyLayer::new(ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1))).unwrap();
+    /// let mut body = layer.layer(inner).oneshot(request()).await.unwrap().into_body();
+    /// assert!(body.holds_permit());
+    /// body.frame().await; // the last frame: the permit goes back
+    /// assert!(!body.holds_permit());
+    /// # }
+    /// ```
     pub fn holds_permit(&self) -> bool {
         self.permit.is_some()
     }
 
     /// The inner body.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::ResponseBody;
+    /// let body = ResponseBody::detached(String::from("hi"));
+    /// assert_eq!(body.get_ref(), "hi");
+    /// ```
     pub fn get_ref(&self) -> &B {
         &self.inner
     }

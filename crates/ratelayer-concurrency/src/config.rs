@@ -29,6 +29,32 @@ use ratelayer_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// What a request does when its scope's queue is full.
+///
+/// ```
+/// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits, WhenFull};
+/// use ratelayer_core::QueueFull;
+/// use tower::{Layer, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use std::convert::Infallible;
+/// # use http::{Request, Response};
+/// # use ratelayer_core::{RequestMeta, meta};
+/// # let request = || {
+/// #     let mut req = Request::new(String::new());
+/// #     meta::set(&mut req, RequestMeta::new("kimi", 10, 10));
+/// #     req
+/// # };
+/// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
+/// let limits = Limits::new().max_concurrent(1).queue_capacity(1).when_full(WhenFull::Fail);
+/// let svc = ConcurrencyLayer::new(ConcurrencyConfig::new().provider("kimi", limits)).unwrap().layer(inner);
+/// let in_flight = svc.clone().oneshot(request()).await.unwrap(); // holds the permit
+/// let mut queued = tokio_test::task::spawn(svc.clone().oneshot(request()));
+/// tokio_test::assert_pending!(queued.poll()); // the queue's one place
+/// let err = svc.clone().oneshot(request()).await.unwrap_err();
+/// assert_eq!(err.downcast_ref::<QueueFull>().unwrap().capacity, 1);
+/// # drop(in_flight);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
@@ -62,6 +88,13 @@ pub struct Reservoir {
 
 impl Reservoir {
     /// `requests` per `interval`, no burst limit.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_concurrency::Reservoir;
+    /// let r = Reservoir::new(4, Duration::from_secs(60));
+    /// assert_eq!((r.requests, r.interval_secs, r.burst), (4, 60.0, None));
+    /// ```
     pub fn new(requests: u32, interval: Duration) -> Self {
         Reservoir {
             requests,
@@ -71,12 +104,28 @@ impl Reservoir {
     }
 
     /// Limits how many requests may start back to back.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_concurrency::{Limits, Reservoir};
+    /// assert_eq!(Reservoir::new(20, Duration::from_secs(60)).with_burst(5).burst, Some(5));
+    /// let too_big = Limits::new().reservoir(Reservoir::new(4, Duration::from_secs(60)).with_burst(5));
+    /// assert_eq!(too_big.validate("providers.kimi").unwrap_err().setting, "providers.kimi.reservoir.burst");
+    /// ```
     pub fn with_burst(mut self, burst: u32) -> Self {
         self.burst = Some(burst);
         self
     }
 
     /// The interval as a duration (zero if it is not a valid, positive number).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_concurrency::Reservoir;
+    /// assert_eq!(Reservoir::new(4, Duration::from_millis(1500)).interval(), Duration::from_millis(1500));
+    /// let nan = Reservoir { requests: 4, interval_secs: f64::NAN, burst: None };
+    /// assert_eq!(nan.interval(), Duration::ZERO);
+    /// ```
     pub fn interval(&self) -> Duration {
         Duration::try_from_secs_f64(self.interval_secs).unwrap_or_default()
     }
@@ -169,53 +218,117 @@ impl Default for Limits {
 
 impl Limits {
     /// No limits.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{Limits, WhenFull};
+    /// let l = Limits::new();
+    /// assert_eq!((l.max_concurrent, l.reservoir, l.queue_capacity), (None, None, None));
+    /// assert_eq!((l.when_full, l.high_priority_streak, l.learn_from_provider), (WhenFull::Wait, 4, true));
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Sets the maximum of concurrent requests.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::Limits;
+    /// assert_eq!(Limits::new().max_concurrent(1).max_concurrent, Some(1));
+    /// let err = Limits::new().max_concurrent(0).validate("default").unwrap_err();
+    /// assert_eq!(err.setting, "default.max_concurrent");
+    /// ```
     pub fn max_concurrent(mut self, n: u32) -> Self {
         self.max_concurrent = Some(n);
         self
     }
 
     /// Sets the reservoir.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_concurrency::{Limits, Reservoir};
+    /// let l = Limits::new().reservoir(Reservoir::new(4, Duration::from_secs(60)));
+    /// assert_eq!(l.reservoir.map(|r| r.requests), Some(4));
+    /// let empty = Limits::new().reservoir(Reservoir::new(0, Duration::from_secs(60)));
+    /// assert_eq!(empty.validate("default").unwrap_err().setting, "default.reservoir.requests");
+    /// ```
     pub fn reservoir(mut self, reservoir: Reservoir) -> Self {
         self.reservoir = Some(reservoir);
         self
     }
 
     /// Sets the minimum time between request starts (millisecond precision).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_concurrency::Limits;
+    /// let l = Limits::new().min_spacing(Duration::from_micros(100_900));
+    /// assert_eq!(l.min_spacing_ms, Some(100)); // millisecond precision
+    /// ```
     pub fn min_spacing(mut self, spacing: Duration) -> Self {
         self.min_spacing_ms = Some(u64::try_from(spacing.as_millis()).unwrap_or(u64::MAX));
         self
     }
 
     /// Bounds the queue.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{Limits, WhenFull};
+    /// assert_eq!(Limits::new().queue_capacity(100).queue_capacity, Some(100));
+    /// let none_may_wait = Limits::new().queue_capacity(0).when_full(WhenFull::Fail);
+    /// assert_eq!(none_may_wait.validate("default").unwrap_err().setting, "default.queue_capacity");
+    /// ```
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = Some(capacity);
         self
     }
 
     /// Sets what happens when the queue is full.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{Limits, WhenFull};
+    /// assert_eq!(Limits::new().when_full, WhenFull::Wait);
+    /// assert_eq!(Limits::new().when_full(WhenFull::Fail).when_full, WhenFull::Fail);
+    /// ```
     pub fn when_full(mut self, when_full: WhenFull) -> Self {
         self.when_full = when_full;
         self
     }
 
     /// Sets how many high-priority requests may pass normal ones in a row.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::Limits;
+    /// assert_eq!(Limits::new().high_priority_streak(8).high_priority_streak, 8);
+    /// let err = Limits::new().high_priority_streak(0).validate("default").unwrap_err();
+    /// assert_eq!(err.setting, "default.high_priority_streak");
+    /// ```
     pub fn high_priority_streak(mut self, streak: u32) -> Self {
         self.high_priority_streak = streak;
         self
     }
 
     /// Enables or disables tightening from the provider's stated request limit.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::Limits;
+    /// assert!(Limits::new().learn_from_provider);
+    /// assert!(!Limits::new().learn_from_provider(false).learn_from_provider);
+    /// ```
     pub fn learn_from_provider(mut self, learn: bool) -> Self {
         self.learn_from_provider = learn;
         self
     }
 
     /// The minimum spacing as a duration (zero if none).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_concurrency::Limits;
+    /// assert_eq!(Limits::new().min_spacing_duration(), Duration::ZERO);
+    /// let glm = Limits::new().min_spacing(Duration::from_millis(100));
+    /// assert_eq!(glm.min_spacing_duration(), Duration::from_millis(100));
+    /// ```
     pub fn min_spacing_duration(&self) -> Duration {
         Duration::from_millis(self.min_spacing_ms.unwrap_or(0))
     }
@@ -259,6 +372,30 @@ impl Limits {
 
 /// Which parts of a request's [`Scope`](ratelayer_core::Scope) its limits are counted
 /// under.
+///
+/// ```
+/// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits, ScopeBy};
+/// use ratelayer_core::Scope;
+/// use tower::{Layer, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use std::convert::Infallible;
+/// # use http::{Request, Response};
+/// # use ratelayer_core::{RequestMeta, meta};
+/// # let request = || {
+/// #     let mut req = Request::new(String::new());
+/// #     meta::set(&mut req, RequestMeta::new("kimi", 10, 10));
+/// #     req
+/// # };
+/// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
+/// let config = ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1));
+/// let (layer, handle) = ConcurrencyLayer::pair(config.scope_by(ScopeBy::ProviderCredentialModel)).unwrap();
+/// let mut req = request();
+/// meta::set(&mut req, RequestMeta::new("kimi", 10, 10).with_model("kimi-k2"));
+/// let _res = layer.layer(inner).oneshot(req).await.unwrap();
+/// assert_eq!(handle.stats(&Scope::new("kimi").with_model("kimi-k2")).unwrap().in_flight, 1);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScopeBy {
@@ -294,29 +431,70 @@ pub struct ConcurrencyConfig {
 
 impl ConcurrencyConfig {
     /// No limits at all.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::ConcurrencyConfig;
+    /// let config = ConcurrencyConfig::new();
+    /// assert!(config.providers.is_empty());
+    /// assert_eq!(config.limits_for("openai", None).max_concurrent, None);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Sets the limits of providers not listed.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, Limits};
+    /// let config = ConcurrencyConfig::new().default_limits(Limits::new().max_concurrent(8));
+    /// assert_eq!(config.limits_for("any", None).max_concurrent, Some(8));
+    /// ```
     pub fn default_limits(mut self, limits: Limits) -> Self {
         self.default = limits;
         self
     }
 
     /// Sets the limits of a provider (`"kimi"`) or of one model (`"kimi/kimi-k2"`).
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, Limits};
+    /// let config = ConcurrencyConfig::new()
+    ///     .provider("kimi", Limits::new().max_concurrent(1))
+    ///     .provider("kimi/kimi-k2-thinking", Limits::new().max_concurrent(2));
+    /// assert_eq!(config.limits_for("kimi", Some("kimi-k2")).max_concurrent, Some(1));
+    /// assert_eq!(config.limits_for("kimi", Some("kimi-k2-thinking")).max_concurrent, Some(2));
+    /// ```
     pub fn provider(mut self, name: impl Into<String>, limits: Limits) -> Self {
         self.providers.insert(name.into(), limits);
         self
     }
 
     /// Sets which parts of the scope the limits are counted under.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ScopeBy};
+    /// assert_eq!(ConcurrencyConfig::new().scope_by, ScopeBy::ProviderCredential);
+    /// let config = ConcurrencyConfig::new().scope_by(ScopeBy::ProviderCredentialModel);
+    /// assert_eq!(config.scope_by, ScopeBy::ProviderCredentialModel);
+    /// ```
     pub fn scope_by(mut self, scope_by: ScopeBy) -> Self {
         self.scope_by = scope_by;
         self
     }
 
     /// The limits that apply to `provider` and `model`.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, Limits};
+    /// let config = ConcurrencyConfig::new()
+    ///     .default_limits(Limits::new().max_concurrent(8))
+    ///     .provider("glm", Limits::new().max_concurrent(10))
+    ///     .provider("glm/glm-4.6", Limits::new().max_concurrent(3));
+    /// let max = |provider, model| config.limits_for(provider, model).max_concurrent;
+    /// assert_eq!(max("glm", Some("glm-4.6")), Some(3)); // provider/model first
+    /// assert_eq!(max("glm", Some("glm-4.5")), Some(10)); // then the provider
+    /// assert_eq!(max("openai", Some("gpt-4o")), Some(8)); // then the default
+    /// ```
     pub fn limits_for(&self, provider: &str, model: Option<&str>) -> &Limits {
         if let Some(m) = model {
             // `provider/model`, joined on the stack when short (every request asks).

@@ -20,6 +20,33 @@ pin_project! {
     ///
     /// Dropping it at any point leaves nothing behind: it leaves the queue, gives back an
     /// unused reservoir booking and releases its permit.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits, ResponseFuture};
+    /// use ratelayer_core::Scope;
+    /// use tower::{Layer, Service, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use std::convert::Infallible;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{RequestMeta, meta};
+    /// # let request = || {
+    /// #     let mut req = Request::new(String::new());
+    /// #     meta::set(&mut req, RequestMeta::new("kimi", 10, 10));
+    /// #     req
+    /// # };
+    /// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
+    /// let (layer, handle) = ConcurrencyLayer::pair(ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1))).unwrap();
+    /// let mut svc = layer.layer(inner);
+    /// let _first = svc.ready().await.unwrap().call(request()).await.unwrap();
+    /// let queued: ResponseFuture<_, _> = svc.ready().await.unwrap().call(request());
+    /// let mut queued = tokio_test::task::spawn(queued);
+    /// tokio_test::assert_pending!(queued.poll());
+    /// assert_eq!(handle.stats(&Scope::new("kimi")).unwrap().queued, 1);
+    /// drop(queued); // leaves the queue
+    /// assert_eq!(handle.stats(&Scope::new("kimi")).unwrap().queued, 0);
+    /// # }
+    /// ```
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<B>>,

@@ -157,6 +157,15 @@ pub struct ConcurrencyHandle {
 
 impl ConcurrencyHandle {
     /// Replaces the whole configuration. `scope_by` cannot change at run time.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits, ScopeBy};
+    /// let (_layer, handle) = ConcurrencyLayer::pair(ConcurrencyConfig::new()).unwrap();
+    /// handle.reload(ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1))).unwrap();
+    /// assert_eq!(handle.config().limits_for("kimi", None).max_concurrent, Some(1));
+    /// let err = handle.reload(ConcurrencyConfig::new().scope_by(ScopeBy::ProviderCredentialModel)).unwrap_err();
+    /// assert_eq!(err.setting, "scope_by");
+    /// ```
     pub fn reload(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let mut current = self
@@ -185,6 +194,32 @@ impl ConcurrencyHandle {
     }
 
     /// Sets the limits of one provider (or `provider/model`) and applies them at once.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
+    /// use ratelayer_core::Scope;
+    /// use tower::{Layer, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use std::convert::Infallible;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{RequestMeta, meta};
+    /// # let request = || {
+    /// #     let mut req = Request::new(String::new());
+    /// #     meta::set(&mut req, RequestMeta::new("kimi", 10, 10));
+    /// #     req
+    /// # };
+    /// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
+    /// let (layer, handle) = ConcurrencyLayer::pair(ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1))).unwrap();
+    /// let svc = layer.layer(inner);
+    /// let _first = svc.clone().oneshot(request()).await.unwrap(); // holds the only permit
+    /// let mut second = tokio_test::task::spawn(svc.clone().oneshot(request()));
+    /// tokio_test::assert_pending!(second.poll());
+    /// handle.set_limits("kimi", Limits::new().max_concurrent(2)).unwrap();
+    /// assert!(second.is_woken()); // raising the maximum admits the queued request at once
+    /// assert!(tokio_test::assert_ready!(second.poll()).is_ok());
+    /// # }
+    /// ```
     pub fn set_limits(&self, provider: &str, limits: Limits) -> Result<(), ConfigError> {
         let mut config = self.config();
         config.providers.insert(provider.to_owned(), limits);
@@ -192,6 +227,15 @@ impl ConcurrencyHandle {
     }
 
     /// Sets the limits of providers not configured by name.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
+    /// let (_layer, handle) = ConcurrencyLayer::pair(ConcurrencyConfig::new()).unwrap();
+    /// handle.set_default_limits(Limits::new().max_concurrent(8)).unwrap();
+    /// assert_eq!(handle.config().limits_for("openai", None).max_concurrent, Some(8));
+    /// let err = handle.set_default_limits(Limits::new().max_concurrent(0)).unwrap_err();
+    /// assert_eq!(err.setting, "default.max_concurrent");
+    /// ```
     pub fn set_default_limits(&self, limits: Limits) -> Result<(), ConfigError> {
         let mut config = self.config();
         config.default = limits;
@@ -199,17 +243,71 @@ impl ConcurrencyHandle {
     }
 
     /// The configuration in force.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
+    /// let config = ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1));
+    /// let (_layer, handle) = ConcurrencyLayer::pair(config.clone()).unwrap();
+    /// assert_eq!(handle.config(), config);
+    /// ```
     pub fn config(&self) -> ConcurrencyConfig {
         self.shared.config().clone()
     }
 
     /// In flight, queued and maximum of `scope` (as counted: see
     /// [`ScopeBy`](crate::ScopeBy)), if it has seen a request.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
+    /// use ratelayer_core::Scope;
+    /// use tower::{Layer, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use std::convert::Infallible;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{RequestMeta, meta};
+    /// # let request = || {
+    /// #     let mut req = Request::new(String::new());
+    /// #     meta::set(&mut req, RequestMeta::new("kimi", 10, 10));
+    /// #     req
+    /// # };
+    /// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
+    /// let (layer, handle) = ConcurrencyLayer::pair(ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1))).unwrap();
+    /// assert!(handle.stats(&Scope::new("kimi")).is_none()); // no request yet
+    /// let res = layer.layer(inner).oneshot(request()).await.unwrap();
+    /// let stats = handle.stats(&Scope::new("kimi")).unwrap();
+    /// assert_eq!((stats.in_flight, stats.queued, stats.max_concurrent), (1, 0, Some(1)));
+    /// # drop(res);
+    /// # }
+    /// ```
     pub fn stats(&self, scope: &Scope) -> Option<ScopeStats> {
         read(&self.shared.scopes).get(scope).map(|l| l.stats())
     }
 
     /// Every scope that has seen a request, with its stats.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer};
+    /// use ratelayer_core::Scope;
+    /// use tower::{Layer, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use std::convert::Infallible;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{RequestMeta, meta};
+    /// # let request = || {
+    /// #     let mut req = Request::new(String::new());
+    /// #     meta::set(&mut req, RequestMeta::new("kimi", 10, 10));
+    /// #     req
+    /// # };
+    /// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
+    /// let (layer, handle) = ConcurrencyLayer::pair(ConcurrencyConfig::new()).unwrap();
+    /// drop(layer.layer(inner).oneshot(request()).await.unwrap());
+    /// let all = handle.all_stats();
+    /// assert_eq!(all.len(), 1);
+    /// assert_eq!((&all[0].0, all[0].1.in_flight), (&Scope::new("kimi"), 0));
+    /// # }
+    /// ```
     pub fn all_stats(&self) -> Vec<(Scope, ScopeStats)> {
         read(&self.shared.scopes)
             .iter()

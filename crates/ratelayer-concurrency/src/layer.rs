@@ -36,6 +36,14 @@ pub struct ConcurrencyLayer {
 
 impl ConcurrencyLayer {
     /// A layer with `config`, validated now.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
+    /// let layer = ConcurrencyLayer::new(ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1))).unwrap();
+    /// assert_eq!(layer.handle().config().limits_for("kimi", None).max_concurrent, Some(1));
+    /// let err = ConcurrencyLayer::new(ConcurrencyConfig::new().provider("", Limits::new())).unwrap_err();
+    /// assert_eq!(err.setting, "providers");
+    /// ```
     pub fn new(config: ConcurrencyConfig) -> Result<Self, ConfigError> {
         Ok(ConcurrencyLayer {
             shared: Arc::new(Shared::new(config)?),
@@ -63,6 +71,32 @@ impl ConcurrencyLayer {
     /// The engine state of the layer's scopes (leases, request buckets) lives in `state`
     /// too, so limits are shared with whatever shares its store. Call it before the layer
     /// serves requests.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer};
+    /// use ratelayer_core::{LimitState, Scope};
+    /// use tokio::time::Instant;
+    /// use tower::{Layer, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # use std::convert::Infallible;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{RequestMeta, meta};
+    /// # let request = || {
+    /// #     let mut req = Request::new(String::new());
+    /// #     meta::set(&mut req, RequestMeta::new("kimi", 10, 10));
+    /// #     req
+    /// # };
+    /// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
+    /// let state = LimitState::new();
+    /// let svc = ConcurrencyLayer::new(ConcurrencyConfig::new()).unwrap().with_state(state.clone()).layer(inner);
+    /// state.set_cooldown(&Scope::new("kimi"), Instant::now() + Duration::from_secs(10)); // after a 429
+    /// let start = Instant::now();
+    /// svc.oneshot(request()).await.unwrap();
+    /// assert_eq!(start.elapsed(), Duration::from_secs(10)); // no request starts while it cools down
+    /// # }
+    /// ```
     pub fn with_state(mut self, state: LimitState) -> Self {
         self.shared.set_state(state.clone());
         self.state = Some(state);

@@ -22,6 +22,30 @@ use ratelayer_core::engine::Priority;
 /// permit, nobody queued, nothing to pace, no cooldown) calls the readied inner service
 /// right in `call`. Any other request drops that readiness and waits in its response
 /// future; once admitted, a fresh clone of the inner service is polled ready and called.
+///
+/// ```
+/// use ratelayer_concurrency::{Concurrency, ConcurrencyConfig, ConcurrencyLayer, Limits};
+/// use tower::{Layer, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use std::convert::Infallible;
+/// # use http::{Request, Response};
+/// # use ratelayer_core::{RequestMeta, meta};
+/// # let request = || {
+/// #     let mut req = Request::new(String::new());
+/// #     meta::set(&mut req, RequestMeta::new("kimi", 10, 10));
+/// #     req
+/// # };
+/// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
+/// let layer = ConcurrencyLayer::new(ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1))).unwrap();
+/// let svc: Concurrency<_> = layer.layer(inner);
+/// let first = svc.clone().oneshot(request()).await.unwrap(); // clones share the permit
+/// let mut second = tokio_test::task::spawn(svc.clone().oneshot(request()));
+/// tokio_test::assert_pending!(second.poll()); // queued
+/// drop(first); // its body held the permit
+/// assert!(tokio_test::assert_ready!(second.poll()).is_ok());
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Concurrency<S> {
     inner: S,
@@ -49,11 +73,26 @@ impl<S> Concurrency<S> {
     }
 
     /// The inner service.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer};
+    /// use tower::Layer;
+    /// let svc = ConcurrencyLayer::new(ConcurrencyConfig::new()).unwrap().layer(7u8);
+    /// assert_eq!(*svc.get_ref(), 7);
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer};
+    /// use tower::Layer;
+    /// let mut svc = ConcurrencyLayer::new(ConcurrencyConfig::new()).unwrap().layer(7u8);
+    /// *svc.get_mut() += 1;
+    /// assert_eq!(*svc.get_ref(), 8);
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
