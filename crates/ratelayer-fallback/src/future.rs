@@ -34,6 +34,23 @@ type Output<ResB> = Result<Response<ResponseBody<ResB>>, BoxError>;
 /// far more than one allocation. Dropping the future at any point cancels the request:
 /// the attempt in flight is dropped, a half-open circuit's probe is released, and the
 /// request is counted as cancelled in the stats.
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # use http::{Request, Response};
+/// use ratelayer_fallback::{Fallback, Provider, ResponseFuture};
+/// use tower::{Service, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hangs = tower::service_fn(|_r: Request<String>| std::future::pending::<Result<Response<String>, Infallible>>());
+/// let mut fallback = Fallback::builder().provider(Provider::new("slow", hangs)).build().unwrap();
+/// let fut: ResponseFuture<String> = fallback.ready().await.unwrap().call(Request::new(String::new()));
+/// let mut fut = tokio_test::task::spawn(fut);
+/// tokio_test::assert_pending!(fut.poll());
+/// drop(fut); // cancels the request
+/// assert_eq!(fallback.stats().snapshot().cancelled, 1);
+/// # }
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture<ResB: Body> {
     inner: Pin<Box<dyn Future<Output = Output<ResB>> + Send>>,

@@ -473,6 +473,21 @@ impl<B, ResB> FallbackLayer<B, ResB> {
     /// The stats handle shared by every service of this layer.
     ///
     /// See [`FallbackBuilder::layer`] for an example.
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// # use http::{Request, Response};
+    /// use ratelayer_fallback::{FallbackBuilder, FallbackLayer, ProviderSpec};
+    /// use tower::{Layer, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let primary = tower::service_fn(|_r: Request<String>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    /// let layer: FallbackLayer<String, String> = FallbackBuilder::new().layer(ProviderSpec::new("primary")).unwrap();
+    /// let stats = layer.stats();
+    /// layer.layer(primary).oneshot(Request::new(String::new())).await.unwrap();
+    /// assert_eq!(stats.snapshot().provider("primary").unwrap().successes, 1);
+    /// # }
+    /// ```
     pub fn stats(&self) -> FallbackStats {
         self.chain.stats.clone()
     }

@@ -84,6 +84,27 @@ impl<B, ResB> Fallback<B, ResB> {
     /// The stats handle shared by every clone.
     ///
     /// See [`Fallback`] for an example.
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// # use http::{Request, Response, StatusCode};
+    /// use ratelayer_fallback::{Fallback, Provider};
+    /// use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let reply = |status: u16| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+    /// # });
+    /// let fallback = Fallback::builder()
+    ///     .provider(Provider::new("down", reply(500)))
+    ///     .provider(Provider::new("up", reply(200)))
+    ///     .build().unwrap();
+    /// let resp = fallback.clone().oneshot(Request::new(String::new())).await.unwrap();
+    /// assert_eq!(resp.status(), StatusCode::OK);
+    /// let stats = fallback.stats().snapshot(); // shared by every clone
+    /// assert_eq!((stats.served_by_fallback, stats.provider("down").unwrap().successes), (1, 0));
+    /// # }
+    /// ```
     pub fn stats(&self) -> FallbackStats {
         self.chain.stats.clone()
     }
