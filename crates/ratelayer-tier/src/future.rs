@@ -14,6 +14,28 @@ use crate::layer::Detector;
 
 pin_project! {
     /// Resolves to the inner service's response, after publishing what its headers said.
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// # use http::{Request, Response};
+    /// use ratelayer_core::{LimitState, ReplayBody, meta};
+    /// use ratelayer_tier::{ResponseFuture, TierDetectLayer};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let inner = service_fn(|_: Request<ReplayBody>| async {
+    /// #     Ok::<_, Infallible>(Response::builder().header("x-ratelimit-limit-requests", "500").body(String::new()).unwrap())
+    /// # });
+    /// let layer = TierDetectLayer::new(LimitState::new());
+    /// let mut svc = layer.layer(inner);
+    /// let mut req = Request::new(ReplayBody::empty());
+    /// let scope = meta::ensure(&mut req).scope();
+    /// let fut: ResponseFuture<_> = svc.ready().await.unwrap().call(req);
+    /// assert_eq!(layer.handle().recommendation(&scope).rpm, None); // nothing seen yet
+    /// fut.await.unwrap();
+    /// assert_eq!(layer.handle().recommendation(&scope).rpm, Some(500));
+    /// # }
+    /// ```
     pub struct ResponseFuture<F> {
         #[pin]
         pub(crate) inner: F,
