@@ -64,6 +64,33 @@ pin_project! {
     /// error body up to the bound, classify, then return or sleep and go again. Nothing is
     /// held while sleeping: no readied service (a readied one is swapped for a fresh
     /// clone before any wait), no response (its body is dropped).
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// # use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// use ratelayer_core::{LimitState, ReplayBody};
+    /// use ratelayer_retry::{BackoffRetryLayer, ResponseFuture};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let calls = Arc::new(AtomicU32::new(0));
+    /// # let c = calls.clone();
+    /// # let inner = service_fn(move |_req: Request<ReplayBody>| {
+    /// #     let status = if c.fetch_add(1, Ordering::SeqCst) == 0 { 429 } else { 200 };
+    /// #     async move { Ok::<_, Infallible>(Response::builder().status(status).header("retry-after", "7").body(String::new()).unwrap()) }
+    /// # });
+    /// let mut svc = BackoffRetryLayer::new(LimitState::new()).layer(inner); // first a 429 asking for 7 s, then 200
+    /// let fut: ResponseFuture<_, _, _> = svc.ready().await.unwrap().call(Request::new(ReplayBody::from("{}")));
+    /// let mut fut = tokio_test::task::spawn(fut);
+    /// tokio_test::assert_pending!(fut.poll()); // sleeping 7 s after the 429
+    /// assert_eq!(calls.load(Ordering::SeqCst), 1);
+    /// tokio::time::advance(Duration::from_secs(7)).await;
+    /// let resp = tokio_test::assert_ready!(fut.poll()).unwrap();
+    /// assert_eq!((resp.status().as_u16(), calls.load(Ordering::SeqCst)), (200, 2));
+    /// # }
+    /// ```
     #[project = FutProj]
     pub struct ResponseFuture<S, ReqB, ResB>
     where
