@@ -181,6 +181,8 @@ pub struct UsageScanner {
     buf: Vec<u8>,
     depth: u32,
     cap_in_str: bool,
+    // The object being captured outgrew MAX_USAGE_BYTES: follow it to its end, unheld.
+    skipping: bool,
     usage: Usage,
 }
 
@@ -207,6 +209,7 @@ impl UsageScanner {
             buf: Vec::new(),
             depth: 0,
             cap_in_str: false,
+            skipping: false,
             usage: Usage::default(),
         }
     }
@@ -247,6 +250,7 @@ impl UsageScanner {
         self.buf.clear();
         self.depth = 0;
         self.cap_in_str = false;
+        self.skipping = false;
     }
 
     #[inline]
@@ -308,12 +312,15 @@ impl UsageScanner {
                 }
             },
             State::Capture => {
-                if self.buf.len() >= MAX_USAGE_BYTES {
-                    // Too large to be a usage object: skip it.
-                    self.reset();
-                    return;
+                if !self.skipping && self.buf.len() >= MAX_USAGE_BYTES {
+                    // Too large to be a usage object: skip it, to its end (its strings
+                    // and nesting still followed, so the scan stays in step).
+                    self.skipping = true;
+                    self.buf.clear();
                 }
-                self.buf.push(b);
+                if !self.skipping {
+                    self.buf.push(b);
+                }
                 if self.cap_in_str {
                     if b == b'\n' || b == b'\r' {
                         self.reset();
@@ -332,8 +339,10 @@ impl UsageScanner {
                     b'}' => {
                         self.depth -= 1;
                         if self.depth == 0 {
-                            let found = Usage::from_object(&self.buf);
-                            self.usage.merge(found);
+                            if !self.skipping {
+                                let found = Usage::from_object(&self.buf);
+                                self.usage.merge(found);
+                            }
                             self.reset();
                         }
                     }
@@ -429,6 +438,22 @@ data: [DONE]\n\n";
         // An unterminated string on one SSE line does not hide the next line's usage.
         let s = "data: {\"broken\n\ndata: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n";
         assert_eq!(parse_usage(s.as_bytes()).unwrap().total_tokens(), Some(3));
+    }
+
+    #[test]
+    fn an_oversized_object_is_skipped_whole() {
+        // A large "usage" object (a tool's arguments, say) is skipped to its end: the
+        // scanner stays in step with the JSON and still finds the real usage after it
+        // in the same body (before, it lost track of strings and missed it).
+        let body = format!(
+            "{{\"args\":{{\"usage\":{{\"pad\":\"{}\",\"n\":{{\"a\":\"}}\"}}}}}},\
+             \"usage\":{{\"prompt_tokens\":12,\"completion_tokens\":30}}}}",
+            "x".repeat(MAX_USAGE_BYTES)
+        );
+        assert_eq!(
+            parse_usage(body.as_bytes()).unwrap().total_tokens(),
+            Some(42)
+        );
     }
 
     proptest! {
