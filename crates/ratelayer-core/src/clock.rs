@@ -68,7 +68,8 @@ impl Deadline {
     /// # async fn main() {
     /// let d = Deadline::after(Duration::from_secs(10));
     /// assert_eq!(d.0 - tokio::time::Instant::now(), Duration::from_secs(10));
-    /// assert!(Deadline::after(Duration::MAX).remaining() > Duration::from_secs(29 * 365 * 86_400));
+    /// let far = Deadline::after(Duration::MAX); // saturates
+    /// assert!(far.remaining() > Duration::from_secs(29 * 365 * 86_400));
     /// # }
     /// ```
     pub fn after(d: Duration) -> Self {

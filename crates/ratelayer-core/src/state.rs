@@ -191,7 +191,8 @@ impl LimitState {
     ///
     /// let state = LimitState::new();
     /// assert!(!state.store().ever_cooled_down());
-    /// state.set_cooldown(&Scope::new("openai"), tokio::time::Instant::now() + Duration::from_secs(5));
+    /// let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    /// state.set_cooldown(&Scope::new("openai"), until);
     /// assert!(state.store().ever_cooled_down());
     /// ```
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -208,10 +209,11 @@ impl LimitState {
     ///
     /// let state = LimitState::new();
     /// let h = state.handle(&Scope::new("openai").with_model("gpt-4o"));
-    /// h.set_quota(BucketKey::REQUESTS_PER_MINUTE, Quota::gcra(500, Duration::from_secs(60))).unwrap();
+    /// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+    /// h.set_quota(rpm, Quota::gcra(500, Duration::from_secs(60))).unwrap();
     /// assert_eq!(h.scope().to_string(), "openai/gpt-4o");
     /// let again = state.handle(&Scope::new("openai").with_model("gpt-4o")); // the same state
-    /// assert_eq!(again.capacity(BucketKey::REQUESTS_PER_MINUTE), Some(500));
+    /// assert_eq!(again.capacity(rpm), Some(500));
     /// ```
     pub fn handle(&self, scope: &Scope) -> ScopeHandle {
         ScopeHandle::new(self.inner.store.scope(scope))
@@ -329,7 +331,8 @@ impl LimitState {
     /// let now = tokio::time::Instant::now();
     /// state.set_cooldown(&provider, now + Duration::from_secs(30));
     /// state.set_cooldown(&provider, now + Duration::from_secs(10)); // earlier: ignored
-    /// assert_eq!(state.cooldown_remaining(&provider.with_model("gpt-4o")), Duration::from_secs(30));
+    /// let model = provider.with_model("gpt-4o"); // covered by its provider's cooldown
+    /// assert_eq!(state.cooldown_remaining(&model), Duration::from_secs(30));
     /// # }
     /// ```
     pub fn set_cooldown(&self, scope: &Scope, until: Instant) {
@@ -442,7 +445,8 @@ impl LimitState {
     /// let state = LimitState::new();
     /// let s = Scope::new("openai");
     /// let tpm = BucketKey::TOKENS_PER_MINUTE;
-    /// state.handle(&s).set_quota(tpm, Quota::sliding_window(90_000, Duration::from_secs(60))).unwrap();
+    /// let tpm_quota = Quota::sliding_window(90_000, Duration::from_secs(60));
+    /// state.handle(&s).set_quota(tpm, tpm_quota).unwrap();
     /// let mut snap = RateLimitSnapshot::default();
     /// snap.tokens.limit = Some(30_000); // the account's real limit is lower
     /// state.observe(&s, snap);

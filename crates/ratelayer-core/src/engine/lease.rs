@@ -15,6 +15,25 @@ use crate::scope::Scope;
 /// The priority class of a lease request. `High` is served first, but after
 /// [`ConcurrencyConfig::high_streak`] consecutive `High` grants while a `Normal` request
 /// waits, one `Normal` request is served (no starvation).
+///
+/// ```
+/// use ratelayer_core::engine::{ConcurrencyConfig, Priority};
+/// use ratelayer_core::{LimitState, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let h = LimitState::new().handle(&Scope::new("kimi"));
+/// h.set_concurrency(ConcurrencyConfig::new(1)).unwrap();
+/// let held = h.lease(Priority::Normal).await.unwrap();
+/// let mut normal = tokio_test::task::spawn(h.lease(Priority::Normal));
+/// let mut high = tokio_test::task::spawn(h.lease(Priority::High));
+/// assert!(normal.poll().is_pending() && high.poll().is_pending());
+/// drop(held);
+/// let served = high.poll(); // queued later, served first
+/// assert!(served.is_ready());
+/// assert!(normal.poll().is_pending());
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Priority {
     /// Served first.
@@ -25,6 +44,23 @@ pub enum Priority {
 }
 
 /// What to do when the queue is full.
+///
+/// ```
+/// use ratelayer_core::engine::{ConcurrencyConfig, OnFull, Priority};
+/// use ratelayer_core::{LimitState, QueueFull, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let h = LimitState::new().handle(&Scope::new("kimi"));
+/// let cfg = ConcurrencyConfig::new(1).with_queue_bound(1).with_on_full(OnFull::Fail);
+/// h.set_concurrency(cfg).unwrap();
+/// let _held = h.lease(Priority::Normal).await.unwrap();
+/// let mut queued = tokio_test::task::spawn(h.lease(Priority::Normal));
+/// assert!(queued.poll().is_pending());
+/// let full: QueueFull = h.lease(Priority::Normal).await.unwrap_err();
+/// assert_eq!(full.capacity, 1);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum OnFull {
     /// Fail at once with [`QueueFull`].
@@ -61,6 +97,14 @@ pub struct ConcurrencyConfig {
 impl ConcurrencyConfig {
     /// `limit` concurrent leases, a queue of 1,024, failing when full, no TTL, a high
     /// streak of 4.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::{ConcurrencyConfig, OnFull};
+    ///
+    /// let cfg = ConcurrencyConfig::new(2);
+    /// assert_eq!((cfg.limit, cfg.queue_bound, cfg.high_streak), (2, 1024, 4));
+    /// assert_eq!((cfg.on_full, cfg.lease_ttl), (OnFull::Fail, None));
+    /// ```
     pub fn new(limit: usize) -> Self {
         ConcurrencyConfig {
             limit,
@@ -72,30 +116,64 @@ impl ConcurrencyConfig {
     }
 
     /// Sets the queue bound.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::ConcurrencyConfig;
+    /// assert_eq!(ConcurrencyConfig::new(1).with_queue_bound(16).queue_bound, 16);
+    /// ```
     pub fn with_queue_bound(mut self, bound: usize) -> Self {
         self.queue_bound = bound;
         self
     }
 
     /// Sets what to do when the queue is full.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::{ConcurrencyConfig, OnFull};
+    /// assert_eq!(ConcurrencyConfig::new(1).with_on_full(OnFull::Wait).on_full, OnFull::Wait);
+    /// ```
     pub fn with_on_full(mut self, on_full: OnFull) -> Self {
         self.on_full = on_full;
         self
     }
 
     /// Sets the lease TTL.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::ConcurrencyConfig;
+    ///
+    /// let cfg = ConcurrencyConfig::new(1).with_lease_ttl(Duration::from_secs(600));
+    /// assert_eq!(cfg.lease_ttl, Some(Duration::from_secs(600)));
+    /// assert!(ConcurrencyConfig::new(1).with_lease_ttl(Duration::ZERO).validate().is_err());
+    /// ```
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = Some(ttl);
         self
     }
 
     /// Sets the high-priority streak.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::ConcurrencyConfig;
+    ///
+    /// assert_eq!(ConcurrencyConfig::new(1).with_high_streak(8).high_streak, 8);
+    /// assert!(ConcurrencyConfig::new(1).with_high_streak(0).validate().is_err());
+    /// ```
     pub fn with_high_streak(mut self, streak: u32) -> Self {
         self.high_streak = streak;
         self
     }
 
     /// Checks that `limit >= 1`, `high_streak >= 1` and a TTL (if any) is above zero.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::ConcurrencyConfig;
+    ///
+    /// assert!(ConcurrencyConfig::new(1).validate().is_ok());
+    /// let err = ConcurrencyConfig::new(0).validate().unwrap_err();
+    /// assert_eq!(err.setting, "concurrency.limit");
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.limit == 0 {
             return Err(ConfigError::new(
@@ -120,6 +198,22 @@ impl ConcurrencyConfig {
 }
 
 /// A granted lease, as the store knows it.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{ConcurrencyConfig, MemoryStore, Priority, Store};
+/// use ratelayer_core::Scope;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let s = MemoryStore::new().scope(&Scope::new("kimi"));
+/// s.set_concurrency(ConcurrencyConfig::new(1).with_lease_ttl(Duration::from_secs(60))).unwrap();
+/// let grant = s.acquire_lease(Priority::Normal).await.unwrap();
+/// assert_eq!(grant.expires_at, Some(tokio::time::Instant::now() + Duration::from_secs(60)));
+/// s.release_lease(&grant);
+/// assert_eq!(s.lease_counts(), (0, 0));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LeaseGrant {
     /// The store's identifier of the lease.

@@ -46,6 +46,14 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     /// An empty store.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::{MemoryStore, Store};
+    ///
+    /// let store = MemoryStore::new();
+    /// assert!(store.scopes().is_empty());
+    /// assert!(!store.ever_cooled_down());
+    /// ```
     pub fn new() -> Self {
         MemoryStore {
             epoch: Instant::now(),
@@ -143,6 +151,17 @@ const BACKOFF_SPINS: u32 = 64;
 const BACKOFF_ROUNDS: u32 = 5;
 
 /// The in-memory state of one scope.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, MemoryStore, Quota, ScopeStore, Store};
+/// use ratelayer_core::Scope;
+///
+/// let memory = MemoryStore::new().scope(&Scope::new("openai")).as_memory().unwrap();
+/// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+/// memory.set_quota(rpm, Some(Quota::gcra(500, Duration::from_secs(60)))).unwrap();
+/// assert_eq!((memory.scope().provider(), memory.capacity(rpm)), ("openai", Some(500)));
+/// ```
 #[derive(Debug)]
 pub struct MemoryScope {
     scope: Scope,
@@ -343,6 +362,25 @@ impl MemoryScope {
     }
 
     /// Reserves synchronously (the in-memory store never waits inside the store).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, MemoryStore, Quota, ReserveError};
+    /// use ratelayer_core::engine::{ScopeStore, Store};
+    /// use ratelayer_core::Scope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let memory = MemoryStore::new().scope(&Scope::new("openai")).as_memory().unwrap();
+    /// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+    /// memory.set_quota(rpm, Some(Quota::gcra(1, Duration::from_secs(60)))).unwrap();
+    /// let now = tokio::time::Instant::now();
+    /// assert_eq!(memory.reserve_now(&[(rpm, 1)], None, now).unwrap().ready_at, now);
+    /// let declined = memory.reserve_now(&[(rpm, 1)], Some(Duration::from_secs(1)), now);
+    /// let Err(ReserveError::WaitTooLong(e)) = declined else { panic!("{declined:?}") };
+    /// assert_eq!(e.wait, Duration::from_secs(60)); // declined: nothing booked
+    /// # }
+    /// ```
     #[inline]
     pub fn reserve_now(
         &self,

@@ -148,6 +148,24 @@ use crate::scope::Scope;
 /// How late a [`Reservation::commit`] may be, after `ready_at`, and still count as sent
 /// at `ready_at` (scheduling jitter far below network jitter). Later commits record their
 /// real time.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, LATE_COMMIT_SLACK, Quota};
+/// use ratelayer_core::{LimitState, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let h = LimitState::new().handle(&Scope::new("openai"));
+/// let tpm = BucketKey::TOKENS_PER_MINUTE;
+/// h.set_quota(tpm, Quota::sliding_window(1_000, Duration::from_secs(60))).unwrap();
+/// let r = h.reserve(&[(tpm, 1_000)], None).await.unwrap();
+/// tokio::time::advance(Duration::from_secs(10)).await;
+/// let _used = r.commit(); // 10 s late, far beyond the slack: counts from now
+/// assert!(LATE_COMMIT_SLACK < Duration::from_secs(10));
+/// assert_eq!(h.wait_time(&[(tpm, 1)]).await.unwrap(), Duration::from_secs(60));
+/// # }
+/// ```
 pub const LATE_COMMIT_SLACK: Duration = Duration::from_millis(1);
 
 /// The limiter state of one scope: a cheap, cloneable handle (an `Arc`). Get it from
@@ -187,6 +205,16 @@ impl fmt::Debug for ScopeHandle {
 
 impl ScopeHandle {
     /// Wraps a store's scope handle.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use ratelayer_core::engine::{MemoryStore, ScopeHandle, Store};
+    /// use ratelayer_core::Scope;
+    ///
+    /// let store = MemoryStore::new();
+    /// let h = ScopeHandle::new(store.scope(&Scope::new("openai")));
+    /// assert!(Arc::ptr_eq(h.store(), &store.scope(&Scope::new("openai"))));
+    /// ```
     pub fn new(store: Arc<dyn ScopeStore>) -> Self {
         let memory = Arc::clone(&store).as_memory();
         let leases = memory.as_ref().map(|m| Arc::clone(m.leases()));
@@ -198,32 +226,108 @@ impl ScopeHandle {
     }
 
     /// The scope.
+    ///
+    /// ```
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// let scope = Scope::new("openai").with_model("gpt-4o");
+    /// assert_eq!(LimitState::new().handle(&scope).scope(), &scope);
+    /// ```
     pub fn scope(&self) -> &Scope {
         self.store.scope()
     }
 
     /// The underlying store handle.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+    /// h.set_quota(rpm, Quota::gcra(500, Duration::from_secs(60))).unwrap();
+    /// assert_eq!(h.store().capacity(rpm), Some(500));
+    /// assert!(h.store().clone().as_memory().is_some()); // the in-memory store
+    /// ```
     pub fn store(&self) -> &Arc<dyn ScopeStore> {
         &self.store
     }
 
     /// Sets the quota of bucket `key` (validated; hot reload keeps the state).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(30_000, Duration::from_secs(60))).unwrap();
+    /// let _used = h.reserve(&[(tpm, 20_000)], None).await.unwrap().commit();
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap(); // reload
+    /// assert_eq!(h.used(tpm), Some(20_000)); // the state is kept: a full window must pass
+    /// assert_eq!(h.wait_time(&[(tpm, 1)]).await.unwrap(), Duration::from_secs(60));
+    /// assert!(h.set_quota(tpm, Quota::sliding_window(0, Duration::from_secs(60))).is_err());
+    /// # }
+    /// ```
     pub fn set_quota(&self, key: BucketKey, quota: Quota) -> Result<(), ConfigError> {
         self.store.set_quota(key, Some(quota))
     }
 
     /// Removes the quota of bucket `key` (the dimension becomes unlimited).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(30_000, Duration::from_secs(60))).unwrap();
+    /// h.remove_quota(tpm);
+    /// assert_eq!(h.capacity(tpm), None);
+    /// assert_eq!(h.wait_time(&[(tpm, 1_000_000)]).await.unwrap(), Duration::ZERO);
+    /// # }
+    /// ```
     pub fn remove_quota(&self, key: BucketKey) {
         // Removing never fails.
         let _ = self.store.set_quota(key, None);
     }
 
     /// The configured quotas.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let rpm = Quota::gcra(500, Duration::from_secs(60));
+    /// h.set_quota(BucketKey::REQUESTS_PER_MINUTE, rpm).unwrap();
+    /// assert_eq!(h.quotas(), vec![(BucketKey::REQUESTS_PER_MINUTE, rpm)]);
+    /// ```
     pub fn quotas(&self) -> Vec<(BucketKey, Quota)> {
         self.store.quotas()
     }
 
     /// The effective capacity of bucket `key`: the most one reservation can take.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+    /// assert_eq!(h.capacity(rpm), None); // no quota: unlimited
+    /// h.set_quota(rpm, Quota::gcra(500, Duration::from_secs(60)).with_burst(10)).unwrap();
+    /// assert_eq!(h.capacity(rpm), Some(10));
+    /// ```
     pub fn capacity(&self, key: BucketKey) -> Option<u64> {
         self.store.capacity(key)
     }
@@ -253,6 +357,23 @@ impl ScopeHandle {
     }
 
     /// Reserves `costs` all-or-nothing. See the [module documentation](self).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let (rpm, tpm) = (BucketKey::REQUESTS_PER_MINUTE, BucketKey::TOKENS_PER_MINUTE);
+    /// h.set_quota(rpm, Quota::gcra(500, Duration::from_secs(60))).unwrap();
+    /// h.set_quota(tpm, Quota::sliding_window(1_000, Duration::from_secs(60))).unwrap();
+    /// let _first = h.reserve(&[(rpm, 1), (tpm, 800)], None).await.unwrap().commit();
+    /// let second = h.reserve(&[(rpm, 1), (tpm, 800)], None).await.unwrap();
+    /// assert_eq!(second.wait(), Duration::from_secs(60)); // tokens do not fit before then
+    /// # }
+    /// ```
     #[inline(always)]
     pub fn reserve(&self, costs: &[(BucketKey, u64)], max_wait: Option<Duration>) -> Reserve {
         self.reserve_at(costs, max_wait, Instant::now())
@@ -261,6 +382,23 @@ impl ScopeHandle {
     /// [`reserve`](Self::reserve) with the current instant read by the caller, who reads
     /// the clock once per operation (and may pass the same instant to
     /// [`Reservation::commit_at`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+    /// h.set_quota(rpm, Quota::gcra(2, Duration::from_secs(60)).with_burst(1)).unwrap();
+    /// let now = tokio::time::Instant::now();
+    /// let _used = h.reserve_at(&[(rpm, 1)], None, now).await.unwrap().commit_at(now);
+    /// let next = h.reserve_at(&[(rpm, 1)], None, now).await.unwrap();
+    /// assert_eq!(next.ready_at(), now + Duration::from_secs(30)); // paced: one every 30 s
+    /// # }
+    /// ```
     #[inline(always)]
     pub fn reserve_at(
         &self,
@@ -429,6 +567,24 @@ impl ScopeHandle {
 
     /// How long a reservation of `costs` would wait now (zero if it fits now). No side
     /// effects.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+    /// h.set_quota(rpm, Quota::gcra(1, Duration::from_secs(60))).unwrap();
+    /// let _used = h.reserve(&[(rpm, 1)], None).await.unwrap().commit();
+    /// assert_eq!(h.wait_time(&[(rpm, 1)]).await.unwrap(), Duration::from_secs(60));
+    /// // Asking again gives the same answer: asking books nothing.
+    /// assert_eq!(h.wait_time(&[(rpm, 1)]).await.unwrap(), Duration::from_secs(60));
+    /// assert_eq!(h.wait_time(&[(rpm, 2)]).await.unwrap_err().capacity, 1); // never fits
+    /// # }
+    /// ```
     pub fn wait_time(
         &self,
         costs: &[(BucketKey, u64)],
@@ -482,6 +638,22 @@ impl ScopeHandle {
     }
 
     /// Applies every dimension of a snapshot.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, RateLimitSnapshot, Scope};
+    ///
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let (rpm, tpm) = (BucketKey::REQUESTS_PER_MINUTE, BucketKey::TOKENS_PER_MINUTE);
+    /// let minute = Duration::from_secs(60);
+    /// h.set_quota(rpm, Quota::sliding_window(500, minute)).unwrap();
+    /// h.set_quota(tpm, Quota::sliding_window(90_000, minute)).unwrap();
+    /// let mut snap = RateLimitSnapshot::default();
+    /// (snap.requests.limit, snap.tokens.limit) = (Some(60), Some(30_000));
+    /// h.learn_snapshot(&snap);
+    /// assert_eq!((h.capacity(rpm), h.capacity(tpm)), (Some(60), Some(30_000)));
+    /// ```
     pub fn learn_snapshot(&self, snapshot: &RateLimitSnapshot) {
         for d in Dimension::ALL {
             let said = snapshot.get(d);
@@ -493,21 +665,87 @@ impl ScopeHandle {
 
     /// Every reservation of this scope (and narrower scopes) waits until `until`; only
     /// ever extends.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let state = LimitState::new();
+    /// let provider = state.handle(&Scope::new("openai"));
+    /// let model = state.handle(&Scope::new("openai").with_model("gpt-4o"));
+    /// let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    /// provider.set_cooldown(until);
+    /// provider.set_cooldown(until - Duration::from_secs(10)); // earlier: ignored
+    /// assert_eq!(model.cooldown_until(), Some(until));
+    /// let r = model.reserve(&[], None).await.unwrap();
+    /// assert_eq!(r.ready_at(), until); // every reservation waits for it
+    /// # }
+    /// ```
     pub fn set_cooldown(&self, until: Instant) {
         self.store.set_cooldown(until);
     }
 
     /// Removes this scope's own cooldown.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let state = LimitState::new();
+    /// let provider = state.handle(&Scope::new("openai"));
+    /// let model = state.handle(&Scope::new("openai").with_model("gpt-4o"));
+    /// let now = tokio::time::Instant::now();
+    /// model.set_cooldown(now + Duration::from_secs(60));
+    /// provider.set_cooldown(now + Duration::from_secs(30));
+    /// model.clear_cooldown(); // its own only: the provider's still covers it
+    /// assert_eq!(model.cooldown_until(), Some(now + Duration::from_secs(30)));
+    /// # }
+    /// ```
     pub fn clear_cooldown(&self) {
         self.store.clear_cooldown();
     }
 
     /// The cooldown in force on this scope (or a wider one).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// assert_eq!(h.cooldown_until(), None);
+    /// let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    /// h.set_cooldown(until);
+    /// assert_eq!(h.cooldown_until(), Some(until));
+    /// # }
+    /// ```
     pub fn cooldown_until(&self) -> Option<Instant> {
         self.store.cooldown_until()
     }
 
     /// Configures (or resizes) concurrency leases.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::{ConcurrencyConfig, Priority};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("kimi"));
+    /// h.set_concurrency(ConcurrencyConfig::new(1)).unwrap();
+    /// let _first = h.lease(Priority::Normal).await.unwrap();
+    /// let mut second = tokio_test::task::spawn(h.lease(Priority::Normal));
+    /// assert!(second.poll().is_pending());
+    /// h.set_concurrency(ConcurrencyConfig::new(2)).unwrap(); // raising admits the queued at once
+    /// assert!(second.is_woken());
+    /// assert!(h.set_concurrency(ConcurrencyConfig::new(0)).is_err());
+    /// # }
+    /// ```
     pub fn set_concurrency(&self, config: ConcurrencyConfig) -> Result<(), ConfigError> {
         self.store.set_concurrency(config)
     }
@@ -517,6 +755,22 @@ impl ScopeHandle {
     /// On the in-memory store, the lease holds the scope's lease queue itself, whose
     /// reference count shares a cache line with its lock: taking and giving back a lease
     /// writes that one shared line.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{ConcurrencyConfig, Priority};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("kimi"));
+    /// let unlimited = h.lease(Priority::Normal).await.unwrap(); // not configured yet
+    /// drop(unlimited);
+    /// h.set_concurrency(ConcurrencyConfig::new(1)).unwrap();
+    /// let _held = h.lease(Priority::High).await.unwrap();
+    /// assert_eq!(h.lease_counts(), (1, 0));
+    /// # }
+    /// ```
     #[inline]
     pub fn lease(&self, priority: Priority) -> LeaseFuture {
         match &self.leases {
@@ -557,11 +811,44 @@ impl ScopeHandle {
     }
 
     /// Leases held now, and requests queued.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::{ConcurrencyConfig, Priority};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("kimi"));
+    /// h.set_concurrency(ConcurrencyConfig::new(1)).unwrap();
+    /// let _held = h.lease(Priority::Normal).await.unwrap();
+    /// let mut waiting = tokio_test::task::spawn(h.lease(Priority::Normal));
+    /// assert!(waiting.poll().is_pending());
+    /// assert_eq!(h.lease_counts(), (1, 1));
+    /// # }
+    /// ```
     pub fn lease_counts(&self) -> (usize, usize) {
         self.store.lease_counts()
     }
 
     /// Approximate bytes of state of this scope (constant for a given configuration).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{BucketKey, Quota};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(30_000, Duration::from_secs(60))).unwrap();
+    /// let size = h.approx_size();
+    /// for _ in 0..100 {
+    ///     let _ = h.reserve(&[(tpm, 100)], None).await.unwrap().commit();
+    /// }
+    /// assert_eq!(h.approx_size(), size); // constant memory, however many requests
+    /// # }
+    /// ```
     pub fn approx_size(&self) -> usize {
         self.store.approx_size()
     }
@@ -721,6 +1008,24 @@ fn declined(store: &dyn ScopeStore, e: &ReserveError) {
 }
 
 /// The future of [`ScopeHandle::reserve`].
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, Quota};
+/// use ratelayer_core::{LimitState, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let h = LimitState::new().handle(&Scope::new("openai"));
+/// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+/// h.set_quota(rpm, Quota::gcra(1, Duration::from_secs(60))).unwrap();
+/// let _used = h.reserve(&[(rpm, 1)], None).await.unwrap().commit();
+/// // The in-memory store answers at once, even when the reservation is for later:
+/// let mut fut = tokio_test::task::spawn(h.reserve(&[(rpm, 1)], None));
+/// let r = tokio_test::assert_ready!(fut.poll()).unwrap();
+/// assert_eq!(r.wait(), Duration::from_secs(60));
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct Reserve {
@@ -846,6 +1151,23 @@ impl fmt::Debug for Reservation {
 impl Reservation {
     /// When the reservation may be used: sleep until then with
     /// `tokio::time::sleep_until`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::engine::{BucketKey, Quota};
+    /// # use ratelayer_core::{Dimension, LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let _first = h.reserve(&[(tpm, 8_000)], None).await.unwrap().commit();
+    /// let r = h.reserve(&[(tpm, 8_000)], None).await.unwrap();
+    /// assert_eq!(r.ready_at(), tokio::time::Instant::now() + Duration::from_secs(60));
+    /// tokio::time::sleep_until(r.ready_at()).await;
+    /// let _second = r.commit();
+    /// # }
+    /// ```
     pub fn ready_at(&self) -> Instant {
         self.ready_at
     }
@@ -878,11 +1200,44 @@ impl Reservation {
     }
 
     /// How long from now until [`ready_at`](Self::ready_at).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::engine::{BucketKey, Quota};
+    /// # use ratelayer_core::{Dimension, LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let _first = h.reserve(&[(tpm, 8_000)], None).await.unwrap().commit();
+    /// let r = h.reserve(&[(tpm, 8_000)], None).await.unwrap();
+    /// assert_eq!(r.wait(), Duration::from_secs(60));
+    /// tokio::time::advance(Duration::from_secs(45)).await;
+    /// assert_eq!(r.wait(), Duration::from_secs(15));
+    /// # }
+    /// ```
     pub fn wait(&self) -> Duration {
         self.ready_at.saturating_duration_since(Instant::now())
     }
 
     /// What was booked.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::engine::{BucketKey, Quota};
+    /// # use ratelayer_core::{Dimension, LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+    /// let r = h.reserve(&[(tpm, 8_000), (rpm, 1)], None).await.unwrap();
+    /// assert_eq!(r.receipt().items().len(), 1); // no quota on requests: nothing booked there
+    /// assert_eq!(r.receipt().cost(Dimension::Tokens), 8_000);
+    /// # }
+    /// ```
     pub fn receipt(&self) -> &Receipt {
         &self.booked.receipt
     }
@@ -893,12 +1248,44 @@ impl Reservation {
     /// Call it when the request is sent, at or after [`ready_at`](Self::ready_at). A use
     /// more than [`LATE_COMMIT_SLACK`] after `ready_at` is recorded at its real time, so
     /// a window-safe bucket counts the cost from when it was really sent.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::engine::{BucketKey, Quota};
+    /// # use ratelayer_core::{Dimension, LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let r = h.reserve(&[(tpm, 8_000)], None).await.unwrap();
+    /// let used = r.commit();
+    /// drop(used); // used: nothing is given back
+    /// assert_eq!(h.used(tpm), Some(8_000));
+    /// # }
+    /// ```
     #[inline(always)]
     pub fn commit(self) -> Committed {
         self.commit_at(Instant::now())
     }
 
     /// [`commit`](Self::commit) with the current instant read by the caller.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::engine::{BucketKey, Quota};
+    /// # use ratelayer_core::{Dimension, LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let now = tokio::time::Instant::now();
+    /// let r = h.reserve_at(&[(tpm, 8_000)], None, now).await.unwrap();
+    /// let _used = r.commit_at(now); // one clock read for booking and use
+    /// assert_eq!(h.wait_time(&[(tpm, 8_000)]).await.unwrap(), Duration::from_secs(60));
+    /// # }
+    /// ```
     #[inline(always)]
     pub fn commit_at(self, now: Instant) -> Committed {
         record_use(
@@ -985,6 +1372,23 @@ impl Committed {
     /// Sets the actual cost in bucket `key`: debits the difference if it is more than
     /// booked, refunds it if less (a refund never creates capacity beyond the limit).
     /// No effect for a bucket the reservation did not book.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::engine::{BucketKey, Quota};
+    /// # use ratelayer_core::{Dimension, LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let mut used = h.reserve(&[(tpm, 2_000)], None).await.unwrap().commit();
+    /// used.adjust(tpm, 5_000); // the response said 5,000 tokens: 3,000 more are debited
+    /// assert_eq!(h.used(tpm), Some(5_000));
+    /// used.adjust(BucketKey::TOKENS_PER_DAY, 9_999); // not booked: no effect
+    /// assert_eq!(used.receipt().cost(Dimension::Tokens), 5_000);
+    /// # }
+    /// ```
     pub fn adjust(&mut self, key: BucketKey, actual: u64) {
         let r = &mut self.booked;
         adjust_key(&*r.store, &mut r.receipt, key, actual);
@@ -992,12 +1396,44 @@ impl Committed {
 
     /// Sets the actual cost of every booked bucket of `dimension` (such as tokens per
     /// minute and per day together).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::engine::{BucketKey, Quota};
+    /// # use ratelayer_core::{Dimension, LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let tpd = BucketKey::TOKENS_PER_DAY;
+    /// h.set_quota(tpd, Quota::sliding_window(100_000, Duration::from_secs(86_400))).unwrap();
+    /// let mut used = h.reserve(&[(tpm, 8_000), (tpd, 8_000)], None).await.unwrap().commit();
+    /// used.adjust_dimension(Dimension::Tokens, 2_500);
+    /// assert_eq!((h.used(tpm), h.used(tpd)), (Some(2_500), Some(2_500)));
+    /// # }
+    /// ```
     pub fn adjust_dimension(&mut self, dimension: Dimension, actual: u64) {
         let r = &mut self.booked;
         adjust_dimension(&*r.store, &mut r.receipt, dimension, actual);
     }
 
     /// What is booked now.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::engine::{BucketKey, Quota};
+    /// # use ratelayer_core::{Dimension, LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let mut used = h.reserve(&[(tpm, 8_000)], None).await.unwrap().commit();
+    /// used.adjust(tpm, 3_000);
+    /// assert_eq!(used.receipt().cost(Dimension::Tokens), 3_000); // after the adjustment
+    /// # }
+    /// ```
     pub fn receipt(&self) -> &Receipt {
         &self.booked.receipt
     }
@@ -1111,17 +1547,64 @@ pub struct Taken {
 
 impl Taken {
     /// When the booking was made (and used).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::engine::{BucketKey, Quota};
+    /// # use ratelayer_core::{Dimension, LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let now = tokio::time::Instant::now();
+    /// let used = h.try_take(&[(tpm, 8_000)]).unwrap().unwrap();
+    /// assert_eq!(used.ready_at(), now);
+    /// # }
+    /// ```
     pub fn ready_at(&self) -> Instant {
         self.ready_at
     }
 
     /// What is booked now.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::engine::{BucketKey, Quota};
+    /// # use ratelayer_core::{Dimension, LimitState, Scope};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// let tpm = BucketKey::TOKENS_PER_MINUTE;
+    /// h.set_quota(tpm, Quota::sliding_window(10_000, Duration::from_secs(60))).unwrap();
+    /// let mut used = h.try_take(&[(tpm, 8_000)]).unwrap().unwrap();
+    /// h.adjust(&mut used, tpm, 1_000);
+    /// assert_eq!(used.receipt().cost(Dimension::Tokens), 1_000);
+    /// # }
+    /// ```
     pub fn receipt(&self) -> &Receipt {
         &self.receipt
     }
 }
 
 /// The future of [`ScopeHandle::lease`].
+///
+/// ```
+/// use ratelayer_core::engine::{ConcurrencyConfig, Priority};
+/// use ratelayer_core::{LimitState, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let h = LimitState::new().handle(&Scope::new("kimi"));
+/// h.set_concurrency(ConcurrencyConfig::new(1)).unwrap();
+/// let held = h.lease(Priority::Normal).await.unwrap();
+/// let mut next = tokio_test::task::spawn(h.lease(Priority::Normal));
+/// assert!(next.poll().is_pending()); // queued
+/// drop(next); // cancelled: leaves the queue
+/// assert_eq!(h.lease_counts(), (1, 0));
+/// # drop(held);
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct LeaseFuture {
@@ -1151,6 +1634,21 @@ impl Future for LeaseFuture {
 
 /// A held concurrency lease, released on drop. See [`ScopeHandle::lease`] and the
 /// [module documentation](self) for an example.
+///
+/// ```
+/// use ratelayer_core::engine::{ConcurrencyConfig, Priority};
+/// use ratelayer_core::{LimitState, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let h = LimitState::new().handle(&Scope::new("kimi"));
+/// h.set_concurrency(ConcurrencyConfig::new(2)).unwrap();
+/// let lease = h.lease(Priority::Normal).await.unwrap();
+/// assert_eq!(h.lease_counts(), (1, 0));
+/// drop(lease); // released on drop
+/// assert_eq!(h.lease_counts(), (0, 0));
+/// # }
+/// ```
 pub struct Lease {
     owner: LeaseOwner,
     grant: LeaseGrant,
@@ -1171,6 +1669,21 @@ impl fmt::Debug for Lease {
 
 impl Lease {
     /// When a shared backend may reclaim the lease (if it has a TTL).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{ConcurrencyConfig, Priority};
+    /// use ratelayer_core::{LimitState, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let h = LimitState::new().handle(&Scope::new("kimi"));
+    /// let ttl = Duration::from_secs(300);
+    /// h.set_concurrency(ConcurrencyConfig::new(2).with_lease_ttl(ttl)).unwrap();
+    /// let lease = h.lease(Priority::Normal).await.unwrap();
+    /// assert_eq!(lease.expires_at(), Some(tokio::time::Instant::now() + ttl));
+    /// # }
+    /// ```
     pub fn expires_at(&self) -> Option<Instant> {
         self.grant.expires_at
     }

@@ -6,9 +6,32 @@ use crate::error::ConfigError;
 use crate::headers::Dimension;
 
 /// The most buckets one scope can hold (and so the most buckets one reservation books).
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, MAX_BUCKETS, Quota};
+/// use ratelayer_core::{Dimension, LimitState, Scope};
+///
+/// let h = LimitState::new().handle(&Scope::new("openai"));
+/// let quota = Quota::gcra(100, Duration::from_secs(60));
+/// for secs in 1..=MAX_BUCKETS as u64 {
+///     h.set_quota(BucketKey::new(Dimension::Requests, Duration::from_secs(secs)), quota).unwrap();
+/// }
+/// let one_more = BucketKey::new(Dimension::Tokens, Duration::from_secs(60));
+/// assert!(h.set_quota(one_more, quota).is_err());
+/// ```
 pub const MAX_BUCKETS: usize = 8;
 
 /// The most slots a sliding-window bucket can have.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{MAX_SLOTS, Quota};
+///
+/// let tpd = Quota::sliding_window(1_000_000, Duration::from_secs(86_400));
+/// assert!(tpd.with_slots(MAX_SLOTS).validate("tpd").is_ok());
+/// assert!(tpd.with_slots(MAX_SLOTS + 1).validate("tpd").is_err());
+/// ```
 pub const MAX_SLOTS: u32 = 4096;
 
 /// The key of a bucket within a scope: what it counts and over which window.
@@ -35,24 +58,75 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 impl BucketKey {
     /// A bucket counting `dimension` over `window`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::BucketKey;
+    /// use ratelayer_core::Dimension;
+    ///
+    /// let rph = BucketKey::new(Dimension::Requests, Duration::from_secs(3600));
+    /// assert_eq!(rph.window, Duration::from_secs(3600));
+    /// assert_eq!(rph.describe(), "requests per hour");
+    /// ```
     pub const fn new(dimension: Dimension, window: Duration) -> Self {
         BucketKey { dimension, window }
     }
 
     /// Requests per minute (a request reservoir).
+    ///
+    /// ```
+    /// use ratelayer_core::engine::BucketKey;
+    /// assert_eq!(BucketKey::REQUESTS_PER_MINUTE.window.as_secs(), 60);
+    /// ```
     pub const REQUESTS_PER_MINUTE: BucketKey = BucketKey::new(Dimension::Requests, MINUTE);
     /// Requests per day.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::BucketKey;
+    /// assert_eq!(BucketKey::REQUESTS_PER_DAY.describe(), "requests per day");
+    /// ```
     pub const REQUESTS_PER_DAY: BucketKey = BucketKey::new(Dimension::Requests, DAY);
     /// Tokens (input and output) per minute.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::BucketKey;
+    /// use ratelayer_core::Dimension;
+    /// assert_eq!(BucketKey::TOKENS_PER_MINUTE.dimension, Dimension::Tokens);
+    /// ```
     pub const TOKENS_PER_MINUTE: BucketKey = BucketKey::new(Dimension::Tokens, MINUTE);
     /// Tokens per day.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::BucketKey;
+    /// assert_eq!(BucketKey::TOKENS_PER_DAY.window.as_secs(), 86_400);
+    /// ```
     pub const TOKENS_PER_DAY: BucketKey = BucketKey::new(Dimension::Tokens, DAY);
     /// Input tokens per minute.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::BucketKey;
+    /// assert_eq!(BucketKey::INPUT_TOKENS_PER_MINUTE.describe(), "input tokens per minute");
+    /// ```
     pub const INPUT_TOKENS_PER_MINUTE: BucketKey = BucketKey::new(Dimension::InputTokens, MINUTE);
     /// Output tokens per minute.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::BucketKey;
+    /// assert_eq!(BucketKey::OUTPUT_TOKENS_PER_MINUTE.describe(), "output tokens per minute");
+    /// ```
     pub const OUTPUT_TOKENS_PER_MINUTE: BucketKey = BucketKey::new(Dimension::OutputTokens, MINUTE);
 
     /// A short description for errors and logs, such as `"tokens per minute"`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::BucketKey;
+    /// use ratelayer_core::Dimension;
+    ///
+    /// assert_eq!(BucketKey::TOKENS_PER_MINUTE.describe(), "tokens per minute");
+    /// let odd = BucketKey::new(Dimension::Tokens, Duration::from_secs(90));
+    /// assert_eq!(odd.describe(), "tokens"); // no name for a 90 s window
+    /// ```
     pub fn describe(&self) -> &'static str {
         use Dimension::*;
         let per = match self.window.as_secs() {
@@ -85,6 +159,16 @@ impl BucketKey {
 }
 
 /// How a bucket admits.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{Algorithm, Quota};
+///
+/// let paced = Quota::gcra(4, Duration::from_secs(60)).with_burst(1);
+/// assert_eq!(paced.algorithm, Algorithm::Gcra { burst: 1 });
+/// let tpm = Quota::sliding_window(30_000, Duration::from_secs(60));
+/// assert_eq!(tpm.algorithm, Algorithm::SlidingWindow { slots: Quota::DEFAULT_SLOTS });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     /// GCRA (token-bucket semantics with one timestamp of state): a bucket of capacity
@@ -136,10 +220,28 @@ pub struct Quota {
 
 impl Quota {
     /// The default number of slots of a sliding window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{Algorithm, Quota};
+    ///
+    /// assert_eq!(Quota::DEFAULT_SLOTS, 60); // one-second slots in a one-minute window
+    /// let tpm = Quota::sliding_window(30_000, Duration::from_secs(60));
+    /// assert_eq!(tpm.algorithm, Algorithm::SlidingWindow { slots: 60 });
+    /// ```
     pub const DEFAULT_SLOTS: u32 = 60;
 
     /// A GCRA quota of `limit` per `window` with a burst of `limit` (a full bucket
     /// admits one window's worth at once). Tune it with [`with_burst`](Self::with_burst).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{Algorithm, Quota};
+    ///
+    /// let rpm = Quota::gcra(500, Duration::from_secs(60));
+    /// assert_eq!(rpm.algorithm, Algorithm::Gcra { burst: 500 });
+    /// assert_eq!(rpm.capacity(), 500);
+    /// ```
     pub fn gcra(limit: u64, window: Duration) -> Self {
         Quota {
             limit,
@@ -150,6 +252,15 @@ impl Quota {
 
     /// A window-safe sliding-window quota of `limit` per `window`, with
     /// [`DEFAULT_SLOTS`](Self::DEFAULT_SLOTS) slots.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::Quota;
+    ///
+    /// let tpm = Quota::sliding_window(30_000, Duration::from_secs(60));
+    /// assert_eq!((tpm.limit, tpm.window), (30_000, Duration::from_secs(60)));
+    /// assert_eq!(tpm.capacity(), 30_000);
+    /// ```
     pub fn sliding_window(limit: u64, window: Duration) -> Self {
         Quota {
             limit,
@@ -161,6 +272,16 @@ impl Quota {
     }
 
     /// Sets the burst of a GCRA quota (no effect on a sliding window).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::Quota;
+    ///
+    /// let rpm = Quota::gcra(60, Duration::from_secs(60)).with_burst(5);
+    /// assert_eq!(rpm.capacity(), 5);
+    /// let tpm = Quota::sliding_window(1_000, Duration::from_secs(60)).with_burst(5);
+    /// assert_eq!(tpm.capacity(), 1_000); // unchanged
+    /// ```
     pub fn with_burst(mut self, burst: u64) -> Self {
         if let Algorithm::Gcra { burst: b } = &mut self.algorithm {
             *b = burst;
@@ -169,6 +290,16 @@ impl Quota {
     }
 
     /// Sets the number of slots of a sliding window (no effect on GCRA).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::{Algorithm, Quota};
+    ///
+    /// let tpd = Quota::sliding_window(1_000_000, Duration::from_secs(86_400)).with_slots(1_440);
+    /// assert_eq!(tpd.algorithm, Algorithm::SlidingWindow { slots: 1_440 });
+    /// let rpm = Quota::gcra(60, Duration::from_secs(60)).with_slots(1_440);
+    /// assert_eq!(rpm.algorithm, Algorithm::Gcra { burst: 60 }); // unchanged
+    /// ```
     pub fn with_slots(mut self, slots: u32) -> Self {
         if let Algorithm::SlidingWindow { slots: s } = &mut self.algorithm {
             *s = slots;
@@ -178,6 +309,14 @@ impl Quota {
 
     /// The most one reservation can take from this bucket: the burst of GCRA, the limit
     /// of a sliding window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::Quota;
+    ///
+    /// assert_eq!(Quota::gcra(4, Duration::from_secs(60)).with_burst(2).capacity(), 2);
+    /// assert_eq!(Quota::sliding_window(4, Duration::from_secs(60)).capacity(), 4);
+    /// ```
     pub fn capacity(&self) -> u64 {
         match self.algorithm {
             Algorithm::Gcra { burst } => burst,
@@ -187,6 +326,18 @@ impl Quota {
 
     /// Checks that `limit > 0`, `window > 0`, `burst >= 1` and `1 <= slots <=`
     /// [`MAX_SLOTS`]. `setting` names the quota in the error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::Quota;
+    ///
+    /// assert!(Quota::gcra(500, Duration::from_secs(60)).validate("rpm").is_ok());
+    /// let err = Quota::gcra(500, Duration::ZERO).validate("rpm").unwrap_err();
+    /// assert_eq!(err.setting, "rpm.window");
+    /// let no_burst = Quota::gcra(500, Duration::from_secs(60)).with_burst(0);
+    /// let err = no_burst.validate("rpm").unwrap_err();
+    /// assert_eq!(err.setting, "rpm.burst");
+    /// ```
     pub fn validate(&self, setting: &str) -> Result<(), ConfigError> {
         if self.limit == 0 {
             return Err(ConfigError::new(

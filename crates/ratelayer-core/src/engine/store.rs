@@ -49,6 +49,11 @@ enum FutInner<T> {
 
 impl<T> StoreFuture<T> {
     /// A future that is ready with `value`.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::StoreFuture;
+    /// assert_eq!(StoreFuture::ready("done").into_ready().ok(), Some("done"));
+    /// ```
     #[inline]
     pub fn ready(value: T) -> Self {
         StoreFuture {
@@ -57,6 +62,16 @@ impl<T> StoreFuture<T> {
     }
 
     /// A boxed future (for backends that really wait).
+    ///
+    /// ```
+    /// use ratelayer_core::engine::StoreFuture;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fut = StoreFuture::boxed(async { tokio::task::yield_now().await; 8 });
+    /// assert_eq!(fut.await, 8);
+    /// # }
+    /// ```
     pub fn boxed(fut: impl Future<Output = T> + Send + 'static) -> Self {
         StoreFuture {
             inner: FutInner::Boxed(Box::pin(fut)),
@@ -82,6 +97,14 @@ impl<T> StoreFuture<T> {
 
     /// The value if the future is ready at once (always the case for the in-memory
     /// store); `None` for a pending networked operation.
+    ///
+    /// ```
+    /// use ratelayer_core::engine::StoreFuture;
+    ///
+    /// assert_eq!(StoreFuture::ready(7).now_or_never(), Some(7));
+    /// assert_eq!(StoreFuture::boxed(async { 8 }).now_or_never(), Some(8)); // done on first poll
+    /// assert_eq!(StoreFuture::<u32>::boxed(std::future::pending()).now_or_never(), None);
+    /// ```
     pub fn now_or_never(self) -> Option<T> {
         match self.inner {
             FutInner::Ready(v) => v,
@@ -161,6 +184,15 @@ impl ReceiptItem {
     /// An item of bucket `bucket` (the store's identity of the bucket within the scope)
     /// counting `dimension`, booking `cost`, with the store's change counter `seq` and
     /// data `data`.
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::ReceiptItem;
+    ///
+    /// let item = ReceiptItem::new(1, Dimension::InputTokens, 500, 0, 0);
+    /// assert_eq!(item.bucket(), 1);
+    /// assert_eq!((item.dimension(), item.cost()), (Dimension::InputTokens, 500));
+    /// ```
     #[inline]
     pub const fn new(bucket: u16, dimension: Dimension, cost: u64, seq: u64, data: u64) -> Self {
         ReceiptItem {
@@ -188,12 +220,25 @@ impl ReceiptItem {
     }
 
     /// The store's identity of the bucket within the scope.
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::ReceiptItem;
+    /// assert_eq!(ReceiptItem::new(u16::MAX, Dimension::Tokens, 1, 0, 0).bucket(), u16::MAX);
+    /// ```
     #[inline]
     pub fn bucket(&self) -> u16 {
         self.head as u16
     }
 
     /// What the bucket counts.
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::ReceiptItem;
+    /// let item = ReceiptItem::new(2, Dimension::OutputTokens, 1, 0, 0);
+    /// assert_eq!(item.dimension(), Dimension::OutputTokens);
+    /// ```
     pub fn dimension(&self) -> Dimension {
         let code = (self.head >> 16) as u8;
         Dimension::ALL
@@ -203,30 +248,66 @@ impl ReceiptItem {
     }
 
     /// What is currently booked in this bucket for the reservation.
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::ReceiptItem;
+    /// assert_eq!(ReceiptItem::new(0, Dimension::Tokens, 1_200, 0, 0).cost(), 1_200);
+    /// ```
     #[inline]
     pub fn cost(&self) -> u64 {
         self.cost
     }
 
     /// Records a changed cost (after an adjustment).
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::ReceiptItem;
+    ///
+    /// let mut item = ReceiptItem::new(0, Dimension::Tokens, 1_200, 0, 0);
+    /// item.set_cost(300);
+    /// assert_eq!(item.cost(), 300);
+    /// ```
     #[inline]
     pub fn set_cost(&mut self, cost: u64) {
         self.cost = cost;
     }
 
     /// The store's change counter at booking time.
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::ReceiptItem;
+    /// assert_eq!(ReceiptItem::new(0, Dimension::Tokens, 1, 17, 0).seq(), 17);
+    /// ```
     #[inline]
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
     /// The store's data.
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::ReceiptItem;
+    /// assert_eq!(ReceiptItem::new(0, Dimension::Tokens, 1, 0, 99).data(), 99);
+    /// ```
     #[inline]
     pub fn data(&self) -> u64 {
         self.data
     }
 
     /// Records changed store data (such as the slot a re-dated booking moved to).
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::ReceiptItem;
+    ///
+    /// let mut item = ReceiptItem::new(0, Dimension::Tokens, 1, 0, 5);
+    /// item.set_data(6);
+    /// assert_eq!(item.data(), 6);
+    /// ```
     #[inline]
     pub fn set_data(&mut self, data: u64) {
         self.data = data;
@@ -286,6 +367,15 @@ impl Default for Receipt {
 
 impl Receipt {
     /// Appends an item.
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::{Receipt, ReceiptItem};
+    ///
+    /// let mut r = Receipt::default();
+    /// r.push(ReceiptItem::new(0, Dimension::Requests, 1, 0, 0));
+    /// assert_eq!(r.items(), &[ReceiptItem::new(0, Dimension::Requests, 1, 0, 0)]);
+    /// ```
     #[inline]
     pub fn push(&mut self, item: ReceiptItem) {
         if self.heap.is_none()
@@ -334,6 +424,16 @@ impl Receipt {
     }
 
     /// The booked items.
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::{Receipt, ReceiptItem};
+    ///
+    /// let mut r = Receipt::default();
+    /// assert!(r.items().is_empty());
+    /// r.push(ReceiptItem::new(4, Dimension::Tokens, 700, 0, 0));
+    /// assert_eq!(r.items()[0].bucket(), 4);
+    /// ```
     #[inline]
     pub fn items(&self) -> &[ReceiptItem] {
         match &self.heap {
@@ -343,6 +443,16 @@ impl Receipt {
     }
 
     /// The booked items, mutably (to record adjustments).
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::{Receipt, ReceiptItem};
+    ///
+    /// let mut r = Receipt::default();
+    /// r.push(ReceiptItem::new(0, Dimension::Tokens, 700, 0, 0));
+    /// r.items_mut()[0].set_cost(250);
+    /// assert_eq!(r.cost(Dimension::Tokens), 250);
+    /// ```
     pub fn items_mut(&mut self) -> &mut [ReceiptItem] {
         match &mut self.heap {
             None => &mut self.inline[..self.len.min(INLINE)],
@@ -351,6 +461,17 @@ impl Receipt {
     }
 
     /// What is booked in the buckets of `dimension` (summed; zero if none).
+    ///
+    /// ```
+    /// use ratelayer_core::Dimension;
+    /// use ratelayer_core::engine::{Receipt, ReceiptItem};
+    ///
+    /// let mut r = Receipt::default();
+    /// r.push(ReceiptItem::new(0, Dimension::Requests, 1, 0, 0));
+    /// r.push(ReceiptItem::new(1, Dimension::Tokens, 700, 0, 0));
+    /// assert_eq!((r.cost(Dimension::Requests), r.cost(Dimension::Tokens)), (1, 700));
+    /// assert_eq!(r.cost(Dimension::OutputTokens), 0);
+    /// ```
     pub fn cost(&self, dimension: Dimension) -> u64 {
         self.items()
             .iter()
@@ -367,6 +488,25 @@ impl fmt::Debug for Receipt {
 }
 
 /// A booking made by [`ScopeStore::reserve`]: usable at `ready_at`.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, MemoryStore, Quota, Store};
+/// use ratelayer_core::{Dimension, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let s = MemoryStore::new().scope(&Scope::new("openai"));
+/// let rpm = BucketKey::REQUESTS_PER_MINUTE;
+/// s.set_quota(rpm, Some(Quota::gcra(1, Duration::from_secs(60)))).unwrap();
+/// let now = tokio::time::Instant::now();
+/// let first = s.reserve(&[(rpm, 1)], None, now).await.unwrap();
+/// assert!(!first.waits && first.ready_at == now);
+/// let second = s.reserve(&[(rpm, 1)], None, now).await.unwrap();
+/// assert_eq!((second.waits, second.ready_at), (true, now + Duration::from_secs(60)));
+/// assert_eq!(second.receipt.cost(Dimension::Requests), 1);
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Booking {
     /// When the reservation may be used (now, or later: the caller sleeps until then).
@@ -408,6 +548,22 @@ pub enum ReserveError {
 impl ReserveError {
     /// The error as a [`BoxError`](crate::BoxError) holding the inner typed error (so
     /// `downcast_ref::<NeverFits>()` / `downcast_ref::<WaitTooLong>()` work).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer_core::engine::ReserveError;
+    /// use ratelayer_core::{Scope, WaitTooLong};
+    ///
+    /// let e = ReserveError::WaitTooLong(WaitTooLong {
+    ///     scope: Scope::new("openai"),
+    ///     wait: Duration::from_secs(42),
+    ///     max_wait: Duration::from_secs(5),
+    ///     reason: "requests per minute",
+    /// });
+    /// let boxed = e.into_box();
+    /// let wait = boxed.downcast_ref::<WaitTooLong>().map(|e| e.wait);
+    /// assert_eq!(wait, Some(Duration::from_secs(42)));
+    /// ```
     pub fn into_box(self) -> crate::BoxError {
         match self {
             ReserveError::NeverFits(e) => Box::new(e),
@@ -476,6 +632,23 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 ///
 /// Use it through [`ScopeHandle`](super::ScopeHandle), which wraps these calls in RAII
 /// guards.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer_core::engine::{BucketKey, MemoryStore, Quota, Store};
+/// use ratelayer_core::Scope;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let s = MemoryStore::new().scope(&Scope::new("openai"));
+/// let tpm = BucketKey::TOKENS_PER_MINUTE;
+/// s.set_quota(tpm, Some(Quota::sliding_window(1_000, Duration::from_secs(60)))).unwrap();
+/// let booking = s.reserve(&[(tpm, 600)], None, tokio::time::Instant::now()).await.unwrap();
+/// assert_eq!(s.used(tpm), Some(600));
+/// s.cancel(&booking.receipt); // what a dropped `Reservation` does
+/// assert_eq!(s.used(tpm), Some(0));
+/// # }
+/// ```
 pub trait ScopeStore: Send + Sync + fmt::Debug + 'static {
     /// The scope.
     fn scope(&self) -> &Scope;
