@@ -50,15 +50,7 @@
 //! ));
 //!
 //! let mut req = Request::new(String::from("{}"));
-//! meta::set(&mut req, RequestMeta {
-//!     provider: "kimi".into(),
-//!     credential: None,
-//!     model: Some("kimi-k2".into()),
-//!     input_tokens: 10,
-//!     dense_input_tokens: 0,
-//!     output_tokens: 10,
-//!     source: ratelayer_core::meta::EstimateSource::Explicit,
-//! });
+//! meta::set(&mut req, RequestMeta::new("kimi", 10, 10).with_model("kimi-k2"));
 //! let res = client.oneshot(req).await?;
 //! // The permit is held by the body until it is read to the end or dropped.
 //! let scope = ratelayer_core::Scope::new("kimi");
