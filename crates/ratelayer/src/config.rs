@@ -48,6 +48,18 @@ use crate::preset::Preset;
 use crate::provider::Provider;
 
 /// The whole configuration file.
+///
+/// ```
+/// use ratelayer::config::Config;
+/// let config: Config = Config::from_toml(r#"
+///     [[provider]]
+///     name = "kimi"
+///     preset = "moonshot"
+/// "#).unwrap();
+/// assert_eq!(config.providers[0].name, "kimi");
+/// assert!(config.fallback.is_none());
+/// assert_eq!(config.defaults.max_retries, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -62,6 +74,17 @@ pub struct Config {
 }
 
 /// Settings every provider inherits.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelayer::config::Config;
+/// let config = Config::from_toml(r#"
+///     defaults = { max_wait_secs = 30, max_retries = 2 }
+///     provider = [{ name = "openai", preset = "openai" }]
+/// "#).unwrap();
+/// assert_eq!(config.defaults.max_wait_secs, Some(30.0));
+/// assert_eq!(config.max_wait(&config.providers[0]), Some(Duration::from_secs(30)));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
@@ -73,6 +96,19 @@ pub struct Defaults {
 }
 
 /// One provider: a preset, where to reach it, how to authenticate, its limits.
+///
+/// ```
+/// use ratelayer::{Provider, config::Config};
+/// let config = Config::from_toml(r#"
+///     [[provider]]
+///     name = "claude"
+///     preset = "anthropic"
+///     tier = "2"
+/// "#).unwrap();
+/// let p = &config.providers[0];
+/// assert_eq!((p.preset, p.tier.as_deref()), (Provider::Anthropic, Some("2")));
+/// assert_eq!(p.model(), "claude-sonnet-4-5"); // the preset's default
+/// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
@@ -103,6 +139,21 @@ pub struct ProviderConfig {
 
 impl ProviderConfig {
     /// The environment variables tried for the key.
+    ///
+    /// ```
+    /// use ratelayer::config::Config;
+    /// let config = Config::from_toml(r#"
+    ///     [[provider]]
+    ///     name = "kimi"
+    ///     preset = "moonshot"
+    ///     [[provider]]
+    ///     name = "work"
+    ///     preset = "openai"
+    ///     api_key_env = "WORK_OPENAI_KEY"
+    /// "#).unwrap();
+    /// assert_eq!(config.providers[0].key_env_vars(), ["MOONSHOT_API_KEY", "KIMI_API_KEY"]);
+    /// assert_eq!(config.providers[1].key_env_vars(), ["WORK_OPENAI_KEY"]);
+    /// ```
     pub fn key_env_vars(&self) -> Vec<&str> {
         match &self.api_key_env {
             Some(v) => v.iter().map(String::as_str).collect(),
@@ -112,6 +163,15 @@ impl ProviderConfig {
 
     /// The key from the first of [`key_env_vars`](Self::key_env_vars) that `lookup`
     /// finds (pass `|v| std::env::var(v).ok()` for the process environment).
+    ///
+    /// ```
+    /// use ratelayer::config::Config;
+    /// let config = Config::from_toml("provider = [{ name = 'kimi', preset = 'moonshot' }]").unwrap();
+    /// let kimi = &config.providers[0];
+    /// let env = |var: &str| (var == "KIMI_API_KEY").then(|| " sk-kimi\n".to_owned());
+    /// assert_eq!(kimi.api_key(env).unwrap().expose(), "sk-kimi"); // trimmed
+    /// assert_eq!(kimi.api_key(|_| Some(" ".to_owned())), None); // blank: not a key
+    /// ```
     pub fn api_key(&self, lookup: impl Fn(&str) -> Option<String>) -> Option<ApiKey> {
         self.key_env_vars()
             .into_iter()
@@ -120,6 +180,16 @@ impl ProviderConfig {
     }
 
     /// The base URL.
+    ///
+    /// ```
+    /// use ratelayer::config::Config;
+    /// let config = Config::from_toml(r#"provider = [
+    ///     { name = "a", preset = "openai" },
+    ///     { name = "b", preset = "openai", base_url = "http://127.0.0.1:8080" },
+    /// ]"#).unwrap();
+    /// assert_eq!(config.providers[0].base_url(), "https://api.openai.com");
+    /// assert_eq!(config.providers[1].base_url(), "http://127.0.0.1:8080");
+    /// ```
     pub fn base_url(&self) -> &str {
         self.base_url
             .as_deref()
@@ -127,17 +197,49 @@ impl ProviderConfig {
     }
 
     /// The model.
+    ///
+    /// ```
+    /// use ratelayer::config::Config;
+    /// let config = Config::from_toml(r#"provider = [
+    ///     { name = "a", preset = "openai" },
+    ///     { name = "b", preset = "openai", model = "gpt-4.1" },
+    /// ]"#).unwrap();
+    /// assert_eq!(config.providers[0].model(), "gpt-4o-mini");
+    /// assert_eq!(config.providers[1].model(), "gpt-4.1");
+    /// ```
     pub fn model(&self) -> &str {
         self.model.as_deref().unwrap_or(self.preset.default_model())
     }
 
     /// The limits.
+    ///
+    /// ```
+    /// use ratelayer::{Provider, config::Config};
+    /// let config = Config::from_toml(r#"provider = [
+    ///     { name = "a", preset = "moonshot" },
+    ///     { name = "b", preset = "moonshot", limits = { rpm = 10 } },
+    /// ]"#).unwrap();
+    /// assert_eq!(config.providers[0].limits(), Provider::Moonshot.example_limits());
+    /// assert_eq!(config.providers[1].limits().rpm, Some(10));
+    /// assert_eq!(config.providers[1].limits().max_concurrent, None); // not merged
+    /// ```
     pub fn limits(&self) -> ProviderLimits {
         self.limits.unwrap_or_else(|| self.preset.example_limits())
     }
 }
 
 /// The fallback chain.
+///
+/// ```
+/// use ratelayer::config::Config;
+/// let config = Config::from_toml(r#"
+///     provider = [{ name = "a", preset = "openai" }, { name = "b", preset = "anthropic" }]
+///     fallback = { chain = ["b", "a"], wait_budget_secs = 15 }
+/// "#).unwrap();
+/// let fallback = config.fallback.as_ref().unwrap();
+/// assert_eq!(fallback.chain, ["b", "a"]);
+/// assert_eq!(fallback.wait_budget_secs, Some(15.0));
+/// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackConfig {
@@ -160,11 +262,24 @@ pub struct ApiKey(String);
 
 impl ApiKey {
     /// A key.
+    ///
+    /// ```
+    /// use ratelayer::config::ApiKey;
+    /// let key = ApiKey::new(String::from("sk-secret"));
+    /// assert_eq!(key, ApiKey::new("sk-secret"));
+    /// assert_eq!(key.to_string(), "***");
+    /// ```
     pub fn new(key: impl Into<String>) -> Self {
         ApiKey(key.into())
     }
 
     /// The key itself, to put in a (sensitive) header.
+    ///
+    /// ```
+    /// use ratelayer::config::ApiKey;
+    /// let key = ApiKey::new("sk-secret");
+    /// assert_eq!(format!("Bearer {}", key.expose()), "Bearer sk-secret");
+    /// ```
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -185,6 +300,14 @@ impl fmt::Display for ApiKey {
 impl Config {
     /// Parses and validates a TOML document.
     ///
+    /// ```
+    /// use ratelayer::config::Config;
+    /// let config = Config::from_toml("provider = [{ name = 'kimi', preset = 'kimi' }]").unwrap();
+    /// assert_eq!(config.providers.len(), 1);
+    /// let err = Config::from_toml("provider = [{ name = 'kimi', preset = 'kimi', rpm = 4 }]");
+    /// assert_eq!(err.unwrap_err().setting, "toml"); // rpm belongs in `limits`
+    /// ```
+    ///
     /// # Errors
     /// A [`ConfigError`] naming the setting at fault (TOML syntax errors name `toml`).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
@@ -195,6 +318,14 @@ impl Config {
     }
 
     /// Checks names, limits, waits and the chain.
+    ///
+    /// ```
+    /// use ratelayer::config::Config;
+    /// let mut config = Config::from_toml("provider = [{ name = 'a', preset = 'openai' }]").unwrap();
+    /// assert!(config.validate().is_ok());
+    /// config.providers.push(config.providers[0].clone());
+    /// assert_eq!(config.validate().unwrap_err().setting, "provider[1].name");
+    /// ```
     ///
     /// # Errors
     /// A [`ConfigError`] naming the setting at fault.
@@ -234,6 +365,18 @@ impl Config {
     /// The providers in fallback order: the chain if configured, else the first
     /// provider alone.
     ///
+    /// ```
+    /// use ratelayer::config::Config;
+    /// let mut config = Config::from_toml(r#"
+    ///     provider = [{ name = "a", preset = "openai" }, { name = "b", preset = "anthropic" }]
+    ///     fallback = { chain = ["b", "a"] }
+    /// "#).unwrap();
+    /// let names: Vec<_> = config.providers_in_order().unwrap().iter().map(|p| &p.name).collect();
+    /// assert_eq!(names, ["b", "a"]);
+    /// config.fallback = None; // without a chain: the first provider alone
+    /// assert_eq!(config.providers_in_order().unwrap().len(), 1);
+    /// ```
+    ///
     /// # Errors
     /// A [`ConfigError`] when the chain names an unknown provider or is empty.
     pub fn providers_in_order(&self) -> Result<Vec<&ProviderConfig>, ConfigError> {
@@ -260,6 +403,17 @@ impl Config {
     }
 
     /// The longest wait for `provider` (its own setting, else the default).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer::config::Config;
+    /// let config = Config::from_toml(r#"
+    ///     defaults = { max_wait_secs = 60 }
+    ///     provider = [{ name = "a", preset = "openai", max_wait_secs = 2.5 }, { name = "b", preset = "openai" }]
+    /// "#).unwrap();
+    /// assert_eq!(config.max_wait(&config.providers[0]), Some(Duration::from_millis(2500)));
+    /// assert_eq!(config.max_wait(&config.providers[1]), Some(Duration::from_secs(60)));
+    /// ```
     pub fn max_wait(&self, provider: &ProviderConfig) -> Option<Duration> {
         provider
             .max_wait_secs
@@ -268,6 +422,16 @@ impl Config {
     }
 
     /// The most retries for `provider` (its own setting, else the default).
+    ///
+    /// ```
+    /// use ratelayer::config::Config;
+    /// let config = Config::from_toml(r#"
+    ///     defaults = { max_retries = 3 }
+    ///     provider = [{ name = "a", preset = "openai", max_retries = 0 }, { name = "b", preset = "openai" }]
+    /// "#).unwrap();
+    /// assert_eq!(config.max_retries(&config.providers[0]), Some(0));
+    /// assert_eq!(config.max_retries(&config.providers[1]), Some(3));
+    /// ```
     pub fn max_retries(&self, provider: &ProviderConfig) -> Option<u32> {
         provider.max_retries.or(self.defaults.max_retries)
     }
@@ -277,6 +441,18 @@ impl Config {
     /// The presets of the providers in fallback order (see
     /// [`providers_in_order`](Self::providers_in_order)), each with its key from the
     /// first of its variables that `lookup` finds (pass `|v| std::env::var(v).ok()`).
+    ///
+    /// ```
+    /// use ratelayer::{Provider, config::Config};
+    /// let config = Config::from_toml(r#"
+    ///     provider = [{ name = "a", preset = "openai" }, { name = "kimi", preset = "moonshot" }]
+    ///     fallback = { chain = ["kimi", "a"] }
+    /// "#).unwrap();
+    /// let env = |var: &str| var.ends_with("_API_KEY").then(|| "sk-test".to_owned());
+    /// let presets = config.presets(env).unwrap();
+    /// assert_eq!(presets[0].provider(), Provider::Moonshot);
+    /// assert_eq!(config.presets(|_| None).unwrap_err().setting, "kimi.api_key_env");
+    /// ```
     ///
     /// # Errors
     /// A [`ConfigError`] when a provider's key variable is not set, or the chain is
@@ -324,6 +500,29 @@ impl Config {
 
     /// The fallback [`Chain`](crate::Chain) of the configured providers (build it around your client
     /// with [`Chain::build`](crate::Chain::build)).
+    ///
+    /// ```
+    /// use http::{Request, Response};
+    /// use ratelayer::{config::Config, core::ReplayBody};
+    /// use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # // A client that answers with the URI it was sent to.
+    /// # let client = tower::service_fn(|req: Request<ReplayBody>| async move {
+    /// #     let uri = req.uri().to_string();
+    /// #     Ok::<_, std::convert::Infallible>(Response::builder().header("x-uri", uri).body(String::new()).unwrap())
+    /// # });
+    /// let config = Config::from_toml(r#"provider = [
+    ///     { name = "local", preset = "openai", base_url = "http://127.0.0.1:9000" },
+    /// ]"#).unwrap();
+    /// let chain = config.to_chain(|_| Some("sk-test".to_owned())).unwrap();
+    /// let (stack, stats) = chain.build(client).unwrap();
+    /// let req = Request::post("/v1/chat/completions").body(ReplayBody::from("{}")).unwrap();
+    /// let resp = stack.oneshot(req).await.unwrap();
+    /// assert_eq!(resp.headers()["x-uri"], "http://127.0.0.1:9000/v1/chat/completions");
+    /// assert_eq!(stats.snapshot().successes, 1);
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// As [`presets`](Self::presets).

@@ -35,36 +35,78 @@ pub struct ProviderLimits {
 
 impl ProviderLimits {
     /// Sets requests per minute.
+    ///
+    /// ```
+    /// use ratelayer::ProviderLimits;
+    /// let l = ProviderLimits::default().rpm(60);
+    /// assert_eq!(l.rpm, Some(60));
+    /// assert!(l.validate("openai").is_ok());
+    /// ```
     pub fn rpm(mut self, n: u64) -> Self {
         self.rpm = Some(n);
         self
     }
 
     /// Sets tokens per minute.
+    ///
+    /// ```
+    /// use ratelayer::ProviderLimits;
+    /// let l = ProviderLimits::default().tpm(30_000);
+    /// assert_eq!(l.tpm, Some(30_000));
+    /// assert_eq!(l.rpm, None); // unset: not limited by configuration
+    /// ```
     pub fn tpm(mut self, n: u64) -> Self {
         self.tpm = Some(n);
         self
     }
 
     /// Sets input tokens per minute.
+    ///
+    /// ```
+    /// use ratelayer::ProviderLimits;
+    /// let l = ProviderLimits::default().input_tpm(30_000).output_tpm(8_000);
+    /// assert_eq!((l.input_tpm, l.tpm), (Some(30_000), None));
+    /// ```
     pub fn input_tpm(mut self, n: u64) -> Self {
         self.input_tpm = Some(n);
         self
     }
 
     /// Sets output tokens per minute.
+    ///
+    /// ```
+    /// use ratelayer::ProviderLimits;
+    /// let l = ProviderLimits::default().output_tpm(8_000);
+    /// assert_eq!(l.output_tpm, Some(8_000));
+    /// let err = ProviderLimits::default().output_tpm(0).validate("anthropic").unwrap_err();
+    /// assert_eq!(err.setting, "anthropic.limits.output_tpm");
+    /// ```
     pub fn output_tpm(mut self, n: u64) -> Self {
         self.output_tpm = Some(n);
         self
     }
 
     /// Sets the number of requests in flight at once.
+    ///
+    /// ```
+    /// use ratelayer::ProviderLimits;
+    /// let l = ProviderLimits::default().max_concurrent(1);
+    /// assert_eq!(l.max_concurrent, Some(1));
+    /// assert!(ProviderLimits::default().max_concurrent(0).validate("kimi").is_err());
+    /// ```
     pub fn max_concurrent(mut self, n: u32) -> Self {
         self.max_concurrent = Some(n);
         self
     }
 
     /// Sets the minimum time between request starts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelayer::ProviderLimits;
+    /// let l = ProviderLimits::default().min_spacing(Duration::from_millis(250));
+    /// assert_eq!(l.min_spacing_ms, Some(250));
+    /// ```
     pub fn min_spacing(mut self, spacing: Duration) -> Self {
         self.min_spacing_ms = Some(u64::try_from(spacing.as_millis()).unwrap_or(u64::MAX));
         self
@@ -72,6 +114,14 @@ impl ProviderLimits {
 
     /// Checks that no limit is zero (a zero limit would admit nothing: leave it unset
     /// instead). `at` names the provider in the error.
+    ///
+    /// ```
+    /// use ratelayer::ProviderLimits;
+    /// assert!(ProviderLimits::default().rpm(4).validate("kimi").is_ok());
+    /// let err = ProviderLimits::default().rpm(0).validate("kimi").unwrap_err();
+    /// assert_eq!(err.setting, "kimi.limits.rpm");
+    /// assert!(err.to_string().contains("remove the setting"));
+    /// ```
     ///
     /// # Errors
     /// A [`ConfigError`] naming the setting.

@@ -30,6 +30,12 @@ pub enum Provider {
 
 impl Provider {
     /// Every provider with a preset.
+    ///
+    /// ```
+    /// use ratelayer::Provider;
+    /// assert_eq!(Provider::ALL.len(), 4);
+    /// assert!(Provider::ALL.iter().all(|p| p.name().parse::<Provider>().unwrap() == *p));
+    /// ```
     pub const ALL: [Provider; 4] = [
         Provider::OpenAi,
         Provider::Anthropic,
@@ -39,6 +45,12 @@ impl Provider {
 
     /// The name used for scopes and in logs: `openai`, `anthropic`, `azure`,
     /// `moonshot`.
+    ///
+    /// ```
+    /// use ratelayer::Provider;
+    /// assert_eq!(Provider::AzureOpenAi.name(), "azure");
+    /// assert_eq!(Provider::Moonshot.to_string(), "moonshot");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Provider::OpenAi => "openai",
@@ -49,6 +61,12 @@ impl Provider {
     }
 
     /// The rate-limit header dialect the provider answers in.
+    ///
+    /// ```
+    /// use ratelayer::{Provider, core::Dialect};
+    /// assert_eq!(Provider::Moonshot.dialect(), Dialect::OpenAi);
+    /// assert_eq!(Provider::Anthropic.dialect(), Dialect::Anthropic);
+    /// ```
     pub fn dialect(self) -> Dialect {
         match self {
             Provider::OpenAi | Provider::Moonshot => Dialect::OpenAi,
@@ -58,6 +76,12 @@ impl Provider {
     }
 
     /// The default base URL (Azure's is per resource: configure it).
+    ///
+    /// ```
+    /// use ratelayer::Provider;
+    /// assert_eq!(Provider::OpenAi.default_base_url(), "https://api.openai.com");
+    /// assert!(Provider::AzureOpenAi.default_base_url().contains("YOUR-RESOURCE")); // configure it
+    /// ```
     pub fn default_base_url(self) -> &'static str {
         match self {
             Provider::OpenAi => "https://api.openai.com",
@@ -68,6 +92,12 @@ impl Provider {
     }
 
     /// The header that carries the credential.
+    ///
+    /// ```
+    /// use ratelayer::Provider;
+    /// assert_eq!(Provider::OpenAi.credential_header(), http::header::AUTHORIZATION);
+    /// assert_eq!(Provider::AzureOpenAi.credential_header(), "api-key");
+    /// ```
     pub fn credential_header(self) -> HeaderName {
         match self {
             Provider::OpenAi | Provider::Moonshot => http::header::AUTHORIZATION,
@@ -78,6 +108,12 @@ impl Provider {
 
     /// The credential header's value for `key` (`Bearer {key}` where the provider uses
     /// the `Authorization` header).
+    ///
+    /// ```
+    /// use ratelayer::Provider;
+    /// assert_eq!(Provider::Moonshot.credential_value("sk-1"), "Bearer sk-1");
+    /// assert_eq!(Provider::Anthropic.credential_value("sk-ant-1"), "sk-ant-1");
+    /// ```
     pub fn credential_value(self, key: &str) -> String {
         match self {
             Provider::OpenAi | Provider::Moonshot => format!("Bearer {key}"),
@@ -86,6 +122,12 @@ impl Provider {
     }
 
     /// The environment variables that hold the key, in the order they are tried.
+    ///
+    /// ```
+    /// use ratelayer::Provider;
+    /// assert_eq!(Provider::OpenAi.key_env_vars(), &["OPENAI_API_KEY"]);
+    /// assert_eq!(Provider::Moonshot.key_env_vars()[1], "KIMI_API_KEY");
+    /// ```
     pub fn key_env_vars(self) -> &'static [&'static str] {
         match self {
             Provider::OpenAi => &["OPENAI_API_KEY"],
@@ -96,6 +138,12 @@ impl Provider {
     }
 
     /// A default model.
+    ///
+    /// ```
+    /// use ratelayer::Provider;
+    /// assert_eq!(Provider::OpenAi.default_model(), "gpt-4o-mini");
+    /// assert!(Provider::Anthropic.default_model().starts_with("claude"));
+    /// ```
     pub fn default_model(self) -> &'static str {
         match self {
             Provider::OpenAi | Provider::AzureOpenAi => "gpt-4o-mini",
@@ -106,6 +154,14 @@ impl Provider {
 
     /// Documented example limits (a new account's first paid tier; yours are in your
     /// provider's console, and the tier layer learns them from the headers anyway).
+    ///
+    /// ```
+    /// use ratelayer::Provider;
+    /// let kimi = Provider::Moonshot.example_limits();
+    /// assert_eq!((kimi.rpm, kimi.max_concurrent), (Some(4), Some(1)));
+    /// assert_eq!(Provider::Anthropic.example_limits().input_tpm, Some(30_000));
+    /// assert!(Provider::ALL.iter().all(|p| p.example_limits().validate(p.name()).is_ok()));
+    /// ```
     pub fn example_limits(self) -> crate::ProviderLimits {
         let l = crate::ProviderLimits::default();
         match self {

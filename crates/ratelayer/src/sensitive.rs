@@ -5,6 +5,12 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 /// The headers that carry LLM API credentials: `authorization` (OpenAI, Moonshot and
 /// most OpenAI-compatible APIs), `x-api-key` (Anthropic) and `api-key` (Azure OpenAI).
+///
+/// ```
+/// use ratelayer::{CREDENTIAL_HEADERS, Provider};
+/// assert!(Provider::ALL.iter().all(|p| CREDENTIAL_HEADERS.contains(&p.credential_header())));
+/// assert_eq!(CREDENTIAL_HEADERS[1], "x-api-key");
+/// ```
 pub const CREDENTIAL_HEADERS: [HeaderName; 3] = [
     http::header::AUTHORIZATION,
     HeaderName::from_static("x-api-key"),

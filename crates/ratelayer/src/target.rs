@@ -75,6 +75,14 @@ impl fmt::Debug for TargetLayer {
 impl TargetLayer {
     /// A target for `provider` (named after it) at `base_url`.
     ///
+    /// ```
+    /// use ratelayer::{Provider, TargetLayer};
+    /// let target = TargetLayer::new(Provider::Moonshot, "https://api.moonshot.ai").unwrap();
+    /// assert_eq!(target.name(), "moonshot");
+    /// let err = TargetLayer::new(Provider::OpenAi, "/v1").unwrap_err();
+    /// assert_eq!(err.setting, "openai.base_url");
+    /// ```
+    ///
     /// # Errors
     /// A [`ConfigError`] when `base_url` is not an absolute `http`/`https` URL.
     pub fn new(provider: Provider, base_url: &str) -> Result<Self, ConfigError> {
@@ -82,6 +90,14 @@ impl TargetLayer {
     }
 
     /// A target for `provider` named `name` (the name of its scopes) at `base_url`.
+    ///
+    /// ```
+    /// use ratelayer::{Provider, TargetLayer};
+    /// let target = TargetLayer::named("kimi", Provider::Moonshot, "https://api.moonshot.ai").unwrap();
+    /// assert_eq!(target.name(), "kimi");
+    /// let err = TargetLayer::named("kimi", Provider::Moonshot, "ftp://x").unwrap_err();
+    /// assert_eq!(err.setting, "kimi.base_url");
+    /// ```
     ///
     /// # Errors
     /// A [`ConfigError`] when `base_url` is not an absolute `http`/`https` URL.
@@ -111,6 +127,22 @@ impl TargetLayer {
     /// Sends `key` in the provider's credential header (`Authorization: Bearer`,
     /// `x-api-key` or `api-key`), marked sensitive. A key that is not a valid header
     /// value is ignored with a warning that does not show it.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use ratelayer::{Provider, TargetLayer};
+    /// use tower::{Layer, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let target = TargetLayer::new(Provider::OpenAi, "http://127.0.0.1:9000").unwrap().api_key("sk-1");
+    /// let svc = target.layer(tower::service_fn(|req: Request<()>| async move {
+    ///     Ok::<_, std::convert::Infallible>(req.headers()["authorization"].clone())
+    /// }));
+    /// let sent = svc.oneshot(Request::new(())).await.unwrap();
+    /// assert_eq!(sent, "Bearer sk-1");
+    /// assert!(sent.is_sensitive());
+    /// # }
+    /// ```
     pub fn api_key(self, key: &str) -> Self {
         let mut c = Arc::unwrap_or_clone(self.inner);
         c.credential = match HeaderValue::from_str(&c.provider.credential_value(key)) {
@@ -131,6 +163,12 @@ impl TargetLayer {
     }
 
     /// The provider name the requests get.
+    ///
+    /// ```
+    /// use ratelayer::{Provider, TargetLayer};
+    /// let target = TargetLayer::new(Provider::AzureOpenAi, "https://my.openai.azure.com").unwrap();
+    /// assert_eq!(target.name(), "azure");
+    /// ```
     pub fn name(&self) -> &str {
         self.inner.name.as_str()
     }
@@ -148,6 +186,21 @@ impl<S> Layer<S> for TargetLayer {
 }
 
 /// The service of [`TargetLayer`].
+///
+/// ```
+/// use http::Request;
+/// use ratelayer::{Provider, Target, TargetLayer};
+/// use tower::{Layer, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = TargetLayer::named("kimi", Provider::Moonshot, "http://127.0.0.1:9000/proxy").unwrap();
+/// let svc: Target<_> = layer.layer(tower::service_fn(|req: Request<()>| async move {
+///     Ok::<_, std::convert::Infallible>(req.uri().to_string())
+/// }));
+/// let uri = svc.oneshot(Request::get("/v1/models?x=1").body(()).unwrap()).await.unwrap();
+/// assert_eq!(uri, "http://127.0.0.1:9000/proxy/v1/models?x=1");
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Target<S> {
     inner: S,
