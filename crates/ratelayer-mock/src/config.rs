@@ -279,6 +279,22 @@ impl Latency {
 }
 
 /// A fault the mock injects.
+///
+/// ```
+/// use ratelayer_core::Dialect;
+/// use ratelayer_mock::{ChatRequest, Fault, FaultKind, MockProvider};
+/// use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockProvider::builder().fault(Fault::new(FaultKind::QuotaExhausted)).build().unwrap();
+/// let chat = ChatRequest::new("gpt-4o-mini").key("sk-test").user("Hi");
+/// let resp = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
+/// assert_eq!(resp.status(), 429);
+/// assert!(resp.headers().get("retry-after").is_none()); // no hint: waiting will not help
+/// let entry = mock.journal().entries()[0].clone();
+/// assert_eq!((entry.fault, entry.tokens_charged), (Some(FaultKind::QuotaExhausted), 0));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
     /// Answer with this status (500, 502, 503, 529...) and the dialect's error body, before
@@ -299,6 +315,24 @@ pub enum FaultKind {
 }
 
 /// When a fault fires.
+///
+/// ```
+/// use ratelayer_core::Dialect;
+/// use ratelayer_mock::{ChatRequest, Fault, MockProvider, Trigger};
+/// use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let every_2nd = Fault { trigger: Trigger::Every(2), ..Fault::bad_gateway() };
+/// assert_eq!(every_2nd, Fault::bad_gateway().every(2));
+/// let mock = MockProvider::builder().fault(every_2nd).build().unwrap();
+/// let mut statuses = Vec::new();
+/// for _ in 0..4 {
+///     let req = ChatRequest::new("gpt-4o-mini").user("Hi").build(Dialect::OpenAi);
+///     statuses.push(mock.clone().oneshot(req).await.unwrap().status().as_u16());
+/// }
+/// assert_eq!(statuses, [200, 502, 200, 502]);
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
     /// On each request independently with this probability (seeded).

@@ -42,6 +42,20 @@ struct Counters {
 }
 
 /// A read-only view of a [`StrictService`]'s counters, shared by all its clones.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use ratelayer_mock::contract::StrictService;
+/// use tower::{service_fn, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let svc = StrictService::new(service_fn(|x: u8| async move { Ok::<_, Infallible>(x) }));
+/// let probe = svc.probe();
+/// svc.clone().oneshot(1).await.unwrap();
+/// svc.clone().oneshot(2).await.unwrap(); // every clone counts in the same probe
+/// assert_eq!((probe.calls(), probe.ready_polls(), probe.in_flight()), (2, 2, 0));
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Probe {
     counters: Arc<Counters>,
@@ -49,21 +63,79 @@ pub struct Probe {
 
 impl Probe {
     /// How many times `call` was invoked, across all clones.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use ratelayer_mock::contract::StrictService;
+    /// use tower::{service_fn, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let svc = StrictService::new(service_fn(|x: u8| async move { Ok::<_, Infallible>(x) }));
+    /// let probe = svc.probe();
+    /// assert_eq!(probe.calls(), 0);
+    /// svc.oneshot(1).await.unwrap();
+    /// assert_eq!(probe.calls(), 1);
+    /// # }
+    /// ```
     pub fn calls(&self) -> usize {
         self.counters.calls.load(Ordering::SeqCst)
     }
 
     /// How many response futures are alive now (created and neither finished nor dropped).
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use ratelayer_mock::contract::StrictService;
+    /// use tower::{service_fn, Service, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut svc = StrictService::new(service_fn(|x: u8| async move { Ok::<_, Infallible>(x) }));
+    /// let probe = svc.probe();
+    /// let future = svc.ready().await.unwrap().call(1);
+    /// assert_eq!(probe.in_flight(), 1);
+    /// drop(future); // a cancelled request leaves flight too
+    /// assert_eq!(probe.in_flight(), 0);
+    /// # }
+    /// ```
     pub fn in_flight(&self) -> usize {
         self.counters.in_flight.load(Ordering::SeqCst)
     }
 
     /// The most response futures alive at once so far.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use ratelayer_mock::contract::StrictService;
+    /// use tower::{service_fn, Service, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut svc = StrictService::new(service_fn(|x: u8| async move { Ok::<_, Infallible>(x) }));
+    /// let probe = svc.probe();
+    /// let a = svc.ready().await.unwrap().call(1);
+    /// let b = svc.ready().await.unwrap().call(2);
+    /// assert_eq!((a.await.unwrap(), b.await.unwrap()), (1, 2));
+    /// assert_eq!((probe.max_in_flight(), probe.in_flight()), (2, 0));
+    /// # }
+    /// ```
     pub fn max_in_flight(&self) -> usize {
         self.counters.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// How many times `poll_ready` returned `Ready(Ok(()))`.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use ratelayer_mock::contract::StrictService;
+    /// use tower::{service_fn, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut svc = StrictService::new(service_fn(|x: u8| async move { Ok::<_, Infallible>(x) }));
+    /// let probe = svc.probe();
+    /// svc.ready().await.unwrap();
+    /// svc.ready().await.unwrap(); // readiness polled twice, never used
+    /// assert_eq!((probe.ready_polls(), probe.calls()), (2, 0));
+    /// # }
+    /// ```
     pub fn ready_polls(&self) -> usize {
         self.counters.ready_polls.load(Ordering::SeqCst)
     }
@@ -71,6 +143,22 @@ impl Probe {
 
 /// A service wrapper that panics when called without readiness and whose clones start
 /// unready. See the [module docs](self).
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::panic::{catch_unwind, AssertUnwindSafe};
+/// use ratelayer_mock::contract::StrictService;
+/// use tower::{service_fn, Service, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut svc = StrictService::new(service_fn(|x: u8| async move { Ok::<_, Infallible>(x) }));
+/// assert_eq!(svc.ready().await.unwrap().call(7).await.unwrap(), 7);
+/// // A clone of a readied service is unready: calling it breaks the tower contract.
+/// svc.ready().await.unwrap();
+/// let mut clone = svc.clone();
+/// assert!(catch_unwind(AssertUnwindSafe(|| drop(clone.call(8)))).is_err());
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct StrictService<S> {
     inner: S,
@@ -80,6 +168,17 @@ pub struct StrictService<S> {
 
 impl<S> StrictService<S> {
     /// Wraps `inner`.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use ratelayer_mock::contract::StrictService;
+    /// use tower::{service_fn, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let svc = StrictService::new(service_fn(|s: &'static str| async move { Ok::<_, Infallible>(s.len()) }));
+    /// assert_eq!(svc.oneshot("four").await.unwrap(), 4);
+    /// # }
+    /// ```
     pub fn new(inner: S) -> Self {
         StrictService {
             inner,
@@ -89,6 +188,19 @@ impl<S> StrictService<S> {
     }
 
     /// A handle to the counters shared by this service and all its clones.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use ratelayer_mock::contract::StrictService;
+    /// use tower::{service_fn, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let svc = StrictService::new(service_fn(|x: u8| async move { Ok::<_, Infallible>(x) }));
+    /// let (probe, clone) = (svc.probe(), svc.clone());
+    /// clone.oneshot(1).await.unwrap(); // counted in the original's probe
+    /// assert_eq!(probe.calls(), 1);
+    /// # }
+    /// ```
     pub fn probe(&self) -> Probe {
         Probe {
             counters: self.counters.clone(),
@@ -165,6 +277,21 @@ impl Drop for InFlight {
 pin_project! {
     /// The response future of [`StrictService`]: counted in flight until it completes or
     /// is dropped.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use ratelayer_mock::contract::{StrictFuture, StrictService};
+    /// use tower::{service_fn, Service, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut svc = StrictService::new(service_fn(|x: u8| async move { Ok::<_, Infallible>(x) }));
+    /// let probe = svc.probe();
+    /// let future: StrictFuture<_> = svc.ready().await.unwrap().call(7);
+    /// assert_eq!(probe.in_flight(), 1);
+    /// assert_eq!(future.await.unwrap(), 7);
+    /// assert_eq!(probe.in_flight(), 0);
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct StrictFuture<F> {
         #[pin]

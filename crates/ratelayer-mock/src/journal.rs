@@ -9,6 +9,24 @@ use tokio::time::Instant;
 use crate::config::FaultKind;
 
 /// One request as the mock saw it.
+///
+/// ```
+/// use http::StatusCode;
+/// use ratelayer_core::Dialect;
+/// use ratelayer_mock::{ChatRequest, MockProvider};
+/// use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockProvider::builder().build().unwrap();
+/// let chat = ChatRequest::new("gpt-4o-mini").key("sk-test").user("Hello").max_tokens(10);
+/// drop(mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap()); // body dropped: finished
+/// let entry = mock.journal().entries()[0].clone();
+/// assert_eq!((entry.id, entry.key.as_str(), entry.model.as_str()), (0, "sk-test", "gpt-4o-mini"));
+/// assert_eq!(entry.status, Some(StatusCode::OK));
+/// assert!(entry.admitted() && entry.finish.is_some());
+/// assert_eq!(entry.tokens_charged, chat.tokens(Dialect::OpenAi).charged());
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalEntry {
     /// Arrival index, 0-based, in the order `call` was invoked.

@@ -31,15 +31,60 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 /// The largest request body the mock reads (32 MiB); a larger one fails the request
 /// (over HTTP: the connection is closed).
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::Request;
+/// use http_body_util::Full;
+/// use ratelayer_mock::{MAX_BODY, MockError, MockProvider};
+/// use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockProvider::builder().build().unwrap();
+/// let huge = Full::new(Bytes::from(vec![b' '; MAX_BODY + 1]));
+/// let err = mock.oneshot(Request::post("/v1/chat/completions").body(huge).unwrap()).await.unwrap_err();
+/// assert!(matches!(err, MockError::Body(_)), "{err}");
+/// # }
+/// ```
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// The header carrying the mock's journal id of a request on every response.
+///
+/// ```
+/// use ratelayer_core::Dialect;
+/// use ratelayer_mock::{ChatRequest, MockProvider, REQUEST_ID_HEADER};
+/// use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockProvider::builder().build().unwrap();
+/// let chat = ChatRequest::new("gpt-4o-mini").user("Hi");
+/// for id in ["0", "1"] {
+///     let resp = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
+///     assert_eq!(resp.headers()[REQUEST_ID_HEADER], id); // the journal entry's id
+/// }
+/// # }
+/// ```
 pub const REQUEST_ID_HEADER: &str = "x-mock-request-id";
 
 /// An honest mock LLM provider; see the [crate docs](crate).
 ///
 /// Clones share everything: limits, windows, journal, fault generator. It is always
 /// ready (`poll_ready` returns `Ready(Ok(()))`).
+///
+/// ```
+/// use ratelayer_core::Dialect;
+/// use ratelayer_mock::{ChatRequest, MockProvider};
+/// use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockProvider::builder().rpm(1).build().unwrap();
+/// let chat = ChatRequest::new("gpt-4o-mini").key("sk-test").user("Hi");
+/// let first = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
+/// let second = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
+/// assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 429)); // shared limits
+/// assert_eq!(mock.journal().len(), 2); // and the journal
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct MockProvider {
     shared: Arc<Shared>,
@@ -191,6 +236,20 @@ impl State {
 }
 
 /// Why an in-process request failed (responses, 429 and 5xx included, are `Ok`).
+///
+/// ```
+/// use ratelayer_core::Dialect;
+/// use ratelayer_mock::{ChatRequest, Fault, MockError, MockProvider};
+/// use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockProvider::builder().fault(Fault::connection_closed()).build().unwrap();
+/// let req = ChatRequest::new("gpt-4o-mini").user("Hi").build(Dialect::OpenAi);
+/// let err = mock.oneshot(req).await.unwrap_err();
+/// assert!(matches!(err, MockError::ConnectionClosed));
+/// assert!(err.to_string().contains("closed the connection"));
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MockError {
@@ -681,6 +740,19 @@ where
 }
 
 /// The response future of [`MockProvider`].
+///
+/// ```
+/// use ratelayer_core::Dialect;
+/// use ratelayer_mock::{ChatRequest, MockProvider, ResponseFuture};
+/// use tower::Service;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut mock = MockProvider::builder().build().unwrap(); // always ready
+/// let future: ResponseFuture = mock.call(ChatRequest::new("gpt-4o-mini").build(Dialect::OpenAi));
+/// assert_eq!(mock.journal().len(), 1); // arrived at `call`
+/// assert_eq!(future.await.unwrap().status(), 200);
+/// # }
+/// ```
 pub struct ResponseFuture {
     inner: Pin<Box<dyn Future<Output = Result<Response<MockBody>, MockError>> + Send>>,
 }
@@ -703,6 +775,24 @@ impl Future for ResponseFuture {
 ///
 /// An admitted request stays in flight (holding its concurrency slot, its token charge
 /// not yet reconciled) until this body yields its last frame or is dropped.
+///
+/// ```
+/// use http_body_util::BodyExt;
+/// use ratelayer_core::Dialect;
+/// use ratelayer_mock::{ChatRequest, MockBody, MockProvider};
+/// use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let mock = MockProvider::builder().concurrency(1).build().unwrap();
+/// let chat = ChatRequest::new("gpt-4o-mini").user("Hi").stream(true);
+/// let resp = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
+/// assert!(mock.journal().entries()[0].finish.is_none()); // in flight while the body is unread
+/// let body: MockBody = resp.into_body();
+/// let sse = body.collect().await.unwrap().to_bytes();
+/// assert!(sse.ends_with(b"data: [DONE]\n\n"));
+/// assert!(mock.journal().entries()[0].finish.is_some());
+/// # }
+/// ```
 pub struct MockBody {
     chunks: VecDeque<Bytes>,
     streaming: bool,

@@ -16,6 +16,25 @@ use crate::MockProvider;
 
 /// A running HTTP mock; see [`serve`]. Dropping it stops the server and closes its
 /// connections (so does [`shutdown`](Self::shutdown), which also waits for that).
+///
+/// ```
+/// # use bytes::Bytes;
+/// use http_body_util::Full;
+/// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+/// use ratelayer_core::Dialect;
+/// use ratelayer_mock::{ChatRequest, MockProvider};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockProvider::builder().rpm(60).build().unwrap();
+/// let server = mock.serve(([127, 0, 0, 1], 0).into()).await.unwrap();
+/// let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+/// let req = ChatRequest::new("gpt-4o-mini").base_url(server.url()).user("Hi");
+/// let resp = client.request(req.build(Dialect::OpenAi)).await.unwrap();
+/// assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "59");
+/// server.shutdown().await;
+/// assert!(client.request(req.build(Dialect::OpenAi)).await.is_err()); // stopped
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct MockServer {
     addr: SocketAddr,

@@ -41,12 +41,32 @@
 use serde_json::{Map, Value};
 
 /// The output allowance when a request sets no maximum.
+///
+/// ```
+/// use ratelayer_mock::tokens::{DEFAULT_MAX_TOKENS, TokenCount};
+/// let count = TokenCount::of(br#"{"messages":[{"role":"user","content":"Hi"}]}"#);
+/// assert_eq!(count.output_allowance, DEFAULT_MAX_TOKENS);
+/// ```
 pub const DEFAULT_MAX_TOKENS: u64 = 16;
 
 /// Tokens added per message on top of its text.
+///
+/// ```
+/// use ratelayer_mock::tokens::{PER_MESSAGE_OVERHEAD, TokenCount};
+/// let body = br#"{"messages":[{"role":"system","content":""},{"role":"user","content":"abcd"}]}"#;
+/// assert_eq!(TokenCount::of(body).input, 2 * PER_MESSAGE_OVERHEAD + 1); // "abcd": 1 token
+/// ```
 pub const PER_MESSAGE_OVERHEAD: u64 = 4;
 
 /// What a request costs under the mock's rule (see the [module docs](self)).
+///
+/// ```
+/// use ratelayer_mock::tokens::TokenCount;
+/// let body = br#"{"max_tokens":50,"n":3,"messages":[{"role":"user","content":"Hello"}]}"#;
+/// let count = TokenCount::of(body);
+/// assert_eq!((count.max_tokens, count.n, count.output_allowance), (50, 3, 150));
+/// assert_eq!(count.charged(), count.input + 150);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TokenCount {
     /// Input (prompt) tokens.
