@@ -624,6 +624,28 @@ mod tests {
     }
 
     #[test]
+    fn a_tier_sharing_a_row_is_accepted_by_either_number() {
+        // OpenAI's table has one row for tiers 3 and 4 ("tier-3/4"); the documented
+        // `1`..`5` must all be accepted.
+        for tier in ["3", "4", "tier-3", "Tier-4"] {
+            let c = Config::from_toml(&format!(
+                "[[provider]]\nname='openai'\npreset='openai'\nmodel='gpt-4o'\ntier='{tier}'"
+            ))
+            .unwrap();
+            let preset = c.presets(|_| Some("sk".into())).unwrap().remove(0);
+            let state = ratelayer_core::LimitState::new();
+            preset
+                .layer(&state)
+                .unwrap_or_else(|e| panic!("tier {tier:?}: {e}"));
+            let fp = ratelayer_core::meta::fingerprint(b"Bearer sk");
+            let scope = ratelayer_core::Scope::new("openai")
+                .with_credential(fp)
+                .with_model("gpt-4o");
+            assert_eq!(&*state.tier(&scope).unwrap().name, "tier-3/4", "{tier}");
+        }
+    }
+
+    #[test]
     fn an_unknown_tier_is_refused_when_the_stack_is_built() {
         let c = Config::from_toml("[[provider]]\nname='o'\npreset='openai'\ntier='gold'").unwrap();
         let preset = c.presets(|_| Some("sk".into())).unwrap().remove(0);

@@ -566,12 +566,18 @@ impl Preset {
         let tables = ratelayer_tier::TierTables::new();
         let table = tables.for_provider(&self.name);
         let wanted = name.trim().to_ascii_lowercase();
+        // A row may hold several tiers: `3`, `4` and `tier-3` all name `tier-3/4`.
+        let number = wanted.trim_start_matches("tier").trim_start_matches('-');
         let spec = table
             .tiers
             .iter()
             .find(|t| {
                 let t = t.name.to_ascii_lowercase();
-                t == wanted || t == format!("tier-{wanted}") || t.replace('-', "") == wanted
+                t == wanted
+                    || t == format!("tier-{wanted}")
+                    || t.replace('-', "") == wanted
+                    || t.strip_prefix("tier-")
+                        .is_some_and(|n| n.split('/').any(|part| part == number))
             })
             .ok_or_else(|| {
                 let known: Vec<&str> = table.tiers.iter().map(|t| t.name.as_str()).collect();
