@@ -347,7 +347,12 @@ impl Preset {
         self
     }
 
-    /// The most retries of a rate-limited request on this provider.
+    /// The most retries of a rate-limited (429) request on this provider. Transient
+    /// failures (5xx, 408, connection errors) and overloaded answers (529, 503
+    /// "overloaded") keep the retry layer's own backoff and counts
+    /// ([`BackoffRetryLayerBuilder::transient`](crate::retry::BackoffRetryLayerBuilder::transient),
+    /// [`overloaded`](crate::retry::BackoffRetryLayerBuilder::overloaded)): `max_retries(0)`
+    /// does not make a [`Chain`] fall back at once on a 503.
     ///
     /// ```
     /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
@@ -404,8 +409,11 @@ impl Preset {
         self
     }
 
-    /// In a [`Chain`]: the model's context window in tokens, so a request too large for
-    /// an earlier provider goes straight to one it fits.
+    /// In a [`Chain`]: the model's context window in tokens. A request that overflowed
+    /// an earlier provider's window (that provider answered with a context-length error;
+    /// the chain still tries providers in order, as the token estimate is rough) then goes
+    /// straight to the first later provider whose window fits it, skipping those too
+    /// small.
     ///
     /// ```
     /// # use http::{Request, Response};
