@@ -453,7 +453,8 @@ struct Progress<'a> {
     replayable: bool,
 }
 
-/// Decides on a response: `Ok` to return it (with its [`RetryReport`]), `Err(delay)` to
+/// Decides on a response: `Ok` to return it (with its [`RetryReport`] unless it is
+/// [`RetryReport::FIRST_ATTEMPT`]), `Err(delay)` to
 /// drop it and retry after `delay`.
 fn finish<B: Body>(
     shared: &Shared,
@@ -488,7 +489,11 @@ fn finish<B: Body>(
                 reason,
             };
             outcome(scope, &report, Some(parts.status.as_u16()));
-            parts.extensions.insert(report);
+            // A first attempt that succeeded without a wait needs no report (see
+            // `RetryReport::of`): no extensions map to allocate on the common path.
+            if report != RetryReport::FIRST_ATTEMPT {
+                parts.extensions.insert(report);
+            }
             Ok(Response::from_parts(parts, body))
         }
     }

@@ -33,8 +33,9 @@
 //! Each wait is an `info` event:
 //! `rate limited (429), waiting 20.0s before retry 1/6 (tier free, base 20s, source retry-after)`
 //! with fields `scope`, `status`, `classification`, `delay_ms`, `retry`, `max_retries`,
-//! `tier`, `base_delay_ms`, `source`. The outcome is an event too, and every returned
-//! response carries a [`RetryReport`] extension (attempts, total wait, reason). When
+//! `tier`, `base_delay_ms`, `source`. The outcome is an event too, and a returned response
+//! carries a [`RetryReport`] extension (attempts, total wait, reason) unless it succeeded
+//! at its first attempt with no wait ([`RetryReport::of`] reads it either way). When
 //! retries are exhausted, the last response is returned unchanged (apart from that
 //! extension). An error of the inner service (a transport failure) is returned as is
 //! once its retries are used up. A wait before an attempt (cooldown, pacing) that would

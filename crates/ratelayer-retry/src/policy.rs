@@ -141,8 +141,14 @@ impl fmt::Display for StopReason {
     }
 }
 
-/// The extension on every response the retry layer returns: how many attempts were
-/// made, how long was waited in total, and why it stopped.
+/// How the retry layer came to return a response: how many attempts were made, how long
+/// was waited in total, and why it stopped.
+///
+/// It is a response extension on every response the layer returns after a retry or a
+/// wait, and on every response it stops at for any reason but success (retries
+/// exhausted, not retryable, ...). A response that succeeded at its first attempt with no
+/// wait, the common case, carries none (so that the common case allocates no extensions
+/// map): [`RetryReport::of`] reads a response's report either way.
 ///
 /// ```
 /// use std::time::Duration;
@@ -161,6 +167,42 @@ pub struct RetryReport {
 }
 
 impl RetryReport {
+    /// The report of a response that succeeded at its first attempt, with no wait: not
+    /// attached to the response (see [`RetryReport::of`]).
+    ///
+    /// ```
+    /// use ratelayer_retry::{RetryReport, StopReason};
+    /// assert_eq!(RetryReport::FIRST_ATTEMPT.attempts, 1);
+    /// assert!(RetryReport::FIRST_ATTEMPT.total_wait.is_zero());
+    /// assert_eq!(RetryReport::FIRST_ATTEMPT.reason, StopReason::Success);
+    /// ```
+    pub const FIRST_ATTEMPT: RetryReport = RetryReport {
+        attempts: 1,
+        total_wait: Duration::ZERO,
+        reason: StopReason::Success,
+    };
+
+    /// The report of `response`, returned by the retry layer: its extension, else
+    /// [`RetryReport::FIRST_ATTEMPT`] (the layer attaches none to a response that
+    /// succeeded at its first attempt with no wait).
+    ///
+    /// ```
+    /// use http::Response;
+    /// use ratelayer_retry::{RetryReport, StopReason};
+    /// let mut resp = Response::new(());
+    /// assert_eq!(RetryReport::of(&resp), RetryReport::FIRST_ATTEMPT);
+    /// let retried = RetryReport { attempts: 2, total_wait: std::time::Duration::from_secs(7), reason: StopReason::Success };
+    /// resp.extensions_mut().insert(retried);
+    /// assert_eq!(RetryReport::of(&resp).retries(), 1);
+    /// ```
+    pub fn of<B>(response: &http::Response<B>) -> RetryReport {
+        response
+            .extensions()
+            .get::<RetryReport>()
+            .copied()
+            .unwrap_or(RetryReport::FIRST_ATTEMPT)
+    }
+
     /// Attempts after the first.
     ///
     /// ```

@@ -28,7 +28,9 @@ use crate::policy::Deadline;
 ///     Ok::<_, Infallible>(Response::new(String::from("ok")))
 /// }));
 /// let resp = svc.oneshot(Request::new(ReplayBody::empty())).await.unwrap();
-/// assert_eq!(resp.extensions().get::<RetryReport>().unwrap().attempts, 1);
+/// // A first attempt that succeeded with no wait: no extension to allocate.
+/// assert!(resp.extensions().get::<RetryReport>().is_none());
+/// assert_eq!(RetryReport::of(&resp).attempts, 1);
 /// # }
 /// ```
 #[derive(Debug)]

@@ -94,7 +94,34 @@ async fn run(
 }
 
 fn report<B>(r: &Response<B>) -> RetryReport {
-    *r.extensions().get::<RetryReport>().unwrap()
+    RetryReport::of(r)
+}
+
+/// The report is attached to every response but a first attempt that succeeded with no
+/// wait (which `RetryReport::of` reads as `FIRST_ATTEMPT`): a retried success and a
+/// first-attempt failure carry theirs.
+#[tokio::test(start_paused = true)]
+async fn the_report_is_attached_unless_the_first_attempt_succeeded() {
+    let ok = run(builder().build().unwrap(), &always(200)).await;
+    assert!(ok.extensions().get::<RetryReport>().is_none());
+    assert_eq!(report(&ok), RetryReport::FIRST_ATTEMPT);
+
+    let fatal = run(builder().build().unwrap(), &always(400)).await;
+    let attached = *fatal.extensions().get::<RetryReport>().unwrap();
+    assert_eq!(attached.attempts, 1);
+    assert!(matches!(attached.reason, StopReason::NotRetryable(_)));
+
+    let once = Script::new(|n| match n {
+        0 => resp(429, &[("retry-after", "2")], ""),
+        _ => resp(200, &[], ""),
+    });
+    let retried = run(builder().build().unwrap(), &once).await;
+    let attached = *retried.extensions().get::<RetryReport>().unwrap();
+    assert_eq!(
+        (attached.attempts, attached.total_wait),
+        (2, Duration::from_secs(2))
+    );
+    assert_eq!(attached.reason, StopReason::Success);
 }
 
 #[tokio::test(start_paused = true)]

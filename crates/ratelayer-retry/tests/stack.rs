@@ -56,7 +56,7 @@ async fn free_tier_ten_concurrent_requests_in_minimum_time() {
         tasks.spawn(async move {
             let resp = svc.oneshot(chat("/v1/chat/completions")).await.unwrap();
             let status = resp.status();
-            let report = *resp.extensions().get::<RetryReport>().unwrap();
+            let report = RetryReport::of(&resp);
             resp.into_body().collect().await.unwrap();
             (status, report)
         });
@@ -137,7 +137,7 @@ async fn hyper_util_client_sends_exactly_the_layers_attempts() {
     let mut statuses = vec![];
     for _ in 0..4 {
         let resp = stack.clone().oneshot(chat(&url)).await.unwrap();
-        let report = *resp.extensions().get::<RetryReport>().unwrap();
+        let report = RetryReport::of(&resp);
         attempts += report.attempts as usize;
         statuses.push(resp.status().as_u16());
         resp.into_body().collect().await.unwrap();
