@@ -21,16 +21,28 @@ use crate::service::BackoffRetry;
 /// server's requested delays. See the [crate docs](crate) for the decision rules.
 ///
 /// ```
-/// use std::time::Duration;
-/// use ratelayer_core::LimitState;
-/// use ratelayer_retry::{BackoffRetryLayer, Jitter};
-///
+/// # use std::time::Duration;
+/// # use http::{Request, Response};
+/// # use ratelayer_core::{LimitState, ReplayBody};
+/// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+/// # use tower::{Layer, ServiceExt, service_fn};
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+/// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+/// # });
+/// # let req = || Request::new(ReplayBody::empty());
 /// let layer = BackoffRetryLayer::builder(LimitState::new())
-///     .max_rate_limit_retries(6)
+///     .max_rate_limit_retries(2)
 ///     .jitter(Jitter::Equal)
 ///     .max_delay(Duration::from_secs(600))
 ///     .build()
 ///     .unwrap();
+/// let resp = layer.layer(always(429)).oneshot(req()).await.unwrap();
+/// // Retries used up: the last 429 is returned as is, with a report.
+/// assert_eq!(resp.status(), 429);
+/// assert_eq!(RetryReport::of(&resp).attempts, 3);
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct BackoffRetryLayer {
@@ -41,9 +53,23 @@ impl BackoffRetryLayer {
     /// A layer with the default configuration (see [`BackoffRetryLayerBuilder`]).
     ///
     /// ```
-    /// use ratelayer_core::LimitState;
-    /// use ratelayer_retry::BackoffRetryLayer;
-    /// let layer = BackoffRetryLayer::new(LimitState::new());
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, ReplayBody};
+    /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+    /// # use tower::{Layer, ServiceExt, service_fn};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+    /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+    /// # });
+    /// # let req = || Request::new(ReplayBody::empty());
+    /// let svc = BackoffRetryLayer::new(LimitState::new()).layer(always(429));
+    /// let resp = svc.oneshot(req()).await.unwrap();
+    /// let report = RetryReport::of(&resp);
+    /// // Six retries on the free tier's schedule: 20 + 40 + 80 + 160 + 320 + 640 s.
+    /// assert_eq!((report.attempts, report.total_wait.as_secs()), (7, 1260));
+    /// # }
     /// ```
     pub fn new(state: LimitState) -> Self {
         // The defaults are valid by construction.
@@ -56,9 +82,27 @@ impl BackoffRetryLayer {
     /// A builder reading tiers and cooldowns from `state`.
     ///
     /// ```
-    /// use ratelayer_core::LimitState;
-    /// use ratelayer_retry::BackoffRetryLayer;
-    /// let layer = BackoffRetryLayer::builder(LimitState::new()).build().unwrap();
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, ReplayBody};
+    /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+    /// # use tower::{Layer, ServiceExt, service_fn};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+    /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+    /// # });
+    /// # let req = || Request::new(ReplayBody::empty());
+    /// # let mut request = req();
+    /// # let scope = ratelayer_core::meta::ensure(&mut request).scope();
+    /// use ratelayer_core::state::TierInfo;
+    /// let state = LimitState::new();
+    /// state.set_tier(&scope, TierInfo::new("tier-1", Duration::from_millis(300)));
+    /// let layer = BackoffRetryLayer::builder(state).max_rate_limit_retries(2).build().unwrap();
+    /// let resp = layer.layer(always(429)).oneshot(request).await.unwrap();
+    /// // The tier's base delay (not the free tier's 20 s) × 2ⁿ: 0.3 + 0.6 s.
+    /// assert_eq!(RetryReport::of(&resp).total_wait, Duration::from_millis(900));
+    /// # }
     /// ```
     pub fn builder(state: LimitState) -> BackoffRetryLayerBuilder {
         BackoffRetryLayerBuilder {
@@ -186,8 +230,26 @@ impl BackoffRetryLayerBuilder {
         /// Retries of rate-limited (429) responses.
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.max_rate_limit_retries(3);
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// let layer = BackoffRetryLayer::builder(LimitState::new())
+        ///     .max_rate_limit_retries(1)
+        ///     .build()
+        ///     .unwrap();
+        /// let resp = layer.layer(always(429)).oneshot(req()).await.unwrap();
+        /// let report = RetryReport::of(&resp);
+        /// // One retry: two attempts, then the last 429 is returned.
+        /// assert_eq!((report.attempts, report.reason), (2, StopReason::RetriesExhausted));
+        /// # }
         /// ```
         max_rate_limit_retries: u32 => rate_limit.max_retries
     );
@@ -195,8 +257,27 @@ impl BackoffRetryLayerBuilder {
         /// The base delay of rate-limit backoff when the scope's tier is unknown.
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.default_base_delay(std::time::Duration::from_secs(10));
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// let layer = BackoffRetryLayer::builder(LimitState::new())
+        ///     .max_rate_limit_retries(2)
+        ///     .default_base_delay(Duration::from_secs(10))
+        ///     .build()
+        ///     .unwrap();
+        /// let resp = layer.layer(always(429)).oneshot(req()).await.unwrap();
+        /// let report = RetryReport::of(&resp);
+        /// // 10 s, then 10 s × 2 (the free tier's 20 s is not used).
+        /// assert_eq!(report.total_wait, Duration::from_secs(30));
+        /// # }
         /// ```
         default_base_delay: Duration => rate_limit.base
     );
@@ -204,8 +285,28 @@ impl BackoffRetryLayerBuilder {
         /// The growth factor of rate-limit backoff (at least 1).
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.factor(3.0);
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// let layer = BackoffRetryLayer::builder(LimitState::new())
+        ///     .max_rate_limit_retries(2)
+        ///     .factor(3.0)
+        ///     .build()
+        ///     .unwrap();
+        /// let resp = layer.layer(always(429)).oneshot(req()).await.unwrap();
+        /// let report = RetryReport::of(&resp);
+        /// // 20 s, then 20 s × 3.
+        /// assert_eq!(report.total_wait, Duration::from_secs(80));
+        /// assert_eq!(BackoffRetryLayer::builder(LimitState::new()).factor(0.5).build().unwrap_err().setting, "retry.factor");
+        /// # }
         /// ```
         factor: f64 => rate_limit.factor
     );
@@ -214,8 +315,26 @@ impl BackoffRetryLayerBuilder {
         /// timeouts).
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.transient(ratelayer_retry::Backoff::new(std::time::Duration::from_millis(100), 2.0, 5));
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// let layer = BackoffRetryLayer::builder(LimitState::new())
+        ///     .transient(Backoff::new(Duration::from_millis(100), 2.0, 3))
+        ///     .build()
+        ///     .unwrap();
+        /// let resp = layer.layer(always(500)).oneshot(req()).await.unwrap();
+        /// let report = RetryReport::of(&resp);
+        /// // A 500, retried 3 times after 0.1, 0.2 and 0.4 s.
+        /// assert_eq!((report.attempts, report.total_wait), (4, Duration::from_millis(700)));
+        /// # }
         /// ```
         transient: Backoff => transient
     );
@@ -223,8 +342,26 @@ impl BackoffRetryLayerBuilder {
         /// Backoff and retry count of overloaded responses (529, 503 "overloaded").
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.overloaded(ratelayer_retry::Backoff::new(std::time::Duration::from_secs(2), 2.0, 3));
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// let layer = BackoffRetryLayer::builder(LimitState::new())
+        ///     .overloaded(Backoff::new(Duration::from_secs(2), 2.0, 2))
+        ///     .build()
+        ///     .unwrap();
+        /// let resp = layer.layer(always(529)).oneshot(req()).await.unwrap();
+        /// let report = RetryReport::of(&resp);
+        /// // A 529, retried twice after 2 and 4 s.
+        /// assert_eq!((report.attempts, report.total_wait), (3, Duration::from_secs(6)));
+        /// # }
         /// ```
         overloaded: Backoff => overloaded
     );
@@ -232,8 +369,28 @@ impl BackoffRetryLayerBuilder {
         /// Jitter of computed delays.
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.jitter(ratelayer_retry::Jitter::Full);
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// let layer = BackoffRetryLayer::builder(LimitState::new())
+        ///     .max_rate_limit_retries(1)
+        ///     .jitter(Jitter::Equal)
+        ///     .build()
+        ///     .unwrap();
+        /// let resp = layer.layer(always(429)).oneshot(req()).await.unwrap();
+        /// let report = RetryReport::of(&resp);
+        /// // The 20 s delay becomes a random one between 10 and 20 s.
+        /// let w = report.total_wait;
+        /// assert!(w >= Duration::from_secs(10) && w <= Duration::from_secs(20), "{w:?}");
+        /// # }
         /// ```
         jitter: Jitter => jitter
     );
@@ -242,8 +399,27 @@ impl BackoffRetryLayerBuilder {
         /// above it follows [`over_cap`](Self::over_cap).
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.max_delay(std::time::Duration::from_secs(120));
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// let layer = BackoffRetryLayer::builder(LimitState::new())
+        ///     .max_rate_limit_retries(4)
+        ///     .max_delay(Duration::from_secs(120))
+        ///     .build()
+        ///     .unwrap();
+        /// let resp = layer.layer(always(429)).oneshot(req()).await.unwrap();
+        /// let report = RetryReport::of(&resp);
+        /// // 20 + 40 + 80 s, then 160 s clamped to 120 s.
+        /// assert_eq!(report.total_wait, Duration::from_secs(260));
+        /// # }
         /// ```
         max_delay: Duration => max_delay
     );
@@ -251,8 +427,29 @@ impl BackoffRetryLayerBuilder {
         /// What to do with a server delay above [`max_delay`](Self::max_delay).
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.over_cap(ratelayer_retry::OverCap::GiveUp);
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// # let hour = service_fn(|_: Request<ReplayBody>| async {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(429).header("retry-after", "3600").body(String::new()).unwrap())
+        /// # });
+        /// let layer = BackoffRetryLayer::builder(LimitState::new())
+        ///     .over_cap(OverCap::GiveUp)
+        ///     .build()
+        ///     .unwrap();
+        /// // A 429 asking for an hour, above the 15 min cap: returned at once.
+        /// let resp = layer.layer(hour).oneshot(req()).await.unwrap();
+        /// let report = RetryReport::of(&resp);
+        /// assert_eq!((report.attempts, report.reason), (1, StopReason::DelayAboveCap));
+        /// # }
         /// ```
         over_cap: OverCap => over_cap
     );
@@ -260,8 +457,27 @@ impl BackoffRetryLayerBuilder {
         /// The most time one logical request may spend waiting in total.
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.max_total_wait(std::time::Duration::from_secs(300));
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// let layer = BackoffRetryLayer::builder(LimitState::new())
+        ///     .max_total_wait(Duration::from_secs(60))
+        ///     .build()
+        ///     .unwrap();
+        /// let resp = layer.layer(always(429)).oneshot(req()).await.unwrap();
+        /// let report = RetryReport::of(&resp);
+        /// // 20 + 40 s fit in the minute; the next 80 s would not.
+        /// assert_eq!((report.attempts, report.total_wait.as_secs()), (3, 60));
+        /// assert_eq!(report.reason, StopReason::WaitBudgetExhausted);
+        /// # }
         /// ```
         max_total_wait: Duration => max_total_wait
     );
@@ -270,8 +486,13 @@ impl BackoffRetryLayerBuilder {
         /// passed on unread).
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.max_error_body(16 * 1024);
+        /// use ratelayer_core::LimitState;
+        /// use ratelayer_retry::BackoffRetryLayer;
+        /// let b = || BackoffRetryLayer::builder(LimitState::new());
+        /// assert!(b().max_error_body(16 * 1024).build().is_ok());
+        /// // Error bodies are small: a bound above 16 MiB is refused.
+        /// let err = b().max_error_body(32 << 20).build().unwrap_err();
+        /// assert_eq!(err.setting, "retry.max_error_body");
         /// ```
         max_error_body: usize => max_body
     );
@@ -279,8 +500,32 @@ impl BackoffRetryLayerBuilder {
         /// Pace attempts from what the provider said (see the crate docs).
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.pacing(false);
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// # let mut request = req();
+        /// # let scope = ratelayer_core::meta::ensure(&mut request).scope();
+        /// # let mut said = ratelayer_core::RateLimitSnapshot::default();
+        /// let state = LimitState::new();
+        /// said.requests.remaining = Some(0);
+        /// said.requests.reset = Some(Duration::from_secs(30));
+        /// state.observe(&scope, said); // (what ratelayer-tier publishes)
+        /// let paced = BackoffRetryLayer::builder(state.clone()).probe(false).build().unwrap();
+        /// let unpaced = BackoffRetryLayer::builder(state).pacing(false).build().unwrap();
+        /// let start = tokio::time::Instant::now();
+        /// unpaced.layer(always(200)).oneshot(req()).await.unwrap();
+        /// assert_eq!(start.elapsed(), Duration::ZERO);
+        /// paced.layer(always(200)).oneshot(request).await.unwrap();
+        /// assert_eq!(start.elapsed(), Duration::from_secs(30));
+        /// # }
         /// ```
         pacing: bool => pacing
     );
@@ -292,8 +537,34 @@ impl BackoffRetryLayerBuilder {
         /// response's latency. `ratelayer`'s presets do so when limits are given.
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.probe(false);
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # fn req() -> Request<ReplayBody> { Request::new(ReplayBody::empty()) }
+        /// # async fn two_at_once(layer: BackoffRetryLayer) -> Duration {
+        /// #     let slow = service_fn(|_: Request<ReplayBody>| async {
+        /// #         tokio::time::sleep(Duration::from_secs(1)).await;
+        /// #         Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        /// #     });
+        /// #     let start = tokio::time::Instant::now();
+        /// #     let (a, b) = (layer.layer(slow.clone()), layer.layer(slow));
+        /// #     let (ra, rb) = tokio::join!(a.oneshot(req()), b.oneshot(req()));
+        /// #     (ra.unwrap(), rb.unwrap());
+        /// #     start.elapsed()
+        /// # }
+        /// // Two requests to a new scope, each answered in 1 s.
+        /// let probing = BackoffRetryLayer::builder(LimitState::new()).build().unwrap();
+        /// let not_probing = BackoffRetryLayer::builder(LimitState::new()).probe(false).build().unwrap();
+        /// assert_eq!(two_at_once(probing).await, Duration::from_secs(2)); // one after the other
+        /// assert_eq!(two_at_once(not_probing).await, Duration::from_secs(1)); // side by side
+        /// # }
         /// ```
         probe: bool => probe
     );
@@ -301,8 +572,36 @@ impl BackoffRetryLayerBuilder {
         /// The margin added to a learned window before a slot counts as free again.
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.pacing_margin(std::time::Duration::ZERO);
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// # let mut request = req();
+        /// # let scope = ratelayer_core::meta::ensure(&mut request).scope();
+        /// # let mut said = ratelayer_core::RateLimitSnapshot::default();
+        /// let state = LimitState::new();
+        /// said.requests.limit = Some(1);
+        /// said.requests.window = Some(Duration::from_secs(10));
+        /// state.observe(&scope, said); // learned: 1 request per 10 s
+        /// let layer = BackoffRetryLayer::builder(state)
+        ///     .probe(false)
+        ///     .pacing_margin(Duration::ZERO)
+        ///     .build()
+        ///     .unwrap();
+        /// let svc = layer.layer(always(200));
+        /// let start = tokio::time::Instant::now();
+        /// svc.clone().oneshot(req()).await.unwrap();
+        /// svc.oneshot(request).await.unwrap();
+        /// // The second starts when the window ends, not 0.5 s later (the default margin).
+        /// assert_eq!(start.elapsed(), Duration::from_secs(10));
+        /// # }
         /// ```
         pacing_margin: Duration => pacing_margin
     );
@@ -312,8 +611,35 @@ impl BackoffRetryLayerBuilder {
         /// error, are not published).
         ///
         /// ```
-        /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-        /// let b = b.share_cooldown(false);
+        /// # use std::time::Duration;
+        /// # use http::{Request, Response};
+        /// # use ratelayer_core::{LimitState, ReplayBody};
+        /// # use ratelayer_retry::{BackoffRetryLayerBuilder, Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+        /// # use tower::{Layer, ServiceExt, service_fn};
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+        /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        /// # });
+        /// # let req = || Request::new(ReplayBody::empty());
+        /// # async fn cooldown_1s_into_a_429(f: fn(BackoffRetryLayerBuilder) -> BackoffRetryLayerBuilder) -> Duration {
+        /// #     let always_429 = service_fn(|_: Request<ReplayBody>| async {
+        /// #         Ok::<_, std::convert::Infallible>(Response::builder().status(429).body(String::new()).unwrap())
+        /// #     });
+        /// #     let mut request = Request::new(ReplayBody::empty());
+        /// #     let scope = ratelayer_core::meta::ensure(&mut request).scope();
+        /// #     let state = LimitState::new();
+        /// #     let layer = f(BackoffRetryLayer::builder(state.clone())).build().unwrap();
+        /// #     let task = tokio::spawn(layer.layer(always_429).oneshot(request));
+        /// #     tokio::time::sleep(Duration::from_secs(1)).await;
+        /// #     task.abort();
+        /// #     state.cooldown_remaining(&scope)
+        /// # }
+        /// // During the 20 s wait after a 429, the scope's other requests wait too ...
+        /// assert_eq!(cooldown_1s_into_a_429(|b| b).await, Duration::from_secs(19));
+        /// // ... unless the wait is kept to this request.
+        /// assert_eq!(cooldown_1s_into_a_429(|b| b.share_cooldown(false)).await, Duration::ZERO);
+        /// # }
         /// ```
         share_cooldown: bool => share_cooldown
     );
@@ -324,8 +650,26 @@ impl BackoffRetryLayerBuilder {
     /// gate).
     ///
     /// ```
-    /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-    /// let b = b.retry_budget(std::time::Duration::from_secs(10), 1, 0.1);
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, ReplayBody};
+    /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+    /// # use tower::{Layer, ServiceExt, service_fn};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+    /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+    /// # });
+    /// # let req = || Request::new(ReplayBody::empty());
+    /// let layer = BackoffRetryLayer::builder(LimitState::new())
+    ///     .retry_budget(Duration::from_secs(10), 0, 0.0)
+    ///     .build()
+    ///     .unwrap();
+    /// let resp = layer.layer(always(500)).oneshot(req()).await.unwrap();
+    /// let report = RetryReport::of(&resp);
+    /// // No floor and no share of traffic: not even one retry of the 500.
+    /// assert_eq!((report.attempts, report.reason), (1, StopReason::RetryBudgetExhausted));
+    /// # }
     /// ```
     pub fn retry_budget(mut self, ttl: Duration, min_per_sec: u32, percent: f32) -> Self {
         self.cfg.budget_ttl = ttl;
@@ -337,8 +681,32 @@ impl BackoffRetryLayerBuilder {
     /// The classifier (default: [`DefaultClassifier`]).
     ///
     /// ```
-    /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-    /// let b = b.classifier(ratelayer_core::DefaultClassifier::new());
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, ReplayBody};
+    /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+    /// # use tower::{Layer, ServiceExt, service_fn};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+    /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+    /// # });
+    /// # let req = || Request::new(ReplayBody::empty());
+    /// # use ratelayer_core::{Classification, Classifier, DefaultClassifier, RateLimitSnapshot};
+    /// # use http::{HeaderMap, StatusCode};
+    /// /// Retries 418 as a transient failure; everything else as the default does.
+    /// struct TeapotIsTransient;
+    /// impl Classifier for TeapotIsTransient {
+    ///     fn classify_response(&self, status: StatusCode, h: &HeaderMap, body: Option<&[u8]>, s: &RateLimitSnapshot) -> Classification {
+    ///         if status == StatusCode::IM_A_TEAPOT { return Classification::Transient { retry_after: None } }
+    ///         DefaultClassifier::new().classify_response(status, h, body, s)
+    ///     }
+    /// #   fn classify_error(&self, e: &(dyn std::error::Error + 'static)) -> Classification { DefaultClassifier::new().classify_error(e) }
+    /// }
+    /// let layer = BackoffRetryLayer::builder(LimitState::new()).classifier(TeapotIsTransient).build().unwrap();
+    /// let resp = layer.layer(always(418)).oneshot(req()).await.unwrap();
+    /// assert_eq!(RetryReport::of(&resp).attempts, 4); // the 3 transient retries
+    /// # }
     /// ```
     pub fn classifier(mut self, classifier: impl Classifier) -> Self {
         self.classifier = Some(Arc::new(classifier));
@@ -349,8 +717,35 @@ impl BackoffRetryLayerBuilder {
     /// its own.
     ///
     /// ```
-    /// # let b = ratelayer_retry::BackoffRetryLayer::builder(Default::default());
-    /// let b = b.seed(7);
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, ReplayBody};
+    /// # use ratelayer_retry::{Backoff, BackoffRetryLayer, Jitter, OverCap, RetryReport, StopReason};
+    /// # use tower::{Layer, ServiceExt, service_fn};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let always = |status: u16| service_fn(move |_: Request<ReplayBody>| async move {
+    /// #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+    /// # });
+    /// # let req = || Request::new(ReplayBody::empty());
+    /// # async fn first_wait(layer: BackoffRetryLayer) -> Duration {
+    /// #     let always_429 = service_fn(|_: Request<ReplayBody>| async {
+    /// #         Ok::<_, std::convert::Infallible>(Response::builder().status(429).body(String::new()).unwrap())
+    /// #     });
+    /// #     let resp = layer.layer(always_429).oneshot(Request::new(ReplayBody::empty())).await.unwrap();
+    /// #     RetryReport::of(&resp).total_wait
+    /// # }
+    /// let seeded = || {
+    ///     BackoffRetryLayer::builder(LimitState::new())
+    ///         .max_rate_limit_retries(1)
+    ///         .jitter(Jitter::Full)
+    ///         .seed(7)
+    ///         .build()
+    ///         .unwrap()
+    /// };
+    /// // The same seed draws the same jittered delay.
+    /// assert_eq!(first_wait(seeded()).await, first_wait(seeded()).await);
+    /// # }
     /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
