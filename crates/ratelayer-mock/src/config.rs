@@ -243,8 +243,13 @@ impl Latency {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// let l = ratelayer_mock::Latency::uniform(Duration::ZERO, Duration::from_secs(1));
-    /// # let _ = l;
+    /// use ratelayer_mock::{Latency, MockProvider};
+    /// let l = Latency::uniform(Duration::ZERO, Duration::from_secs(1));
+    /// assert_eq!(l, Latency::Uniform { min: Duration::ZERO, max: Duration::from_secs(1) });
+    /// // min above max is refused when the mock is built:
+    /// let backwards = Latency::uniform(Duration::from_secs(2), Duration::ZERO);
+    /// let err = MockProvider::builder().latency(backwards).build().unwrap_err();
+    /// assert_eq!(err.setting, "latency");
     /// ```
     pub fn uniform(min: Duration, max: Duration) -> Self {
         Latency::Uniform { min, max }
@@ -255,7 +260,7 @@ impl Latency {
     /// ```
     /// # use std::time::Duration;
     /// let l = ratelayer_mock::Latency::exponential(Duration::from_millis(800));
-    /// # let _ = l;
+    /// assert_eq!(l, ratelayer_mock::Latency::Exponential { mean: Duration::from_millis(800) });
     /// ```
     pub fn exponential(mean: Duration) -> Self {
         Latency::Exponential { mean }
@@ -346,10 +351,12 @@ pub enum Trigger {
 /// A fault and when it fires.
 ///
 /// ```
-/// use ratelayer_mock::Fault;
+/// use ratelayer_mock::{Fault, FaultKind, Trigger};
 /// let f = Fault::unavailable().probability(0.1);
+/// assert_eq!(f.kind, FaultKind::Status(http::StatusCode::SERVICE_UNAVAILABLE));
+/// assert_eq!(f.trigger, Trigger::Probability(0.1));
 /// let g = Fault::connection_closed().on_requests([0, 3]);
-/// # let _ = (f, g);
+/// assert_eq!((g.kind, g.trigger), (FaultKind::ConnectionClosed, Trigger::Requests([0, 3].into())));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
@@ -376,9 +383,19 @@ impl Fault {
     /// A status fault.
     ///
     /// ```
-    /// # use ratelayer_mock::Fault;
-    /// let f = Fault::status(http::StatusCode::BAD_GATEWAY);
-    /// # let _ = f;
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, Fault, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = MockProvider::builder().fault(Fault::status(http::StatusCode::BAD_GATEWAY)).build().unwrap();
+    /// let req = ChatRequest::new("gpt-4o-mini").user("Hi").build(Dialect::OpenAi);
+    /// assert_eq!(mock.clone().oneshot(req).await.unwrap().status(), 502);
+    /// assert_eq!(mock.journal().entries()[0].tokens_charged, 0); // refused before admission
+    /// // Only error statuses (4xx, 5xx) are faults:
+    /// let err = MockProvider::builder().fault(Fault::status(http::StatusCode::OK)).build().unwrap_err();
+    /// assert_eq!(err.setting, "fault.status");
+    /// # }
     /// ```
     pub fn status(status: StatusCode) -> Self {
         Fault::new(FaultKind::Status(status))
@@ -387,7 +404,10 @@ impl Fault {
     /// 500 Internal Server Error.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::Fault::internal_error();
+    /// use ratelayer_mock::{Fault, FaultKind, Trigger};
+    /// let f = Fault::internal_error();
+    /// assert_eq!(f.kind, FaultKind::Status(http::StatusCode::INTERNAL_SERVER_ERROR));
+    /// assert_eq!(f.trigger, Trigger::Probability(1.0)); // every request until a trigger is set
     /// ```
     pub fn internal_error() -> Self {
         Fault::status(StatusCode::INTERNAL_SERVER_ERROR)
@@ -396,7 +416,10 @@ impl Fault {
     /// 502 Bad Gateway.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::Fault::bad_gateway();
+    /// use ratelayer_mock::{Fault, FaultKind, Trigger};
+    /// let f = Fault::bad_gateway();
+    /// assert_eq!(f.kind, FaultKind::Status(http::StatusCode::BAD_GATEWAY));
+    /// assert_eq!(f.trigger, Trigger::Probability(1.0)); // every request until a trigger is set
     /// ```
     pub fn bad_gateway() -> Self {
         Fault::status(StatusCode::BAD_GATEWAY)
@@ -405,7 +428,10 @@ impl Fault {
     /// 503 Service Unavailable.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::Fault::unavailable();
+    /// use ratelayer_mock::{Fault, FaultKind, Trigger};
+    /// let f = Fault::unavailable();
+    /// assert_eq!(f.kind, FaultKind::Status(http::StatusCode::SERVICE_UNAVAILABLE));
+    /// assert_eq!(f.trigger, Trigger::Probability(1.0)); // every request until a trigger is set
     /// ```
     pub fn unavailable() -> Self {
         Fault::status(StatusCode::SERVICE_UNAVAILABLE)
@@ -424,7 +450,9 @@ impl Fault {
     /// A quota-exhausted 429.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::Fault::quota_exhausted();
+    /// use ratelayer_mock::{Fault, FaultKind};
+    /// assert_eq!(Fault::quota_exhausted().kind, FaultKind::QuotaExhausted);
+    /// // (its 429 carries no retry hint: see the example on [`FaultKind`])
     /// ```
     pub fn quota_exhausted() -> Self {
         Fault::new(FaultKind::QuotaExhausted)
@@ -433,7 +461,18 @@ impl Fault {
     /// A connection closed mid-request.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::Fault::connection_closed();
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, Fault, MockError, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = MockProvider::builder().fault(Fault::connection_closed()).build().unwrap();
+    /// let req = ChatRequest::new("gpt-4o-mini").user("Hi").build(Dialect::OpenAi);
+    /// let err = mock.clone().oneshot(req).await.unwrap_err();
+    /// assert!(matches!(err, MockError::ConnectionClosed));
+    /// let entry = mock.journal().entries()[0].clone();
+    /// assert!(entry.admitted() && entry.status.is_none()); // charged, never answered
+    /// # }
     /// ```
     pub fn connection_closed() -> Self {
         Fault::new(FaultKind::ConnectionClosed)
@@ -442,7 +481,19 @@ impl Fault {
     /// A stream cut before its end.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::Fault::stream_cut();
+    /// # use http_body_util::BodyExt;
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, Fault, MockError, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = MockProvider::builder().fault(Fault::stream_cut()).build().unwrap();
+    /// let req = ChatRequest::new("gpt-4o-mini").user("Hi").max_tokens(40).stream(true);
+    /// let resp = mock.clone().oneshot(req.build(Dialect::OpenAi)).await.unwrap();
+    /// assert_eq!(resp.status(), 200); // the answer starts well...
+    /// let err = resp.into_body().collect().await.unwrap_err();
+    /// assert!(matches!(err, MockError::StreamCut)); // ...and ends before the usage chunk
+    /// # }
     /// ```
     pub fn stream_cut() -> Self {
         Fault::new(FaultKind::StreamCut)
@@ -453,9 +504,20 @@ impl Fault {
     /// ```
     /// # use std::time::Duration;
     /// use ratelayer_mock::{Fault, Latency};
-    /// let spike = Fault::latency(Duration::from_secs(2)).probability(0.05);
-    /// let tail = Fault::latency(Latency::exponential(Duration::from_millis(300)));
-    /// # let _ = (spike, tail);
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, FaultKind, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let tail = Fault::latency(Latency::exponential(Duration::from_millis(300))).probability(0.05);
+    /// assert_eq!(tail.kind, FaultKind::Latency(Latency::Exponential { mean: Duration::from_millis(300) }));
+    /// let mock = MockProvider::builder().fault(Fault::latency(Duration::from_secs(2))).build().unwrap();
+    /// let t0 = tokio::time::Instant::now();
+    /// let req = ChatRequest::new("gpt-4o-mini").user("Hi").build(Dialect::OpenAi);
+    /// assert_eq!(mock.clone().oneshot(req).await.unwrap().status(), 200);
+    /// assert_eq!(t0.elapsed(), Duration::from_secs(2)); // (paused time)
+    /// assert_eq!(mock.journal().entries()[0].fault, Some(FaultKind::Latency(Latency::Fixed(Duration::from_secs(2)))));
+    /// # }
     /// ```
     pub fn latency(latency: impl Into<Latency>) -> Self {
         Fault::new(FaultKind::Latency(latency.into()))
@@ -464,7 +526,10 @@ impl Fault {
     /// Fires on each request with probability `p` (seeded, deterministic).
     ///
     /// ```
-    /// # let _ = ratelayer_mock::Fault::internal_error().probability(0.25);
+    /// use ratelayer_mock::{Fault, MockProvider, Trigger};
+    /// assert_eq!(Fault::internal_error().probability(0.25).trigger, Trigger::Probability(0.25));
+    /// let err = MockProvider::builder().fault(Fault::internal_error().probability(1.5)).build().unwrap_err();
+    /// assert_eq!(err.setting, "fault.probability");
     /// ```
     pub fn probability(mut self, p: f64) -> Self {
         self.trigger = Trigger::Probability(p);
@@ -474,7 +539,19 @@ impl Fault {
     /// Fires on the requests with these arrival indices (0-based).
     ///
     /// ```
-    /// # let _ = ratelayer_mock::Fault::internal_error().on_requests([0, 1]);
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, Fault, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = MockProvider::builder().fault(Fault::internal_error().on_requests([0, 1])).build().unwrap();
+    /// let mut statuses = Vec::new();
+    /// for _ in 0..3 {
+    ///     let req = ChatRequest::new("gpt-4o-mini").user("Hi").build(Dialect::OpenAi);
+    ///     statuses.push(mock.clone().oneshot(req).await.unwrap().status().as_u16());
+    /// }
+    /// assert_eq!(statuses, [500, 500, 200]);
+    /// # }
     /// ```
     pub fn on_requests(mut self, indices: impl IntoIterator<Item = u64>) -> Self {
         self.trigger = Trigger::Requests(indices.into_iter().collect());
@@ -484,7 +561,10 @@ impl Fault {
     /// Fires on every `n`-th request.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::Fault::internal_error().every(10);
+    /// use ratelayer_mock::{Fault, MockProvider, Trigger};
+    /// assert_eq!(Fault::internal_error().every(10).trigger, Trigger::Every(10)); // requests 9, 19, ...
+    /// let err = MockProvider::builder().fault(Fault::internal_error().every(0)).build().unwrap_err();
+    /// assert_eq!(err.setting, "fault.every");
     /// ```
     pub fn every(mut self, n: u64) -> Self {
         self.trigger = Trigger::Every(n);
@@ -525,7 +605,7 @@ pub(crate) struct Config {
 /// ```
 /// use std::time::Duration;
 /// use ratelayer_core::Dialect;
-/// use ratelayer_mock::{ConcurrencyMode, Fault, Latency, MockProvider, Tier};
+/// use ratelayer_mock::{ConcurrencyMode, Fault, Latency, Limits, MockProvider, Tier};
 ///
 /// let mock = MockProvider::builder()
 ///     .dialect(Dialect::Anthropic)
@@ -539,7 +619,9 @@ pub(crate) struct Config {
 ///     .seed(7)
 ///     .build()
 ///     .unwrap();
-/// # let _ = mock;
+/// assert_eq!(mock.dialect(), Dialect::Anthropic);
+/// let tier1 = Tier::Tier1.limits();
+/// assert_eq!(mock.limits(), Limits { otpm: Some(8_000), concurrency: Some(4), ..tier1 });
 /// ```
 #[derive(Debug, Clone)]
 pub struct MockBuilder {
@@ -579,7 +661,12 @@ impl MockBuilder {
     /// The dialect: `OpenAi` (default), `Azure`, `Anthropic`, `Gemini` or `Groq`.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::MockProvider::builder().dialect(ratelayer_core::Dialect::Groq);
+    /// use ratelayer_core::Dialect;
+    /// use ratelayer_mock::MockProvider;
+    /// let mock = MockProvider::builder().dialect(Dialect::Groq).build().unwrap();
+    /// assert_eq!(mock.dialect(), Dialect::Groq);
+    /// let err = MockProvider::builder().dialect(Dialect::Mistral).build().unwrap_err();
+    /// assert_eq!(err.setting, "dialect"); // a dialect the mock does not speak
     /// ```
     pub fn dialect(mut self, dialect: Dialect) -> Self {
         self.config.dialect = dialect;
@@ -590,8 +677,8 @@ impl MockBuilder {
     ///
     /// ```
     /// # use ratelayer_mock::{Limits, MockProvider};
-    /// let b = MockProvider::builder().limits(Limits::new().rpm(10));
-    /// # let _ = b;
+    /// let mock = MockProvider::builder().tpm(500).limits(Limits::new().rpm(10)).build().unwrap();
+    /// assert_eq!(mock.limits(), Limits::new().rpm(10)); // the tpm set before is gone
     /// ```
     pub fn limits(mut self, limits: Limits) -> Self {
         self.config.limits = limits;
@@ -602,8 +689,9 @@ impl MockBuilder {
     ///
     /// ```
     /// # use ratelayer_mock::{MockProvider, Tier};
-    /// let b = MockProvider::builder().tier(Tier::Free).tpm(1_000);
-    /// # let _ = b;
+    /// let mock = MockProvider::builder().tier(Tier::Free).tpm(1_000).build().unwrap();
+    /// assert_eq!(mock.limits().rpm, Some(3)); // the free tier's
+    /// assert_eq!(mock.limits().tpm, Some(1_000)); // overridden
     /// ```
     pub fn tier(mut self, tier: Tier) -> Self {
         self.config.limits = tier.limits();
@@ -614,7 +702,18 @@ impl MockBuilder {
         /// Requests per minute.
         ///
         /// ```
-        /// # let _ = ratelayer_mock::MockProvider::builder().rpm(60);
+        /// # use ratelayer_core::Dialect;
+        /// # use ratelayer_mock::{ChatRequest, MockProvider};
+        /// # use tower::ServiceExt;
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let mock = MockProvider::builder().rpm(1).build().unwrap();
+        /// let chat = ChatRequest::new("gpt-4o-mini").user("Hi");
+        /// assert_eq!(mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap().status(), 200);
+        /// let second = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
+        /// assert_eq!(second.status(), 429);
+        /// assert_eq!(second.headers()["retry-after"], "60"); // the first leaves the window
+        /// # }
         /// ```
         rpm: u64
     );
@@ -622,7 +721,10 @@ impl MockBuilder {
         /// Tokens per minute (input + output).
         ///
         /// ```
-        /// # let _ = ratelayer_mock::MockProvider::builder().tpm(10_000);
+        /// use ratelayer_mock::MockProvider;
+        /// assert_eq!(MockProvider::builder().tpm(10_000).build().unwrap().limits().tpm, Some(10_000));
+        /// let err = MockProvider::builder().tpm(0).build().unwrap_err();
+        /// assert_eq!(err.setting, "tpm"); // 0 admits nothing: leave it unset for no limit
         /// ```
         tpm: u64
     );
@@ -630,7 +732,9 @@ impl MockBuilder {
         /// Input tokens per minute.
         ///
         /// ```
-        /// # let _ = ratelayer_mock::MockProvider::builder().itpm(10_000);
+        /// use ratelayer_mock::MockProvider;
+        /// assert_eq!(MockProvider::builder().itpm(10_000).build().unwrap().limits().itpm, Some(10_000));
+        /// assert_eq!(MockProvider::builder().itpm(0).build().unwrap_err().setting, "itpm");
         /// ```
         itpm: u64
     );
@@ -638,7 +742,9 @@ impl MockBuilder {
         /// Output tokens per minute.
         ///
         /// ```
-        /// # let _ = ratelayer_mock::MockProvider::builder().otpm(2_000);
+        /// use ratelayer_mock::MockProvider;
+        /// assert_eq!(MockProvider::builder().otpm(2_000).build().unwrap().limits().otpm, Some(2_000));
+        /// assert_eq!(MockProvider::builder().otpm(0).build().unwrap_err().setting, "otpm");
         /// ```
         otpm: u64
     );
@@ -646,7 +752,9 @@ impl MockBuilder {
         /// Requests per day.
         ///
         /// ```
-        /// # let _ = ratelayer_mock::MockProvider::builder().rpd(1_000);
+        /// use ratelayer_mock::MockProvider;
+        /// assert_eq!(MockProvider::builder().rpd(1_000).build().unwrap().limits().rpd, Some(1_000));
+        /// assert_eq!(MockProvider::builder().rpd(0).build().unwrap_err().setting, "rpd");
         /// ```
         rpd: u64
     );
@@ -654,7 +762,19 @@ impl MockBuilder {
         /// Requests in flight at once (per key and model).
         ///
         /// ```
-        /// # let _ = ratelayer_mock::MockProvider::builder().concurrency(1);
+        /// # use ratelayer_core::Dialect;
+        /// # use ratelayer_mock::{ChatRequest, MockProvider};
+        /// # use tower::ServiceExt;
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// let mock = MockProvider::builder().concurrency(1).build().unwrap();
+        /// let chat = ChatRequest::new("gpt-4o-mini").user("Hi");
+        /// let first = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
+        /// let second = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
+        /// assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 429)); // first in flight
+        /// drop(first); // its body dropped: finished
+        /// assert_eq!(mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap().status(), 200);
+        /// # }
         /// ```
         concurrency: usize
     );
@@ -662,8 +782,21 @@ impl MockBuilder {
     /// Refuse (429, the default) or queue requests above the concurrency limit.
     ///
     /// ```
-    /// # use ratelayer_mock::{ConcurrencyMode, MockProvider};
-    /// # let _ = MockProvider::builder().concurrency(1).concurrency_mode(ConcurrencyMode::Queue);
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, ConcurrencyMode, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mock = MockProvider::builder().concurrency(1).concurrency_mode(ConcurrencyMode::Queue).build().unwrap();
+    /// let chat = ChatRequest::new("gpt-4o-mini").user("Hi");
+    /// let first = mock.clone().oneshot(chat.build(Dialect::OpenAi)).await.unwrap();
+    /// let mut second = Box::pin(mock.clone().oneshot(chat.build(Dialect::OpenAi)));
+    /// let waited = tokio::time::timeout(Duration::from_secs(5), &mut second).await;
+    /// assert!(waited.is_err()); // queued, not refused
+    /// drop(first);
+    /// assert_eq!(second.await.unwrap().status(), 200);
+    /// # }
     /// ```
     pub fn concurrency_mode(mut self, mode: ConcurrencyMode) -> Self {
         self.config.concurrency_mode = mode;
@@ -674,7 +807,17 @@ impl MockBuilder {
     /// `max_tokens` exceed it gets the dialect's context-length error (400).
     ///
     /// ```
-    /// # let _ = ratelayer_mock::MockProvider::builder().context_window(8_192);
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = MockProvider::builder().context_window(8_192).build().unwrap();
+    /// let req = ChatRequest::new("gpt-4o-mini").user("Hi").max_tokens(10_000);
+    /// let resp = mock.clone().oneshot(req.build(Dialect::OpenAi)).await.unwrap();
+    /// assert_eq!(resp.status(), 400); // 6 input tokens + 10 000 do not fit in 8 192
+    /// assert!(!mock.journal().entries()[0].admitted());
+    /// # }
     /// ```
     pub fn context_window(mut self, tokens: u64) -> Self {
         self.config.context_window = Some(tokens);
@@ -684,7 +827,18 @@ impl MockBuilder {
     /// The fraction of `max_tokens` the mock really generates (default 0.5; in `[0, 1]`).
     ///
     /// ```
-    /// # let _ = ratelayer_mock::MockProvider::builder().completion_fraction(1.0);
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = MockProvider::builder().completion_fraction(1.0).build().unwrap();
+    /// let req = ChatRequest::new("gpt-4o-mini").user("Hi").max_tokens(40);
+    /// drop(mock.clone().oneshot(req.build(Dialect::OpenAi)).await.unwrap());
+    /// assert_eq!(mock.journal().entries()[0].completion_tokens, 40); // all of max_tokens
+    /// let err = MockProvider::builder().completion_fraction(1.5).build().unwrap_err();
+    /// assert_eq!(err.setting, "completion_fraction");
+    /// # }
     /// ```
     pub fn completion_fraction(mut self, fraction: f64) -> Self {
         self.config.completion_fraction = fraction;
@@ -695,8 +849,17 @@ impl MockBuilder {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # let _ = ratelayer_mock::MockProvider::builder()
-    /// #     .latency(ratelayer_mock::Latency::fixed(Duration::from_millis(20)));
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, Latency, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mock = MockProvider::builder().latency(Latency::fixed(Duration::from_millis(20))).build().unwrap();
+    /// let t0 = tokio::time::Instant::now();
+    /// let req = ChatRequest::new("gpt-4o-mini").user("Hi").build(Dialect::OpenAi);
+    /// assert_eq!(mock.clone().oneshot(req).await.unwrap().status(), 200);
+    /// assert_eq!(t0.elapsed(), Duration::from_millis(20)); // (paused time)
+    /// # }
     /// ```
     pub fn latency(mut self, latency: Latency) -> Self {
         self.config.latency = latency;
@@ -707,7 +870,19 @@ impl MockBuilder {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # let _ = ratelayer_mock::MockProvider::builder().stream_chunk_delay(Duration::from_millis(5));
+    /// # use http_body_util::BodyExt;
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mock = MockProvider::builder().stream_chunk_delay(Duration::from_millis(5)).build().unwrap();
+    /// let req = ChatRequest::new("gpt-4o-mini").user("Hi").max_tokens(8).stream(true);
+    /// let resp = mock.clone().oneshot(req.build(Dialect::OpenAi)).await.unwrap();
+    /// let t0 = tokio::time::Instant::now(); // the headers came at once; the events are paced
+    /// resp.into_body().collect().await.unwrap();
+    /// assert!(t0.elapsed() >= Duration::from_millis(10)); // (paused time)
+    /// # }
     /// ```
     pub fn stream_chunk_delay(mut self, delay: Duration) -> Self {
         self.config.stream_chunk_delay = delay;
@@ -719,7 +894,23 @@ impl MockBuilder {
     /// adds up.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::MockProvider::builder().fault(ratelayer_mock::Fault::unavailable().every(3));
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, Fault, MockProvider};
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = MockProvider::builder()
+    ///     .fault(Fault::unavailable().every(3))
+    ///     .fault(Fault::internal_error().on_requests([2, 3]))
+    ///     .build()
+    ///     .unwrap();
+    /// let mut statuses = Vec::new();
+    /// for _ in 0..4 {
+    ///     let req = ChatRequest::new("gpt-4o-mini").user("Hi").build(Dialect::OpenAi);
+    ///     statuses.push(mock.clone().oneshot(req).await.unwrap().status().as_u16());
+    /// }
+    /// assert_eq!(statuses, [200, 200, 503, 500]); // request 2: the first added wins
+    /// # }
     /// ```
     pub fn fault(mut self, fault: Fault) -> Self {
         self.config.faults.push(fault);
@@ -730,7 +921,23 @@ impl MockBuilder {
     /// same behaviour.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::MockProvider::builder().seed(42);
+    /// # use ratelayer_core::Dialect;
+    /// # use ratelayer_mock::{ChatRequest, Fault, MockProvider};
+    /// # use tower::ServiceExt;
+    /// async fn statuses(seed: u64) -> Vec<u16> {
+    ///     let mock = MockProvider::builder().fault(Fault::unavailable().probability(0.5)).seed(seed).build().unwrap();
+    ///     let mut statuses = Vec::new();
+    ///     for _ in 0..16 {
+    ///         let req = ChatRequest::new("gpt-4o-mini").user("Hi").build(Dialect::OpenAi);
+    ///         statuses.push(mock.clone().oneshot(req).await.unwrap().status().as_u16());
+    ///     }
+    ///     statuses
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// assert_eq!(statuses(42).await, statuses(42).await);
+    /// assert_ne!(statuses(42).await, statuses(7).await);
+    /// # }
     /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
@@ -741,7 +948,13 @@ impl MockBuilder {
     /// an absolute date (Anthropic's resets). Default: `SystemTime::now()` at build.
     ///
     /// ```
-    /// # let _ = ratelayer_mock::MockProvider::builder().wall_clock_origin(std::time::UNIX_EPOCH);
+    /// # use std::time::{Duration, UNIX_EPOCH};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mock = ratelayer_mock::MockProvider::builder().wall_clock_origin(UNIX_EPOCH).build().unwrap();
+    /// let later = tokio::time::Instant::now() + Duration::from_secs(90); // (paused time)
+    /// assert_eq!(mock.wall_time(later), UNIX_EPOCH + Duration::from_secs(90));
+    /// # }
     /// ```
     pub fn wall_clock_origin(mut self, origin: SystemTime) -> Self {
         self.config.wall_origin = Some(origin);

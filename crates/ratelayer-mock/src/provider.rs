@@ -288,8 +288,10 @@ impl MockProvider {
     /// A builder with no limits, the OpenAI dialect and no faults.
     ///
     /// ```
-    /// let mock = ratelayer_mock::MockProvider::builder().rpm(60).build().unwrap();
-    /// # let _ = mock;
+    /// use ratelayer_mock::{Limits, MockProvider};
+    /// let mock = MockProvider::builder().rpm(60).build().unwrap();
+    /// assert_eq!(mock.limits(), Limits::new().rpm(60)); // nothing else limited
+    /// assert_eq!(mock.dialect(), ratelayer_core::Dialect::OpenAi);
     /// ```
     pub fn builder() -> MockBuilder {
         MockBuilder::default()

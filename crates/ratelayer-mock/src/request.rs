@@ -37,8 +37,12 @@ impl ChatRequest {
     /// A request for `model` with the key `sk-test`, no messages, no `max_tokens`.
     ///
     /// ```
-    /// let r = ratelayer_mock::ChatRequest::new("gpt-4o-mini");
-    /// # let _ = r;
+    /// use ratelayer_core::Dialect;
+    /// let chat = ratelayer_mock::ChatRequest::new("gpt-4o-mini");
+    /// let req = chat.build(Dialect::OpenAi);
+    /// assert_eq!(req.headers()["authorization"], "Bearer sk-test");
+    /// assert_eq!(chat.body(Dialect::OpenAi)["model"], "gpt-4o-mini");
+    /// assert_eq!(chat.tokens(Dialect::OpenAi).output_allowance, 16); // the default max_tokens
     /// ```
     pub fn new(model: impl Into<String>) -> Self {
         ChatRequest {
@@ -69,8 +73,12 @@ impl ChatRequest {
     /// `system` message first).
     ///
     /// ```
-    /// let r = ratelayer_mock::ChatRequest::new("m").system("Be brief.");
-    /// # let _ = r;
+    /// use ratelayer_core::Dialect;
+    /// let r = ratelayer_mock::ChatRequest::new("m").system("Be brief.").user("Hi");
+    /// assert_eq!(r.body(Dialect::Anthropic)["system"], "Be brief.");
+    /// let openai = r.body(Dialect::OpenAi);
+    /// assert_eq!(openai["messages"][0]["role"], "system");
+    /// assert_eq!(openai["messages"][0]["content"], "Be brief.");
     /// ```
     pub fn system(mut self, text: impl Into<String>) -> Self {
         self.system = Some(text.into());
@@ -81,7 +89,9 @@ impl ChatRequest {
     ///
     /// ```
     /// let r = ratelayer_mock::ChatRequest::new("m").user("Hi").user("Again");
-    /// # let _ = r;
+    /// let body = r.body(ratelayer_core::Dialect::OpenAi);
+    /// assert_eq!(body["messages"][1]["role"], "user");
+    /// assert_eq!(body["messages"][1]["content"], "Again");
     /// ```
     pub fn user(mut self, text: impl Into<String>) -> Self {
         self.messages.push(("user".to_owned(), text.into()));
@@ -92,7 +102,9 @@ impl ChatRequest {
     ///
     /// ```
     /// let r = ratelayer_mock::ChatRequest::new("m").user("Hi").assistant("Hello!");
-    /// # let _ = r;
+    /// let body = r.body(ratelayer_core::Dialect::Gemini);
+    /// assert_eq!(body["contents"][1]["role"], "model"); // Gemini's name for the assistant
+    /// assert_eq!(body["contents"][1]["parts"][0]["text"], "Hello!");
     /// ```
     pub fn assistant(mut self, text: impl Into<String>) -> Self {
         self.messages.push(("assistant".to_owned(), text.into()));
@@ -150,7 +162,7 @@ impl ChatRequest {
     ///
     /// ```
     /// let r = ratelayer_mock::ChatRequest::new("m").request_id("job-7");
-    /// # let _ = r;
+    /// assert_eq!(r.build(ratelayer_core::Dialect::OpenAi).headers()["x-request-id"], "job-7");
     /// ```
     pub fn request_id(mut self, id: impl Into<String>) -> Self {
         self.request_id = Some(id.into());

@@ -75,7 +75,9 @@ impl MockServer {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let mock = ratelayer_mock::MockProvider::builder().build().unwrap();
     /// let server = ratelayer_mock::serve(mock, ([127, 0, 0, 1], 0).into()).await.unwrap();
+    /// let addr = server.local_addr();
     /// server.shutdown().await;
+    /// assert!(tokio::net::TcpStream::connect(addr).await.is_err()); // no longer listening
     /// # }
     /// ```
     pub async fn shutdown(mut self) {
@@ -119,10 +121,16 @@ impl MockProvider {
 /// aborts the response body. Time is `tokio::time`, which runs in real time here.
 ///
 /// ```
+/// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mock = ratelayer_mock::MockProvider::builder().rpm(60).build().unwrap();
 /// let server = ratelayer_mock::serve(mock.clone(), ([127, 0, 0, 1], 0).into()).await.unwrap();
-/// println!("mock at {}", server.url());
+/// let mut conn = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+/// conn.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+/// let mut answer = String::new();
+/// conn.read_to_string(&mut answer).await.unwrap();
+/// assert!(answer.starts_with("HTTP/1.1 "));
+/// assert_eq!(mock.journal().len(), 1); // the clone shares the journal
 /// # }
 /// ```
 pub async fn serve(provider: MockProvider, addr: SocketAddr) -> io::Result<MockServer> {
