@@ -51,7 +51,47 @@ impl BreakerConfig {
     /// Opens after this many failures in a row (at least 1).
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::BreakerConfig::default().consecutive_failures(2);
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// # /// The circuit of a provider failing (500) on the calls `fails` says, after `requests`
+    /// # /// requests `gap` apart (a second provider takes what it fails).
+    /// # async fn circuit_after(config: BreakerConfig, fails: fn(usize) -> bool, requests: usize, gap: Duration) -> CircuitState {
+    /// #     let calls = Arc::new(AtomicUsize::new(0));
+    /// #     let flaky = tower::service_fn(move |_r: Request<String>| {
+    /// #         let n = calls.fetch_add(1, Ordering::SeqCst);
+    /// #         let status = if fails(n) { 500 } else { 200 };
+    /// #         async move { Ok::<_, Infallible>(Response::builder().status(status).body(String::new()).unwrap()) }
+    /// #     });
+    /// #     let up = tower::service_fn(|_r: Request<String>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    /// #     let f = Fallback::builder().provider(Provider::new("flaky", flaky)).provider(Provider::new("up", up))
+    /// #         .breaker(config).build().unwrap();
+    /// #     for _ in 0..requests {
+    /// #         f.clone().oneshot(Request::new(String::new())).await.unwrap();
+    /// #         tokio::time::sleep(gap).await;
+    /// #     }
+    /// #     f.circuit("flaky").unwrap()
+    /// # }
+    /// # let always = |_: usize| true;
+    /// # let every_other = |n: usize| n % 2 == 1;
+    /// # let is_open = |c: CircuitState| matches!(c, CircuitState::Open { .. });
+    /// // One request to a provider answering 500: it fails, and so does the retry.
+    /// let two = BreakerConfig::default().consecutive_failures(2);
+    /// assert!(is_open(circuit_after(two, always, 1, Duration::ZERO).await));
+    /// // The default (5 in a row) is not reached yet.
+    /// assert_eq!(circuit_after(BreakerConfig::default(), always, 1, Duration::ZERO).await, CircuitState::Closed);
+    /// # }
     /// ```
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.consecutive_failures = n;
@@ -61,7 +101,47 @@ impl BreakerConfig {
     /// Opens when the failure share of the window reaches `ratio` (in `(0, 1]`)...
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::BreakerConfig::default().failure_ratio(0.8);
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// # /// The circuit of a provider failing (500) on the calls `fails` says, after `requests`
+    /// # /// requests `gap` apart (a second provider takes what it fails).
+    /// # async fn circuit_after(config: BreakerConfig, fails: fn(usize) -> bool, requests: usize, gap: Duration) -> CircuitState {
+    /// #     let calls = Arc::new(AtomicUsize::new(0));
+    /// #     let flaky = tower::service_fn(move |_r: Request<String>| {
+    /// #         let n = calls.fetch_add(1, Ordering::SeqCst);
+    /// #         let status = if fails(n) { 500 } else { 200 };
+    /// #         async move { Ok::<_, Infallible>(Response::builder().status(status).body(String::new()).unwrap()) }
+    /// #     });
+    /// #     let up = tower::service_fn(|_r: Request<String>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    /// #     let f = Fallback::builder().provider(Provider::new("flaky", flaky)).provider(Provider::new("up", up))
+    /// #         .breaker(config).build().unwrap();
+    /// #     for _ in 0..requests {
+    /// #         f.clone().oneshot(Request::new(String::new())).await.unwrap();
+    /// #         tokio::time::sleep(gap).await;
+    /// #     }
+    /// #     f.circuit("flaky").unwrap()
+    /// # }
+    /// # let always = |_: usize| true;
+    /// # let every_other = |n: usize| n % 2 == 1;
+    /// # let is_open = |c: CircuitState| matches!(c, CircuitState::Open { .. });
+    /// // Three requests: a success; a failure then a success on the retry; a failure:
+    /// // 2 failures in 4 outcomes.
+    /// let config = BreakerConfig::default().min_calls(4);
+    /// assert!(is_open(circuit_after(config.failure_ratio(0.5), every_other, 3, Duration::ZERO).await));
+    /// assert_eq!(circuit_after(config.failure_ratio(0.8), every_other, 3, Duration::ZERO).await, CircuitState::Closed);
+    /// # }
     /// ```
     pub fn failure_ratio(mut self, ratio: f64) -> Self {
         self.failure_ratio = ratio;
@@ -71,7 +151,48 @@ impl BreakerConfig {
     /// ...once the window holds at least this many outcomes (at least 1).
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::BreakerConfig::default().min_calls(10);
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// # /// The circuit of a provider failing (500) on the calls `fails` says, after `requests`
+    /// # /// requests `gap` apart (a second provider takes what it fails).
+    /// # async fn circuit_after(config: BreakerConfig, fails: fn(usize) -> bool, requests: usize, gap: Duration) -> CircuitState {
+    /// #     let calls = Arc::new(AtomicUsize::new(0));
+    /// #     let flaky = tower::service_fn(move |_r: Request<String>| {
+    /// #         let n = calls.fetch_add(1, Ordering::SeqCst);
+    /// #         let status = if fails(n) { 500 } else { 200 };
+    /// #         async move { Ok::<_, Infallible>(Response::builder().status(status).body(String::new()).unwrap()) }
+    /// #     });
+    /// #     let up = tower::service_fn(|_r: Request<String>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    /// #     let f = Fallback::builder().provider(Provider::new("flaky", flaky)).provider(Provider::new("up", up))
+    /// #         .breaker(config).build().unwrap();
+    /// #     for _ in 0..requests {
+    /// #         f.clone().oneshot(Request::new(String::new())).await.unwrap();
+    /// #         tokio::time::sleep(gap).await;
+    /// #     }
+    /// #     f.circuit("flaky").unwrap()
+    /// # }
+    /// # let always = |_: usize| true;
+    /// # let every_other = |n: usize| n % 2 == 1;
+    /// # let is_open = |c: CircuitState| matches!(c, CircuitState::Open { .. });
+    /// // Three requests: a success; a failure then a success on the retry; a failure:
+    /// // 2 failures in 4 outcomes.
+    /// let four = BreakerConfig::default().min_calls(4);
+    /// assert!(is_open(circuit_after(four, every_other, 3, Duration::ZERO).await));
+    /// // The default needs 20 outcomes before the ratio counts.
+    /// assert_eq!(circuit_after(BreakerConfig::default(), every_other, 3, Duration::ZERO).await, CircuitState::Closed);
+    /// # }
     /// ```
     pub fn min_calls(mut self, n: u32) -> Self {
         self.min_calls = n;
@@ -81,7 +202,48 @@ impl BreakerConfig {
     /// The window over which the failure ratio is counted (a tumbling window; non-zero).
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::BreakerConfig::default().window(std::time::Duration::from_secs(30));
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// # /// The circuit of a provider failing (500) on the calls `fails` says, after `requests`
+    /// # /// requests `gap` apart (a second provider takes what it fails).
+    /// # async fn circuit_after(config: BreakerConfig, fails: fn(usize) -> bool, requests: usize, gap: Duration) -> CircuitState {
+    /// #     let calls = Arc::new(AtomicUsize::new(0));
+    /// #     let flaky = tower::service_fn(move |_r: Request<String>| {
+    /// #         let n = calls.fetch_add(1, Ordering::SeqCst);
+    /// #         let status = if fails(n) { 500 } else { 200 };
+    /// #         async move { Ok::<_, Infallible>(Response::builder().status(status).body(String::new()).unwrap()) }
+    /// #     });
+    /// #     let up = tower::service_fn(|_r: Request<String>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    /// #     let f = Fallback::builder().provider(Provider::new("flaky", flaky)).provider(Provider::new("up", up))
+    /// #         .breaker(config).build().unwrap();
+    /// #     for _ in 0..requests {
+    /// #         f.clone().oneshot(Request::new(String::new())).await.unwrap();
+    /// #         tokio::time::sleep(gap).await;
+    /// #     }
+    /// #     f.circuit("flaky").unwrap()
+    /// # }
+    /// # let always = |_: usize| true;
+    /// # let every_other = |n: usize| n % 2 == 1;
+    /// # let is_open = |c: CircuitState| matches!(c, CircuitState::Open { .. });
+    /// // 2 failures in 4 outcomes (see `min_calls`), from three requests 2 s apart.
+    /// let config = BreakerConfig::default().min_calls(4);
+    /// assert!(is_open(circuit_after(config, every_other, 3, Duration::from_secs(2)).await));
+    /// // A 1 s window never holds the 4 outcomes together.
+    /// let short = config.window(Duration::from_secs(1));
+    /// assert_eq!(circuit_after(short, every_other, 3, Duration::from_secs(2)).await, CircuitState::Closed);
+    /// # }
     /// ```
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
@@ -92,7 +254,47 @@ impl BreakerConfig {
     /// (non-zero).
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::BreakerConfig::default().open_for(std::time::Duration::from_secs(5));
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// # /// The circuit of a provider failing (500) on the calls `fails` says, after `requests`
+    /// # /// requests `gap` apart (a second provider takes what it fails).
+    /// # async fn circuit_after(config: BreakerConfig, fails: fn(usize) -> bool, requests: usize, gap: Duration) -> CircuitState {
+    /// #     let calls = Arc::new(AtomicUsize::new(0));
+    /// #     let flaky = tower::service_fn(move |_r: Request<String>| {
+    /// #         let n = calls.fetch_add(1, Ordering::SeqCst);
+    /// #         let status = if fails(n) { 500 } else { 200 };
+    /// #         async move { Ok::<_, Infallible>(Response::builder().status(status).body(String::new()).unwrap()) }
+    /// #     });
+    /// #     let up = tower::service_fn(|_r: Request<String>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    /// #     let f = Fallback::builder().provider(Provider::new("flaky", flaky)).provider(Provider::new("up", up))
+    /// #         .breaker(config).build().unwrap();
+    /// #     for _ in 0..requests {
+    /// #         f.clone().oneshot(Request::new(String::new())).await.unwrap();
+    /// #         tokio::time::sleep(gap).await;
+    /// #     }
+    /// #     f.circuit("flaky").unwrap()
+    /// # }
+    /// # let always = |_: usize| true;
+    /// # let every_other = |n: usize| n % 2 == 1;
+    /// # let is_open = |c: CircuitState| matches!(c, CircuitState::Open { .. });
+    /// let config = BreakerConfig::default().consecutive_failures(1).open_for(Duration::from_secs(5));
+    /// let CircuitState::Open { until } = circuit_after(config, always, 1, Duration::ZERO).await else { panic!() };
+    /// assert_eq!(until - tokio::time::Instant::now(), Duration::from_secs(5));
+    /// // Then one probe may go through.
+    /// assert_eq!(circuit_after(config, always, 1, Duration::from_secs(5)).await, CircuitState::HalfOpen);
+    /// # }
     /// ```
     pub fn open_for(mut self, d: Duration) -> Self {
         self.open_for = d;

@@ -144,7 +144,12 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// [`limit_state`](Self::limit_state)).
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new();
+    /// use ratelayer_fallback::FallbackBuilder;
+    /// let b = FallbackBuilder::<String, String>::new();
+    /// let defaults = "wait_budget: 120s, on_fatal: Fail, rate_limit_retries: 1, quota_skip: 600s";
+    /// assert!(format!("{b:?}").contains(defaults));
+    /// // No provider yet: building fails.
+    /// assert_eq!(b.build().unwrap_err().setting, "fallback.providers");
     /// ```
     pub fn new() -> Self {
         Self::default()
@@ -154,11 +159,28 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     ///
     /// ```
     /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
     /// # use http::{Request, Response};
-    /// use ratelayer_fallback::{FallbackBuilder, Provider};
-    /// let b = FallbackBuilder::new().provider(Provider::new("openai", tower::service_fn(
-    ///     |_r: Request<String>| async { Ok::<_, Infallible>(Response::new(String::new())) })));
-    /// # let _ = b;
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let f = FallbackBuilder::new()
+    ///     .provider(Provider::new("openai", reply(500)))
+    ///     .provider(Provider::new("kimi", reply(200)))
+    ///     .build()
+    ///     .unwrap();
+    /// let resp = f.clone().oneshot(req()).await.unwrap();
+    /// // openai failed twice (the request and its retry), then kimi answered.
+    /// assert_eq!(resp.status(), 200);
+    /// assert_eq!(f.stats().snapshot().provider("kimi").unwrap().successes, 1);
+    /// # }
     /// ```
     pub fn provider(mut self, provider: Provider<B, ResB>) -> Self {
         self.providers.push(provider);
@@ -171,7 +193,33 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// [`Deadline`](crate::Deadline) override it.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new().wait_budget(std::time::Duration::from_secs(30));
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// # let openai_busy_for_a_minute = |p: &str, _: &RequestMeta| -> Result<Duration, NeverFits> {
+    /// #     Ok(if p == "openai" { Duration::from_secs(60) } else { Duration::ZERO })
+    /// # };
+    /// let f = Fallback::builder()
+    ///     .provider(Provider::new("openai", reply(200)))
+    ///     .provider(Provider::new("kimi", reply(200)))
+    ///     .wait_estimator(openai_busy_for_a_minute)
+    ///     .wait_budget(Duration::from_secs(30))
+    ///     .build()
+    ///     .unwrap();
+    /// f.clone().oneshot(req()).await.unwrap();
+    /// let stats = f.stats().snapshot();
+    /// assert_eq!((stats.served_by_fallback, stats.fallbacks[&FallbackReason::WaitTooLong]), (1, 1));
+    /// # }
     /// ```
     pub fn wait_budget(mut self, budget: Duration) -> Self {
         self.policy.wait_budget = budget;
@@ -181,7 +229,29 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// What to do with fatal failures (default [`OnFatal::Fail`]).
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new().on_fatal(ratelayer_fallback::OnFatal::FallBack);
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let f = Fallback::builder()
+    ///     .provider(Provider::new("openai", reply(401))) // a bad key
+    ///     .provider(Provider::new("kimi", reply(200)))
+    ///     .on_fatal(OnFatal::FallBack)
+    ///     .build()
+    ///     .unwrap();
+    /// // With the default (`OnFatal::Fail`), the 401 would be returned.
+    /// assert_eq!(f.clone().oneshot(req()).await.unwrap().status(), 200);
+    /// assert_eq!(f.stats().snapshot().fallbacks[&FallbackReason::Fatal], 1);
+    /// # }
     /// ```
     pub fn on_fatal(mut self, on_fatal: OnFatal) -> Self {
         self.policy.on_fatal = on_fatal;
@@ -196,7 +266,33 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// back at once: retrying now would meet the same limit.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new().rate_limit_retries(0);
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// # let limited = tower::service_fn(|_r: Request<String>| async {
+    /// #     Ok::<_, Infallible>(Response::builder().status(429).header("retry-after", "1").body(String::new()).unwrap())
+    /// # });
+    /// let f = Fallback::builder()
+    ///     .provider(Provider::new("openai", limited)) // 429, retry-after: 1
+    ///     .provider(Provider::new("kimi", reply(200)))
+    ///     .rate_limit_retries(0)
+    ///     .build()
+    ///     .unwrap();
+    /// f.clone().oneshot(req()).await.unwrap();
+    /// // Not waited out (the default would retry openai once after 1 s): kimi at once.
+    /// assert_eq!(f.stats().snapshot().provider("openai").unwrap().requests, 1);
+    /// assert_eq!(f.stats().snapshot().provider("kimi").unwrap().successes, 1);
+    /// # }
     /// ```
     pub fn rate_limit_retries(mut self, n: u32) -> Self {
         self.policy.rate_limit_retries = n;
@@ -207,7 +303,33 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// say when the quota resets. Default 10 minutes.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new().quota_skip(std::time::Duration::from_secs(3600));
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let f = Fallback::builder()
+    ///     .provider(Provider::new("openai", answer(429, r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#)))
+    ///     .provider(Provider::new("kimi", reply(200)))
+    ///     .quota_skip(Duration::from_secs(3600))
+    ///     .build()
+    ///     .unwrap();
+    /// # let openai_requests = || f.stats().snapshot().provider("openai").unwrap().requests;
+    /// f.clone().oneshot(req()).await.unwrap(); // openai: quota exhausted; kimi answers
+    /// f.clone().oneshot(req()).await.unwrap(); // openai skipped
+    /// assert_eq!(openai_requests(), 1);
+    /// tokio::time::advance(Duration::from_secs(3600)).await;
+    /// f.clone().oneshot(req()).await.unwrap(); // openai tried again
+    /// assert_eq!(openai_requests(), 2);
+    /// # }
     /// ```
     pub fn quota_skip(mut self, skip: Duration) -> Self {
         self.policy.quota_skip = skip;
@@ -218,7 +340,13 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// (default 64 KiB); the rest stays in the body.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new().max_error_body(16 * 1024);
+    /// use ratelayer_fallback::{FallbackBuilder, ProviderSpec};
+    /// # let ok = tower::service_fn(|_r: http::Request<String>| async { Ok::<_, std::convert::Infallible>(http::Response::new(String::new())) });
+    /// let b = || FallbackBuilder::<String, String>::new().provider(ProviderSpec::new("openai").service(ok.clone()));
+    /// assert!(b().max_error_body(16 * 1024).build().is_ok());
+    /// // Error bodies must be read to classify them: 0 is refused.
+    /// let err = b().max_error_body(0).build().unwrap_err();
+    /// assert_eq!(err.setting, "fallback.max_error_body");
     /// ```
     pub fn max_error_body(mut self, bytes: usize) -> Self {
         self.policy.max_error_body = bytes;
@@ -228,7 +356,30 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// The circuit breaker of every provider.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new().breaker(ratelayer_fallback::BreakerConfig::default());
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let f = Fallback::builder()
+    ///     .provider(Provider::new("openai", reply(500)))
+    ///     .provider(Provider::new("kimi", reply(200)))
+    ///     .breaker(BreakerConfig::default().consecutive_failures(1))
+    ///     .build()
+    ///     .unwrap();
+    /// f.clone().oneshot(req()).await.unwrap(); // openai fails once: its circuit opens
+    /// assert!(matches!(f.circuit("openai"), Some(CircuitState::Open { .. })));
+    /// f.clone().oneshot(req()).await.unwrap(); // skipped without a call
+    /// assert_eq!(f.stats().snapshot().provider("openai").unwrap().requests, 1);
+    /// # }
     /// ```
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = config;
@@ -239,7 +390,35 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// [`DefaultClassifier`]).
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new().classifier(ratelayer_core::DefaultClassifier::new());
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// # use ratelayer_core::{Classification, Classifier, DefaultClassifier, RateLimitSnapshot};
+    /// # use http::{HeaderMap, StatusCode};
+    /// /// A gateway's 418 means "this upstream is down": an unexpected failure, not a fatal one.
+    /// struct Teapot;
+    /// impl Classifier for Teapot {
+    ///     fn classify_response(&self, status: StatusCode, h: &HeaderMap, body: Option<&[u8]>, s: &RateLimitSnapshot) -> Classification {
+    ///         if status == StatusCode::IM_A_TEAPOT { return Classification::Transient { retry_after: None } }
+    ///         DefaultClassifier::new().classify_response(status, h, body, s)
+    ///     }
+    /// #   fn classify_error(&self, e: &(dyn std::error::Error + 'static)) -> Classification { DefaultClassifier::new().classify_error(e) }
+    /// }
+    /// # let f = Fallback::builder().provider(Provider::new("gateway", reply(418))).provider(Provider::new("kimi", reply(200)));
+    /// let f = f.classifier(Teapot).build().unwrap();
+    /// assert_eq!(f.clone().oneshot(req()).await.unwrap().status(), 200);
+    /// assert_eq!(f.stats().snapshot().fallbacks[&FallbackReason::Unexpected], 1);
+    /// # }
     /// ```
     pub fn classifier(mut self, classifier: impl Classifier) -> Self {
         self.classifier = Arc::new(classifier);
@@ -249,10 +428,32 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// How the wait of a provider is estimated before choosing it.
     ///
     /// ```
-    /// use std::time::Duration;
-    /// use ratelayer_core::{NeverFits, RequestMeta};
-    /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new()
-    /// #   .wait_estimator(|_: &str, _: &RequestMeta| -> Result<Duration, NeverFits> { Ok(Duration::ZERO) });
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let openai_never_fits = |p: &str, m: &RequestMeta| -> Result<Duration, NeverFits> {
+    ///     let too_big = NeverFits { scope: m.scope(), what: "tokens per minute", requested: m.total_tokens(), capacity: 0 };
+    ///     if p == "openai" { Err(too_big) } else { Ok(Duration::ZERO) }
+    /// };
+    /// let f = Fallback::builder()
+    ///     .provider(Provider::new("openai", reply(200)))
+    ///     .provider(Provider::new("kimi", reply(200)))
+    ///     .wait_estimator(openai_never_fits)
+    ///     .build()
+    ///     .unwrap();
+    /// f.clone().oneshot(req()).await.unwrap();
+    /// assert_eq!(f.stats().snapshot().fallbacks[&FallbackReason::NeverFits], 1);
+    /// # }
     /// ```
     pub fn wait_estimator(mut self, estimator: impl WaitEstimator) -> Self {
         self.estimator = Arc::new(estimator);
@@ -263,7 +464,32 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// ([`EngineWait`]).
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::FallbackBuilder::<String, String>::new().limit_state(ratelayer_core::LimitState::new());
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let state = LimitState::new();
+    /// let f = Fallback::builder()
+    ///     .provider(Provider::new("openai", reply(200)))
+    ///     .provider(Provider::new("kimi", reply(200)))
+    ///     .limit_state(state.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// // After a 429 asking for 5 minutes, openai's cooldown is longer than the 2 min budget.
+    /// let five_min = tokio::time::Instant::now() + Duration::from_secs(300);
+    /// state.set_cooldown(&ratelayer_core::Scope::new("openai"), five_min);
+    /// f.clone().oneshot(req()).await.unwrap();
+    /// assert_eq!(f.stats().snapshot().fallbacks[&FallbackReason::WaitTooLong], 1);
+    /// # }
     /// ```
     pub fn limit_state(self, state: LimitState) -> Self {
         self.wait_estimator(EngineWait::new(state))
@@ -366,19 +592,29 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// provider `primary` (placed in the chain by its priority).
     ///
     /// ```
-    /// use std::convert::Infallible;
-    /// use http::{Request, Response};
-    /// use ratelayer_fallback::{FallbackBuilder, Provider, ProviderSpec};
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
     /// use tower::Layer;
-    /// let svc = || tower::service_fn(|_r: Request<String>| async {
-    ///     Ok::<_, Infallible>(Response::new(String::new()))
-    /// });
     /// let layer = FallbackBuilder::new()
-    ///     .provider(Provider::new("anthropic", svc()).priority(1))
+    ///     .provider(Provider::new("anthropic", reply(200)).priority(1))
     ///     .layer(ProviderSpec::new("openai"))
     ///     .unwrap();
-    /// let fallback = layer.layer(svc());
-    /// # let _ = fallback;
+    /// let fallback = layer.layer(reply(200)); // the wrapped service is "openai"
+    /// fallback.clone().oneshot(req()).await.unwrap();
+    /// let stats = fallback.stats().snapshot();
+    /// assert_eq!((stats.providers[0].name.as_str(), stats.providers[0].successes), ("openai", 1));
+    /// # }
     /// ```
     pub fn layer(self, primary: ProviderSpec<B>) -> Result<FallbackLayer<B, ResB>, ConfigError> {
         let name = primary.name.clone();
@@ -398,11 +634,28 @@ impl<B: 'static, ResB> Provider<B, ResB> {
     ///
     /// ```
     /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
     /// # use http::{Request, Response};
-    /// let p = ratelayer_fallback::Provider::new("groq", tower::service_fn(|_r: Request<String>| async {
-    ///     Ok::<_, Infallible>(Response::new(()))
-    /// })).priority(5);
-    /// # let _ = p;
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let f = Fallback::builder()
+    ///     .provider(Provider::new("groq", reply(200)).priority(5))
+    ///     .provider(Provider::new("openai", reply(200)))
+    ///     .build()
+    ///     .unwrap();
+    /// f.clone().oneshot(req()).await.unwrap();
+    /// // Added first, tried second: openai (priority 0) served the request.
+    /// let names: Vec<_> = f.stats().snapshot().providers.into_iter().map(|p| (p.name, p.successes)).collect();
+    /// assert_eq!(names, [("openai".to_string(), 1), ("groq".to_string(), 0)]);
+    /// # }
     /// ```
     pub fn priority(mut self, priority: i32) -> Self {
         self.spec.priority = priority;
@@ -413,11 +666,31 @@ impl<B: 'static, ResB> Provider<B, ResB> {
     ///
     /// ```
     /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
     /// # use http::{Request, Response};
-    /// let p = ratelayer_fallback::Provider::new("groq", tower::service_fn(|_r: Request<String>| async {
-    ///     Ok::<_, Infallible>(Response::new(()))
-    /// })).context_window(8_192);
-    /// # let _ = p;
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// # let chat = |max_tokens: u32| Request::new(format!(r#"{{"max_tokens":{max_tokens},"messages":[{{"role":"user","content":"Hi"}}]}}"#));
+    /// # let overflow = answer(400, r#"{"error":{"code":"context_length_exceeded"}}"#);
+    /// let f = Fallback::builder()
+    ///     .provider(Provider::new("small", overflow)) // answers 400 context_length_exceeded
+    ///     .provider(Provider::new("groq", reply(200)).context_window(8_192))
+    ///     .provider(Provider::new("large", reply(200)).context_window(128_000))
+    ///     .build()
+    ///     .unwrap();
+    /// f.clone().oneshot(chat(10_000)).await.unwrap();
+    /// // groq's window is too small for this request: straight to large.
+    /// let stats = f.stats().snapshot();
+    /// assert_eq!((stats.provider("groq").unwrap().requests, stats.provider("large").unwrap().successes), (0, 1));
+    /// # }
     /// ```
     pub fn context_window(mut self, tokens: u64) -> Self {
         self.spec.context_window = Some(tokens);

@@ -96,7 +96,10 @@ impl<B: 'static> ProviderSpec<B> {
     /// window, no rewrites.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::ProviderSpec::<String>::new("openai");
+    /// let spec = ratelayer_fallback::ProviderSpec::<String>::new("openai");
+    /// assert_eq!(spec.name(), "openai");
+    /// let debug = format!("{spec:?}");
+    /// assert!(debug.contains("priority: 0, context_window: None, rewrites: 0"), "{debug}");
     /// ```
     pub fn new(name: impl Into<Arc<str>>) -> Self {
         ProviderSpec {
@@ -122,7 +125,30 @@ impl<B: 'static> ProviderSpec<B> {
     /// in.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::ProviderSpec::<String>::new("kimi").priority(2);
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let f = Fallback::builder()
+    ///     .provider(ProviderSpec::new("kimi").priority(2).service(reply(200)))
+    ///     .provider(ProviderSpec::new("openai").service(reply(500)))
+    ///     .provider(ProviderSpec::new("anthropic").service(reply(200)))
+    ///     .build()
+    ///     .unwrap();
+    /// f.clone().oneshot(req()).await.unwrap();
+    /// // openai (0) failed, anthropic (0, added after it) answered; kimi (2) was not needed.
+    /// let s = f.stats().snapshot();
+    /// assert_eq!((s.provider("anthropic").unwrap().successes, s.provider("kimi").unwrap().requests), (1, 0));
+    /// # }
     /// ```
     pub fn priority(mut self, priority: i32) -> Self {
         self.priority = priority;
@@ -133,7 +159,14 @@ impl<B: 'static> ProviderSpec<B> {
     /// another provider's window goes to the first provider whose window fits it.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::ProviderSpec::<String>::new("kimi").context_window(128_000);
+    /// use ratelayer_fallback::{Fallback, ProviderSpec};
+    /// # let ok = tower::service_fn(|_r: http::Request<String>| async { Ok::<_, std::convert::Infallible>(http::Response::new(String::new())) });
+    /// let spec = ProviderSpec::<String>::new("kimi").context_window(128_000);
+    /// assert!(format!("{spec:?}").contains("context_window: Some(128000)"));
+    /// // A window of 0 tokens is refused when the chain is built.
+    /// let zero = ProviderSpec::new("kimi").context_window(0).service(ok);
+    /// let err = Fallback::builder().provider(zero).build().unwrap_err();
+    /// assert_eq!(err.setting, "fallback.providers.kimi.context_window");
     /// ```
     pub fn context_window(mut self, tokens: u64) -> Self {
         self.context_window = Some(tokens);
@@ -145,7 +178,32 @@ impl<B: 'static> ProviderSpec<B> {
     /// configured name.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::ProviderSpec::<String>::new("openai-eu").scope_provider("openai");
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let state = LimitState::new();
+    /// let f = Fallback::builder()
+    ///     .provider(ProviderSpec::new("openai-eu").scope_provider("openai").service(reply(200)))
+    ///     .provider(ProviderSpec::new("kimi").service(reply(200)))
+    ///     .limit_state(state.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// // openai's account cools down for 5 minutes: openai-eu shares it, so kimi answers.
+    /// let five_min = tokio::time::Instant::now() + Duration::from_secs(300);
+    /// state.set_cooldown(&ratelayer_core::Scope::new("openai"), five_min);
+    /// f.clone().oneshot(req()).await.unwrap();
+    /// assert_eq!(f.stats().snapshot().provider("kimi").unwrap().successes, 1);
+    /// # }
     /// ```
     pub fn scope_provider(mut self, provider: impl Into<Arc<str>>) -> Self {
         self.scope_provider = Some(provider.into());
@@ -157,8 +215,12 @@ impl<B: 'static> ProviderSpec<B> {
     /// ```
     /// use http::Request;
     /// let spec = ratelayer_fallback::ProviderSpec::<String>::new("kimi")
+    ///     .header("openai-organization", "org-1")
     ///     .rewrite(|req: &mut Request<String>| { req.headers_mut().remove("openai-organization"); });
-    /// # let _ = spec;
+    /// let mut req = Request::new(String::new());
+    /// spec.apply(&mut req);
+    /// // Applied in order: the header set first is removed by the rewrite after it.
+    /// assert!(req.headers().get("openai-organization").is_none());
     /// ```
     pub fn rewrite(mut self, rewrite: impl Rewrite<B>) -> Self {
         self.rewrites.push(Arc::new(rewrite));
@@ -169,7 +231,11 @@ impl<B: 'static> ProviderSpec<B> {
     /// scheme and authority.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::ProviderSpec::<String>::new("anthropic").path("/v1/messages");
+    /// use http::Request;
+    /// let spec = ratelayer_fallback::ProviderSpec::<String>::new("anthropic").path("/v1/messages?beta=true");
+    /// let mut req = Request::post("https://api.example.com/v1/chat/completions").body(String::new()).unwrap();
+    /// spec.apply(&mut req);
+    /// assert_eq!(req.uri(), "https://api.example.com/v1/messages?beta=true");
     /// ```
     pub fn path(mut self, path_and_query: &str) -> Self {
         match http::uri::PathAndQuery::try_from(path_and_query) {
@@ -191,7 +257,12 @@ impl<B: 'static> ProviderSpec<B> {
     /// marked sensitive, so they are never logged).
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::ProviderSpec::<String>::new("anthropic").header("x-api-key", "sk-ant-test");
+    /// use http::Request;
+    /// let spec = ratelayer_fallback::ProviderSpec::<String>::new("anthropic").header("x-api-key", "sk-ant-test");
+    /// let mut req = Request::new(String::new());
+    /// spec.apply(&mut req);
+    /// assert_eq!(req.headers()["x-api-key"], "sk-ant-test");
+    /// assert!(req.headers()["x-api-key"].is_sensitive()); // never logged
     /// ```
     pub fn header(mut self, name: &str, value: &str) -> Self {
         let parsed = (HeaderName::try_from(name), HeaderValue::try_from(value));
@@ -216,7 +287,11 @@ impl<B: 'static> ProviderSpec<B> {
     /// `x-api-key`).
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::ProviderSpec::<String>::new("anthropic").remove_header("authorization");
+    /// use http::Request;
+    /// let spec = ratelayer_fallback::ProviderSpec::<String>::new("anthropic").remove_header("authorization");
+    /// let mut req = Request::builder().header("authorization", "Bearer sk-openai").body(String::new()).unwrap();
+    /// spec.apply(&mut req);
+    /// assert!(req.headers().get("authorization").is_none());
     /// ```
     pub fn remove_header(mut self, name: &str) -> Self {
         match HeaderName::try_from(name) {
@@ -347,11 +422,25 @@ impl<B: 'static, ResB> Provider<B, ResB> {
     ///
     /// ```
     /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
     /// # use http::{Request, Response};
-    /// let p = ratelayer_fallback::Provider::new("groq", tower::service_fn(|_r: Request<String>| async {
-    ///     Ok::<_, Infallible>(Response::new(()))
-    /// }));
-    /// # let _ = p;
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let f = Fallback::builder()
+    ///     .provider(Provider::new("groq", reply(200)))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(f.clone().oneshot(req()).await.unwrap().status(), 200);
+    /// assert_eq!(f.stats().snapshot().provider("groq").unwrap().successes, 1);
+    /// # }
     /// ```
     pub fn new<S>(name: impl Into<Arc<str>>, service: S) -> Self
     where

@@ -69,7 +69,10 @@ impl<B: 'static, ResB: 'static> Fallback<B, ResB> {
     /// A builder of a chain.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::Fallback::<String, String>::builder();
+    /// use ratelayer_fallback::Fallback;
+    /// // An empty chain: add providers before building.
+    /// let err = Fallback::<String, String>::builder().build().unwrap_err();
+    /// assert_eq!(err.setting, "fallback.providers");
     /// ```
     pub fn builder() -> FallbackBuilder<B, ResB> {
         FallbackBuilder::new()

@@ -99,7 +99,26 @@ impl EngineWait {
     /// An estimator reading `state`.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::EngineWait::new(ratelayer_core::LimitState::new());
+    /// # use std::convert::Infallible;
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+    /// # use ratelayer_fallback::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+    /// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+    /// # });
+    /// # let reply = |status: u16| answer(status, "");
+    /// # let req = || Request::new(String::new());
+    /// let state = LimitState::new();
+    /// let wait = EngineWait::new(state.clone());
+    /// let meta = RequestMeta::new("openai", 100, 100);
+    /// assert_eq!(wait.wait("openai", &meta).unwrap(), Duration::ZERO);
+    /// state.set_cooldown(&meta.scope(), tokio::time::Instant::now() + Duration::from_secs(3));
+    /// assert_eq!(wait.wait("openai", &meta).unwrap(), Duration::from_secs(3));
+    /// # }
     /// ```
     pub fn new(state: LimitState) -> Self {
         EngineWait { state }
@@ -134,10 +153,34 @@ pub(crate) type SharedEstimator = Arc<dyn WaitEstimator>;
 /// of the layer's [`wait_budget`](crate::FallbackBuilder::wait_budget).
 ///
 /// ```
-/// use std::time::Duration;
-/// use ratelayer_fallback::WaitBudget;
-/// let mut req = http::Request::new(());
-/// req.extensions_mut().insert(WaitBudget(Duration::from_secs(5)));
+/// # use std::convert::Infallible;
+/// # use std::time::Duration;
+/// # use http::{Request, Response};
+/// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+/// # use ratelayer_fallback::*;
+/// # use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+/// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+/// # });
+/// # let reply = |status: u16| answer(status, "");
+/// # let req = || Request::new(String::new());
+/// # let openai_busy_for_a_minute = |p: &str, _: &RequestMeta| -> Result<Duration, NeverFits> {
+/// #     Ok(if p == "openai" { Duration::from_secs(60) } else { Duration::ZERO })
+/// # };
+/// let f = Fallback::builder()
+///     .provider(Provider::new("openai", reply(200)))
+///     .provider(Provider::new("kimi", reply(200)))
+///     .wait_estimator(openai_busy_for_a_minute)
+///     .build()
+///     .unwrap();
+/// f.clone().oneshot(req()).await.unwrap(); // 60 s fits the layer's 2 min budget: openai
+/// let mut urgent = req();
+/// urgent.extensions_mut().insert(WaitBudget(Duration::from_secs(5)));
+/// f.clone().oneshot(urgent).await.unwrap(); // not this request's 5 s: kimi
+/// assert_eq!(f.stats().snapshot().provider("kimi").unwrap().successes, 1);
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitBudget(pub Duration);
@@ -149,9 +192,30 @@ pub use ratelayer_core::Deadline;
 /// it must. Unexpected failures are still retried once.
 ///
 /// ```
-/// use ratelayer_fallback::PreferredProvider;
-/// let mut req = http::Request::new(());
+/// # use std::convert::Infallible;
+/// # use std::time::Duration;
+/// # use http::{Request, Response};
+/// # use ratelayer_core::{LimitState, NeverFits, RequestMeta};
+/// # use ratelayer_fallback::*;
+/// # use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// # let answer = |status: u16, body: &'static str| tower::service_fn(move |_r: Request<String>| async move {
+/// #     Ok::<_, Infallible>(Response::builder().status(status).body(body.to_string()).unwrap())
+/// # });
+/// # let reply = |status: u16| answer(status, "");
+/// # let req = || Request::new(String::new());
+/// let f = Fallback::builder()
+///     .provider(Provider::new("openai", reply(200)))
+///     .provider(Provider::new("anthropic", reply(200)))
+///     .build()
+///     .unwrap();
+/// let mut req = req();
 /// req.extensions_mut().insert(PreferredProvider::new("anthropic"));
+/// f.clone().oneshot(req).await.unwrap();
+/// let s = f.stats().snapshot();
+/// assert_eq!((s.provider("openai").unwrap().requests, s.provider("anthropic").unwrap().successes), (0, 1));
+/// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreferredProvider(pub Arc<str>);
@@ -160,7 +224,10 @@ impl PreferredProvider {
     /// The provider named `name`.
     ///
     /// ```
-    /// # let _ = ratelayer_fallback::PreferredProvider::new("openai");
+    /// use ratelayer_fallback::PreferredProvider;
+    /// let p = PreferredProvider::new("openai");
+    /// assert_eq!(&*p.0, "openai");
+    /// assert_eq!(p, PreferredProvider(std::sync::Arc::from("openai")));
     /// ```
     pub fn new(name: impl Into<Arc<str>>) -> Self {
         PreferredProvider(name.into())
