@@ -405,10 +405,10 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// # let req = || Request::new(String::new());
     /// # use ratelayer_core::{Classification, Classifier, DefaultClassifier, RateLimitSnapshot};
     /// # use http::{HeaderMap, StatusCode};
-    /// /// A gateway's 418 means "this upstream is down": an unexpected failure, not a fatal one.
     /// struct Teapot;
     /// impl Classifier for Teapot {
-    ///     fn classify_response(&self, status: StatusCode, h: &HeaderMap, body: Option<&[u8]>, s: &RateLimitSnapshot) -> Classification {
+    ///     fn classify_response(&self, status: StatusCode, h: &HeaderMap, body: Option<&[u8]>,
+    ///     s: &RateLimitSnapshot) -> Classification {
     ///         if status == StatusCode::IM_A_TEAPOT { return Classification::Transient { retry_after: None } }
     ///         DefaultClassifier::new().classify_response(status, h, body, s)
     ///     }
@@ -416,6 +416,7 @@ impl<B: 'static, ResB: 'static> FallbackBuilder<B, ResB> {
     /// }
     /// # let f = Fallback::builder().provider(Provider::new("gateway", reply(418))).provider(Provider::new("kimi", reply(200)));
     /// let f = f.classifier(Teapot).build().unwrap();
+    /// // The gateway's 418 means "upstream down": unexpected, not fatal, so kimi answers.
     /// assert_eq!(f.clone().oneshot(req()).await.unwrap().status(), 200);
     /// assert_eq!(f.stats().snapshot().fallbacks[&FallbackReason::Unexpected], 1);
     /// # }

@@ -590,12 +590,8 @@ impl BackoffRetryLayerBuilder {
         /// said.requests.limit = Some(1);
         /// said.requests.window = Some(Duration::from_secs(10));
         /// state.observe(&scope, said); // learned: 1 request per 10 s
-        /// let layer = BackoffRetryLayer::builder(state)
-        ///     .probe(false)
-        ///     .pacing_margin(Duration::ZERO)
-        ///     .build()
-        ///     .unwrap();
-        /// let svc = layer.layer(always(200));
+        /// let layer = BackoffRetryLayer::builder(state).probe(false).pacing_margin(Duration::ZERO);
+        /// let svc = layer.build().unwrap().layer(always(200));
         /// let start = tokio::time::Instant::now();
         /// svc.clone().oneshot(req()).await.unwrap();
         /// svc.oneshot(request).await.unwrap();
@@ -697,7 +693,8 @@ impl BackoffRetryLayerBuilder {
     /// /// Retries 418 as a transient failure; everything else as the default does.
     /// struct TeapotIsTransient;
     /// impl Classifier for TeapotIsTransient {
-    ///     fn classify_response(&self, status: StatusCode, h: &HeaderMap, body: Option<&[u8]>, s: &RateLimitSnapshot) -> Classification {
+    ///     fn classify_response(&self, status: StatusCode, h: &HeaderMap, body: Option<&[u8]>,
+    ///     s: &RateLimitSnapshot) -> Classification {
     ///         if status == StatusCode::IM_A_TEAPOT { return Classification::Transient { retry_after: None } }
     ///         DefaultClassifier::new().classify_response(status, h, body, s)
     ///     }
