@@ -4,7 +4,9 @@
 //!
 //! 1. **Probe first.** Until a response for the scope has been seen, one attempt goes
 //!    out alone and the others wait for its response (or its failure): nothing is known
-//!    about the account yet, so the scope is treated as the most conservative tier.
+//!    about the account yet, so the scope is treated as the most conservative tier. A
+//!    snapshot already in the shared [`LimitState`] (published by a layer sharing it)
+//!    counts as seen: no probe, and rules 2 and 3 apply from the first attempt.
 //! 2. **Remaining 0 → wait for the reset.** If the last snapshot the tier layer
 //!    published says no requests remain, wait until that reset.
 //! 3. **Learned limit.** With a learned requests limit `L` per window `W` (a minute when
@@ -91,6 +93,12 @@ impl Gate {
             Some(g) => g,
             None => map.entry(scope.clone()).or_insert_with(ScopeGate::new),
         };
+        if probe && !g.seen && observed.is_some() {
+            // The shared state already holds what a response said (another layer or
+            // clone sharing it saw one): the account is known, nothing to probe, and the
+            // snapshot's rules below apply to this very first attempt.
+            g.seen = true;
+        }
         if probe && !g.seen {
             if g.probing {
                 return Admit::Probe(g.wake.subscribe());

@@ -123,6 +123,28 @@ async fn remaining_zero_waits_for_the_reset() {
     assert_eq!(offsets(&calls, start), [0, 31_000]);
 }
 
+/// A scope the shared state already knows (another stack sharing it saw a response
+/// saying none remain) is not probed: its first attempt already waits for the reset.
+#[tokio::test(start_paused = true)]
+async fn a_scope_known_to_the_shared_state_is_not_probed() {
+    let state = LimitState::new();
+    let mut req = Request::new(ReplayBody::empty());
+    let scope = ratelayer_core::meta::ensure(&mut req).scope();
+    let mut said = ratelayer_core::RateLimitSnapshot::default();
+    said.requests.remaining = Some(0);
+    said.requests.reset = Some(Duration::from_secs(30));
+    state.observe(&scope, said);
+    let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let c = calls.clone();
+    let svc = BackoffRetryLayer::new(state).layer(service_fn(move |_req: Request<ReplayBody>| {
+        c.lock().unwrap().push(Instant::now());
+        async { Ok::<_, Infallible>(Response::new(String::new())) }
+    }));
+    let start = Instant::now();
+    svc.oneshot(req).await.unwrap();
+    assert_eq!(offsets(&calls, start), [30_000]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn learned_limit_spaces_starts_over_the_window() {
     let (svc, calls) = stack(&[("x-ratelimit-limit-requests", "2")], true);
