@@ -302,8 +302,15 @@ impl<B: Body> PrefixedBody<B> {
     /// Wraps a body unchanged.
     ///
     /// ```
+    /// use http_body::Body;
+    /// use http_body_util::BodyExt;
     /// use ratelayer_core::body::PrefixedBody;
-    /// let body = PrefixedBody::new(String::new());
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let body = PrefixedBody::new(String::from("hello"));
+    /// assert_eq!(body.size_hint().exact(), Some(5)); // the inner body's hint
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+    /// # }
     /// ```
     pub fn new(body: B) -> Self {
         PrefixedBody {

@@ -271,8 +271,16 @@ impl DefaultClassifier {
     /// A classifier with the default quota threshold (one hour).
     ///
     /// ```
-    /// use ratelayer_core::DefaultClassifier;
-    /// let c = DefaultClassifier::new();
+    /// # use std::time::Duration;
+    /// # use http::{HeaderMap, StatusCode};
+    /// use ratelayer_core::{Classification, Classifier, DefaultClassifier, RateLimitSnapshot};
+    /// let mut snapshot = RateLimitSnapshot::default();
+    /// snapshot.retry_after = Some(Duration::from_secs(3600)); // at the threshold: transient
+    /// let got = DefaultClassifier::new().classify_response(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), None, &snapshot);
+    /// assert_eq!(got, Classification::RateLimited { dimension: None, retry_after: snapshot.retry_after });
+    /// snapshot.retry_after = Some(Duration::from_secs(3601)); // above: quota exhausted
+    /// let got = DefaultClassifier::new().classify_response(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), None, &snapshot);
+    /// assert_eq!(got, Classification::QuotaExhausted { retry_after: snapshot.retry_after });
     /// ```
     pub fn new() -> Self {
         Self::default()
@@ -282,8 +290,16 @@ impl DefaultClassifier {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use ratelayer_core::DefaultClassifier;
+    /// # use http::{HeaderMap, StatusCode};
+    /// use ratelayer_core::{Classification, Classifier, DefaultClassifier, RateLimitSnapshot};
+    /// let mut snapshot = RateLimitSnapshot::default();
+    /// snapshot.retry_after = Some(Duration::from_secs(20 * 60));
+    /// let classify = |c: &DefaultClassifier| {
+    ///     c.classify_response(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), None, &snapshot).as_str()
+    /// };
+    /// assert_eq!(classify(&DefaultClassifier::new()), "rate_limited"); // 20 min <= 1 h
     /// let c = DefaultClassifier::new().quota_threshold(Duration::from_secs(15 * 60));
+    /// assert_eq!(classify(&c), "quota_exhausted"); // 20 min > 15 min
     /// ```
     pub fn quota_threshold(mut self, threshold: Duration) -> Self {
         self.quota_threshold = threshold;

@@ -1183,12 +1183,16 @@ impl Reservation {
     /// # async fn main() {
     /// let h = LimitState::new().handle(&Scope::new("openai"));
     /// let r = h.reserve(&[], None).await.unwrap();
-    /// h.set_cooldown(tokio::time::Instant::now() + Duration::from_secs(20));
+    /// let t0 = tokio::time::Instant::now();
+    /// assert_eq!(r.ready_at_now(), r.ready_at()); // at once
+    /// h.set_cooldown(t0 + Duration::from_secs(20));
+    /// assert_eq!(r.ready_at_now(), t0 + Duration::from_secs(20)); // moved by the cooldown
     /// loop {
     ///     let at = r.ready_at_now();
     ///     if at <= tokio::time::Instant::now() { break; }
     ///     tokio::time::sleep_until(at).await;
     /// }
+    /// assert_eq!(t0.elapsed(), Duration::from_secs(20)); // (paused time)
     /// let _used = r.commit();
     /// # }
     /// ```
