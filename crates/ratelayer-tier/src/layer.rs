@@ -20,12 +20,28 @@ use crate::table::{TierTables, secs};
 /// defaults); every service made from one layer shares one detector.
 ///
 /// ```
-/// use ratelayer_core::LimitState;
+/// # use std::convert::Infallible;
+/// # use http::{Request, Response};
+/// use ratelayer_core::{LimitState, ReplayBody, meta};
 /// use ratelayer_tier::TierDetectLayer;
+/// use tower::{Layer, ServiceExt, service_fn};
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// # let upstream = service_fn(|_: Request<ReplayBody>| async {
+/// #     let resp = Response::builder().header("x-ratelimit-limit-requests", "500");
+/// #     Ok::<_, Infallible>(resp.body(String::new()).unwrap())
+/// # });
 ///
 /// let state = LimitState::new();
 /// let layer = TierDetectLayer::new(state.clone());
 /// let handle = layer.handle();
+/// let mut req = Request::new(ReplayBody::empty());
+/// let scope = meta::ensure(&mut req).scope();
+/// assert_eq!(&*handle.tier(&scope).name, "free"); // assumed until a response says
+/// layer.layer(upstream).oneshot(req).await.unwrap(); // answers with a 500 RPM limit
+/// assert_eq!(&*handle.tier(&scope).name, "tier-2");
+/// assert!(state.has_tier(&scope)); // published into the shared state
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct TierDetectLayer {
@@ -36,14 +52,18 @@ pub struct TierDetectLayer {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ratelayer_core::LimitState;
-/// use ratelayer_tier::{TierDetectLayer, TierTables};
+/// use ratelayer_core::{LimitState, Scope};
+/// use ratelayer_tier::{TierDetectLayer, TierSpec, TierTable, TierTables};
 ///
+/// let trial = TierTable { tiers: vec![TierSpec::new("trial", 0, 5_000, 1_000)] };
 /// let layer = TierDetectLayer::builder(LimitState::new())
-///     .tables(TierTables::new())
-///     .configured_delay(Duration::from_secs(1))
+///     .tables(TierTables::new().with_provider("kimi", trial))
+///     .configured_delay(Duration::from_secs(5))
 ///     .build()
 ///     .unwrap();
+/// let h = layer.handle();
+/// assert_eq!(h.tier(&Scope::new("kimi")).base_delay, Duration::from_secs(5));
+/// assert_eq!(&*h.tier(&Scope::new("openai")).name, "free"); // others: the default table
 /// ```
 #[derive(Debug, Clone)]
 pub struct TierDetectLayerBuilder {
@@ -56,9 +76,12 @@ impl TierDetectLayerBuilder {
     /// Tier tables per provider (default: [`TierTables::new`]).
     ///
     /// ```
-    /// use ratelayer_core::LimitState;
-    /// use ratelayer_tier::{TierDetectLayer, TierTables};
-    /// let b = TierDetectLayer::builder(LimitState::new()).tables(TierTables::new());
+    /// use ratelayer_core::{LimitState, Scope};
+    /// use ratelayer_tier::{TierDetectLayer, TierSpec, TierTable, TierTables};
+    /// let slow = TierTable { tiers: vec![TierSpec::new("slow", 0, 60_000, 60_000)] };
+    /// let tables = TierTables::new().with_provider("groq", slow);
+    /// let layer = TierDetectLayer::builder(LimitState::new()).tables(tables).build().unwrap();
+    /// assert_eq!(&*layer.handle().tier(&Scope::new("groq")).name, "slow");
     /// ```
     pub fn tables(mut self, tables: TierTables) -> Self {
         self.tables = tables;
@@ -69,10 +92,42 @@ impl TierDetectLayerBuilder {
     /// whose base delay differs, a warning is logged.
     ///
     /// ```
+    /// # use std::convert::Infallible;
+    /// # use std::io::Write;
+    /// # use std::sync::{Arc, Mutex};
+    /// # use http::{Request, Response};
     /// use std::time::Duration;
-    /// use ratelayer_core::LimitState;
+    /// use ratelayer_core::{LimitState, ReplayBody};
     /// use ratelayer_tier::TierDetectLayer;
-    /// let b = TierDetectLayer::builder(LimitState::new()).configured_delay(Duration::from_secs(2));
+    /// use tower::{Layer, ServiceExt};
+    /// # #[derive(Clone, Default)]
+    /// # struct Logs(Arc<Mutex<Vec<u8>>>);
+    /// # impl Write for Logs {
+    /// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+    /// #         self.0.lock().unwrap().extend_from_slice(b);
+    /// #         Ok(b.len())
+    /// #     }
+    /// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let logs = Logs::default();
+    /// # let w = logs.clone();
+    /// # let subscriber = tracing_subscriber::fmt().with_writer(move || w.clone()).with_ansi(false).finish();
+    /// # let _guard = tracing::subscriber::set_default(subscriber);
+    /// # let upstream = tower::service_fn(|_: Request<ReplayBody>| async {
+    /// #     let resp = Response::builder().header("x-ratelimit-limit-requests", "3");
+    /// #     Ok::<_, Infallible>(resp.body(String::new()).unwrap())
+    /// # });
+    /// let layer = TierDetectLayer::builder(LimitState::new())
+    ///     .configured_delay(Duration::from_secs(2))
+    ///     .build()
+    ///     .unwrap();
+    /// // A response with a 3 RPM limit: the free tier, whose base delay is 20 s.
+    /// layer.layer(upstream).oneshot(Request::new(ReplayBody::empty())).await.unwrap();
+    /// let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    /// assert!(logged.contains("configured fixed delay 2s does not match tier free's recommended base delay 20s"));
+    /// # }
     /// ```
     pub fn configured_delay(mut self, delay: Duration) -> Self {
         self.configured_delay = Some(delay);
@@ -104,9 +159,15 @@ impl TierDetectLayer {
     /// A layer with the default tier tables, publishing into `state`.
     ///
     /// ```
-    /// use ratelayer_core::LimitState;
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope, state::TierInfo};
     /// use ratelayer_tier::TierDetectLayer;
-    /// let layer = TierDetectLayer::new(LimitState::new());
+    /// let state = LimitState::new();
+    /// let layer = TierDetectLayer::new(state.clone());
+    /// let scope = Scope::new("openai");
+    /// assert_eq!(&*layer.handle().tier(&scope).name, "free"); // the default table's lowest
+    /// state.set_tier(&scope, TierInfo::new("tier-1", Duration::from_millis(300)));
+    /// assert_eq!(&*layer.handle().tier(&scope).name, "tier-1"); // read from `state`
     /// ```
     pub fn new(state: LimitState) -> Self {
         TierDetectLayer {
@@ -122,9 +183,14 @@ impl TierDetectLayer {
     /// A builder publishing into `state`.
     ///
     /// ```
-    /// use ratelayer_core::LimitState;
+    /// use std::time::Duration;
+    /// use ratelayer_core::{LimitState, Scope, state::TierInfo};
     /// use ratelayer_tier::TierDetectLayer;
-    /// let layer = TierDetectLayer::builder(LimitState::new()).build().unwrap();
+    /// let state = LimitState::new();
+    /// let layer = TierDetectLayer::builder(state.clone()).build().unwrap();
+    /// let scope = Scope::new("openai");
+    /// layer.handle().state().set_tier(&scope, TierInfo::new("tier-1", Duration::from_millis(300)));
+    /// assert!(state.has_tier(&scope)); // one state: the layer's is `state`
     /// ```
     pub fn builder(state: LimitState) -> TierDetectLayerBuilder {
         TierDetectLayerBuilder {
