@@ -52,11 +52,20 @@ impl TpmLimitLayer {
     /// (the tier detector's learned limits and cooldowns then apply here).
     ///
     /// ```
-    /// use ratelayer_core::{LimitState, NeverFits, RequestMeta};
-    /// use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
+    /// # use std::time::Duration;
+    /// use ratelayer_core::{LimitState, RequestMeta};
+    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
     /// let state = LimitState::new();
-    /// let layer = TpmLimitLayer::with_state(TpmConfig::new(), state.clone()).unwrap();
-    /// # let _ = layer;
+    /// let config = TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000)));
+    /// let layer = TpmLimitLayer::with_state(config, state.clone()).unwrap();
+    /// let meta = RequestMeta::new("openai", 1_000, 100);
+    /// assert_eq!(layer.wait_time(&meta).unwrap(), Duration::ZERO);
+    /// // A cooldown another layer (the tier detector, on a 429) sets in `state` applies here:
+    /// state.set_cooldown(&meta.scope(), tokio::time::Instant::now() + Duration::from_secs(20));
+    /// assert_eq!(layer.wait_time(&meta).unwrap(), Duration::from_secs(20));
+    /// # }
     /// ```
     pub fn with_state(config: TpmConfig, state: LimitState) -> Result<Self, ConfigError> {
         Self::build(config, state, Arc::new(DefaultEstimator::new()))
@@ -66,11 +75,26 @@ impl TpmLimitLayer {
     /// `TiktokenEstimator` with the `tiktoken` feature).
     ///
     /// ```
-    /// use ratelayer_core::{LimitState, NeverFits, RequestMeta};
-    /// use ratelayer_core::meta::DefaultEstimator;
-    /// use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
-    /// let layer = TpmLimitLayer::with_estimator(TpmConfig::new(), LimitState::new(), DefaultEstimator::new()).unwrap();
-    /// # let _ = layer;
+    /// # use std::convert::Infallible;
+    /// # use http::{Request, Response};
+    /// use ratelayer_core::meta::TokenEstimator;
+    /// use ratelayer_core::{LimitState, NeverFits, ReplayBody};
+    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// struct Pessimist; // counts every text as 50 000 tokens
+    /// impl TokenEstimator for Pessimist {
+    ///     fn count_text(&self, _text: &str, _model: Option<&str>) -> u64 { 50_000 }
+    /// }
+    /// let config = TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000)));
+    /// let layer = TpmLimitLayer::with_estimator(config, LimitState::new(), Pessimist).unwrap();
+    /// # let svc = layer.layer(service_fn(|_: Request<ReplayBody>| async { Ok::<_, Infallible>(Response::new(String::new())) }));
+    /// let body = ReplayBody::new(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#);
+    /// let req = Request::post("https://api.openai.com/v1/chat/completions").body(body).unwrap();
+    /// let err = svc.oneshot(req).await.unwrap_err(); // "Hi" counted as 50 000: never fits
+    /// assert!(err.downcast_ref::<NeverFits>().unwrap().requested > 50_000);
+    /// # }
     /// ```
     pub fn with_estimator(
         config: TpmConfig,
@@ -95,8 +119,18 @@ impl TpmLimitLayer {
     ///
     /// ```
     /// # use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
-    /// let layer = TpmLimitLayer::new(TpmConfig::new()).unwrap();
-    /// let _state = layer.state().clone();
+    /// # use std::time::Duration;
+    /// # use ratelayer_core::RequestMeta;
+    /// # use ratelayer_tpm::{Budget, ModelLimits};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let config = TpmConfig::new().budget(Budget::new("openai", ModelLimits::tpm(30_000)));
+    /// let layer = TpmLimitLayer::new(config).unwrap();
+    /// let meta = RequestMeta::new("openai", 1_000, 100);
+    /// let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    /// layer.state().set_cooldown(&meta.scope(), until);
+    /// assert_eq!(layer.wait_time(&meta).unwrap(), Duration::from_secs(5)); // its budgets wait
+    /// # }
     /// ```
     pub fn state(&self) -> &LimitState {
         &self.shared.state

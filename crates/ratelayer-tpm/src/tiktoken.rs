@@ -31,11 +31,15 @@ use ratelayer_core::meta::{DefaultEstimator, TokenEstimator};
 /// [module docs](self).
 ///
 /// ```
+/// use ratelayer_core::meta::{DefaultEstimator, TokenEstimator};
 /// use ratelayer_core::LimitState;
 /// use ratelayer_tpm::tiktoken::TiktokenEstimator;
 /// use ratelayer_tpm::{TpmConfig, TpmLimitLayer};
-/// let layer = TpmLimitLayer::with_estimator(TpmConfig::new(), LimitState::new(), TiktokenEstimator::new()).unwrap();
-/// # let _ = layer;
+/// let text = "The quick brown fox jumps over the lazy dog.";
+/// assert_eq!(TiktokenEstimator::new().count_text(text, Some("gpt-4o")), 10); // exact
+/// assert_eq!(DefaultEstimator::new().count_text(text, Some("gpt-4o")), 15); // conservative
+/// let layer = TpmLimitLayer::with_estimator(TpmConfig::new(), LimitState::new(), TiktokenEstimator::new());
+/// assert!(layer.is_ok());
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct TiktokenEstimator {
