@@ -16,8 +16,21 @@ use crate::service::Concurrency;
 /// created when the layer is built, not per [`layer`](Layer::layer) call.
 ///
 /// ```
+/// use std::time::Duration;
 /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
-/// use ratelayer_core::LimitState;
+/// use ratelayer_core::{LimitState, Scope};
+/// use tower::{Layer, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// # use std::convert::Infallible;
+/// # use http::{Request, Response};
+/// # use ratelayer_core::{RequestMeta, meta};
+/// # let request = || {
+/// #     let mut req = Request::new(String::new());
+/// #     meta::set(&mut req, RequestMeta::new("kimi", 10, 10));
+/// #     req
+/// # };
+/// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
 ///
 /// let state = LimitState::new();
 /// let layer = ConcurrencyLayer::new(
@@ -26,7 +39,14 @@ use crate::service::Concurrency;
 /// .unwrap()
 /// .with_state(state);
 /// let handle = layer.handle();
-/// # drop((layer, handle));
+/// let (a, b) = (layer.layer(inner.clone()), layer.layer(inner)); // one limiter for both
+/// let first = a.oneshot(request()).await.unwrap(); // in flight until its body is dropped
+/// assert_eq!(handle.stats(&Scope::new("kimi")).unwrap().in_flight, 1);
+/// let mut second = Box::pin(b.oneshot(request()));
+/// assert!(tokio::time::timeout(Duration::from_secs(5), &mut second).await.is_err()); // queued
+/// drop(first);
+/// assert_eq!(second.await.unwrap().status(), 200); // started once the first finished
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLayer {
@@ -54,9 +74,11 @@ impl ConcurrencyLayer {
     /// A layer and the handle to its limits.
     ///
     /// ```
-    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer};
+    /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
     /// let (layer, handle) = ConcurrencyLayer::pair(ConcurrencyConfig::new()).unwrap();
-    /// # drop((layer, handle));
+    /// handle.set_limits("kimi", Limits::new().max_concurrent(2)).unwrap(); // at run time
+    /// let config = layer.handle().config();
+    /// assert_eq!(config.limits_for("kimi", None).max_concurrent, Some(2)); // the layer's own
     /// ```
     pub fn pair(config: ConcurrencyConfig) -> Result<(Self, ConcurrencyHandle), ConfigError> {
         let layer = Self::new(config)?;
