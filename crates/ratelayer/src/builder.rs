@@ -14,22 +14,29 @@ use crate::target::TargetLayer;
 /// use http::{Request, Response};
 /// use ratelayer::core::{LimitState, ReplayBody};
 /// use ratelayer::{Provider, ServiceBuilderExt, TargetLayer};
-/// use tower::ServiceBuilder;
+/// use tower::{ServiceBuilder, ServiceExt};
 ///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
 /// let state = LimitState::new();
 /// let svc = ServiceBuilder::new()
 ///     .sensitive_credentials()
-///     .target(TargetLayer::new(Provider::OpenAi, "https://api.openai.com").unwrap())
+///     .target(TargetLayer::new(Provider::OpenAi, "https://api.openai.com").unwrap().api_key("sk-1"))
 ///     .backoff_retry(ratelayer::retry::BackoffRetryLayer::new(state.clone()))
 ///     .tier_detect(ratelayer::tier::TierDetectLayer::new(state.clone()))
 ///     .tpm_limit(ratelayer::tpm::TpmLimitLayer::with_state(Default::default(), state.clone()).unwrap())
 ///     .concurrency(
 ///         ratelayer::concurrency::ConcurrencyLayer::new(Default::default()).unwrap().with_state(state),
 ///     )
-///     .service_fn(|_req: Request<ReplayBody>| async {
-///         Ok::<_, Infallible>(Response::new(String::new()))
+///     .service_fn(|req: Request<ReplayBody>| async move {
+///         // What the client gets, after every layer: the target's URL and credential.
+///         let seen = format!("{} {:?}", req.uri(), req.headers()["authorization"]);
+///         Ok::<_, Infallible>(Response::builder().header("x-seen", seen).body(String::new()).unwrap())
 ///     });
-/// # let _ = svc;
+/// let req = Request::post("/v1/chat/completions").body(ReplayBody::from("{}")).unwrap();
+/// let resp = svc.oneshot(req).await.unwrap();
+/// assert_eq!(resp.headers()["x-seen"], "https://api.openai.com/v1/chat/completions Sensitive");
+/// # }
 /// ```
 pub trait ServiceBuilderExt<L>: Sized {
     /// Marks the credential headers sensitive (see

@@ -705,15 +705,23 @@ impl<S> Layer<S> for ProviderLayer {
 /// # use http::{Request, Response};
 /// # use ratelayer::core::ReplayBody;
 ///
-/// let client = service_fn(|_req: Request<ReplayBody>| async {
-///     Ok::<_, Infallible>(Response::new(String::new()))
+/// # use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let client = service_fn(|req: Request<ReplayBody>| async move {
+///     let host = req.uri().host().unwrap_or_default().to_owned();
+///     Ok::<_, Infallible>(Response::builder().header("x-host", host).body(String::new()).unwrap())
 /// });
 /// let chain = Chain::new()
 ///     .provider(Preset::openai().api_key("sk-not-real"))
 ///     .provider(Preset::moonshot().api_key("sk-not-real").model("kimi-k2-0905-preview"))
 ///     .wait_budget(Duration::from_secs(30));
 /// let (stack, stats) = chain.build::<_, ReplayBody, _>(client).unwrap();
-/// # let _ = (stack, stats);
+/// let resp = stack.oneshot(Request::new(ReplayBody::from("{}"))).await.unwrap();
+/// assert_eq!(resp.headers()["x-host"], "api.openai.com"); // the first, while it has room
+/// assert_eq!(stats.snapshot().providers.len(), 2);
+/// assert_eq!(stats.snapshot().primary_share(), 1.0);
+/// # }
 /// ```
 #[cfg(feature = "fallback")]
 #[derive(Debug, Clone, Default)]
