@@ -16,10 +16,10 @@ use crate::service::Concurrency;
 /// created when the layer is built, not per [`layer`](Layer::layer) call.
 ///
 /// ```
-/// use std::time::Duration;
+/// # use std::time::Duration;
 /// use ratelayer_concurrency::{ConcurrencyConfig, ConcurrencyLayer, Limits};
-/// use ratelayer_core::{LimitState, Scope};
-/// use tower::{Layer, ServiceExt};
+/// # use ratelayer_core::{LimitState, Scope};
+/// # use tower::{Layer, ServiceExt};
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// # use std::convert::Infallible;
@@ -31,13 +31,8 @@ use crate::service::Concurrency;
 /// #     req
 /// # };
 /// # let inner = tower::service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) });
-///
-/// let state = LimitState::new();
-/// let layer = ConcurrencyLayer::new(
-///     ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1)),
-/// )
-/// .unwrap()
-/// .with_state(state);
+/// let config = ConcurrencyConfig::new().provider("kimi", Limits::new().max_concurrent(1));
+/// let layer = ConcurrencyLayer::new(config).unwrap().with_state(LimitState::new());
 /// let handle = layer.handle();
 /// let (a, b) = (layer.layer(inner.clone()), layer.layer(inner)); // one limiter for both
 /// let first = a.oneshot(request()).await.unwrap(); // in flight until its body is dropped

@@ -603,25 +603,20 @@ pub(crate) struct Config {
 /// validates.
 ///
 /// ```
-/// use std::time::Duration;
-/// use ratelayer_core::Dialect;
+/// # use std::time::Duration;
+/// # use ratelayer_core::Dialect;
 /// use ratelayer_mock::{ConcurrencyMode, Fault, Latency, Limits, MockProvider, Tier};
-///
 /// let mock = MockProvider::builder()
 ///     .dialect(Dialect::Anthropic)
-///     .tier(Tier::Tier1)
-///     .otpm(8_000)
-///     .concurrency(4)
-///     .concurrency_mode(ConcurrencyMode::Queue)
+///     .tier(Tier::Tier1).otpm(8_000) // tier 1's limits, plus an output-token limit
+///     .concurrency(4).concurrency_mode(ConcurrencyMode::Queue)
 ///     .context_window(128_000)
 ///     .latency(Latency::fixed(Duration::from_millis(50)))
 ///     .fault(Fault::overloaded().probability(0.05))
 ///     .seed(7)
-///     .build()
-///     .unwrap();
+///     .build().unwrap();
 /// assert_eq!(mock.dialect(), Dialect::Anthropic);
-/// let tier1 = Tier::Tier1.limits();
-/// assert_eq!(mock.limits(), Limits { otpm: Some(8_000), concurrency: Some(4), ..tier1 });
+/// assert_eq!(mock.limits(), Limits { otpm: Some(8_000), concurrency: Some(4), ..Tier::Tier1.limits() });
 /// ```
 #[derive(Debug, Clone)]
 pub struct MockBuilder {

@@ -77,10 +77,10 @@ impl TpmLimitLayer {
     /// ```
     /// # use std::convert::Infallible;
     /// # use http::{Request, Response};
+    /// # use ratelayer_core::{LimitState, NeverFits, ReplayBody};
+    /// # use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
+    /// # use tower::{Layer, ServiceExt, service_fn};
     /// use ratelayer_core::meta::TokenEstimator;
-    /// use ratelayer_core::{LimitState, NeverFits, ReplayBody};
-    /// use ratelayer_tpm::{Budget, ModelLimits, TpmConfig, TpmLimitLayer};
-    /// use tower::{Layer, ServiceExt, service_fn};
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// struct Pessimist; // counts every text as 50 000 tokens

@@ -10,31 +10,30 @@ use crate::target::TargetLayer;
 /// in the recommended order, outermost first:
 ///
 /// ```
-/// use std::convert::Infallible;
-/// use http::{Request, Response};
-/// use ratelayer::core::{LimitState, ReplayBody};
+/// # use std::convert::Infallible;
+/// # use http::{Request, Response};
+/// # use ratelayer::concurrency::ConcurrencyLayer;
+/// # use ratelayer::core::{LimitState, ReplayBody};
+/// # use ratelayer::{retry::BackoffRetryLayer, tier::TierDetectLayer, tpm::TpmLimitLayer};
 /// use ratelayer::{Provider, ServiceBuilderExt, TargetLayer};
-/// use tower::{ServiceBuilder, ServiceExt};
-///
+/// # use tower::{ServiceBuilder, ServiceExt};
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
+/// # let client = tower::service_fn(|req: Request<ReplayBody>| async move {
+/// #     let seen = format!("{} {:?}", req.uri(), req.headers()["authorization"]);
+/// #     Ok::<_, Infallible>(Response::builder().header("x-seen", seen).body(String::new()).unwrap())
+/// # });
 /// let state = LimitState::new();
 /// let svc = ServiceBuilder::new()
 ///     .sensitive_credentials()
 ///     .target(TargetLayer::new(Provider::OpenAi, "https://api.openai.com").unwrap().api_key("sk-1"))
-///     .backoff_retry(ratelayer::retry::BackoffRetryLayer::new(state.clone()))
-///     .tier_detect(ratelayer::tier::TierDetectLayer::new(state.clone()))
-///     .tpm_limit(ratelayer::tpm::TpmLimitLayer::with_state(Default::default(), state.clone()).unwrap())
-///     .concurrency(
-///         ratelayer::concurrency::ConcurrencyLayer::new(Default::default()).unwrap().with_state(state),
-///     )
-///     .service_fn(|req: Request<ReplayBody>| async move {
-///         // What the client gets, after every layer: the target's URL and credential.
-///         let seen = format!("{} {:?}", req.uri(), req.headers()["authorization"]);
-///         Ok::<_, Infallible>(Response::builder().header("x-seen", seen).body(String::new()).unwrap())
-///     });
-/// let req = Request::post("/v1/chat/completions").body(ReplayBody::from("{}")).unwrap();
-/// let resp = svc.oneshot(req).await.unwrap();
+///     .backoff_retry(BackoffRetryLayer::new(state.clone()))
+///     .tier_detect(TierDetectLayer::new(state.clone()))
+///     .tpm_limit(TpmLimitLayer::with_state(Default::default(), state.clone()).unwrap())
+///     .concurrency(ConcurrencyLayer::new(Default::default()).unwrap().with_state(state))
+///     .service(client); // answers with the URL and credential header it was sent
+/// # let req = Request::post("/v1/chat/completions").body(ReplayBody::from("{}")).unwrap();
+/// let resp = svc.oneshot(req).await.unwrap(); // a POST to /v1/chat/completions
 /// assert_eq!(resp.headers()["x-seen"], "https://api.openai.com/v1/chat/completions Sensitive");
 /// # }
 /// ```

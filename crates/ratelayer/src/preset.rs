@@ -698,20 +698,19 @@ impl<S> Layer<S> for ProviderLayer {
 /// sensitive.
 ///
 /// ```
-/// use std::time::Duration;
-/// use ratelayer::{Chain, Preset};
-/// use tower::service_fn;
 /// # use std::convert::Infallible;
+/// # use std::time::Duration;
 /// # use http::{Request, Response};
 /// # use ratelayer::core::ReplayBody;
-///
+/// use ratelayer::{Chain, Preset};
 /// # use tower::ServiceExt;
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
-/// let client = service_fn(|req: Request<ReplayBody>| async move {
-///     let host = req.uri().host().unwrap_or_default().to_owned();
-///     Ok::<_, Infallible>(Response::builder().header("x-host", host).body(String::new()).unwrap())
-/// });
+/// # let client = tower::service_fn(|req: Request<ReplayBody>| async move {
+/// #     let host = req.uri().host().unwrap_or_default().to_owned();
+/// #     Ok::<_, Infallible>(Response::builder().header("x-host", host).body(String::new()).unwrap())
+/// # });
+/// // `client` answers with the host it was sent to, in `x-host`.
 /// let chain = Chain::new()
 ///     .provider(Preset::openai().api_key("sk-not-real"))
 ///     .provider(Preset::moonshot().api_key("sk-not-real").model("kimi-k2-0905-preview"))

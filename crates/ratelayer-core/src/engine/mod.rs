@@ -1181,7 +1181,7 @@ impl Reservation {
     /// # use ratelayer_core::{LimitState, Scope};
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// let h = LimitState::new().handle(&Scope::new("openai"));
+    /// # let h = LimitState::new().handle(&Scope::new("openai"));
     /// let r = h.reserve(&[], None).await.unwrap();
     /// let t0 = tokio::time::Instant::now();
     /// assert_eq!(r.ready_at_now(), r.ready_at()); // at once
