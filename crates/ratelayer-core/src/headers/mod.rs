@@ -373,9 +373,9 @@ pub fn parse(
     let h = Headers(headers);
     let mut snap = RateLimitSnapshot::default();
     let seen = Seen::of(headers);
-    if seen.ratelimit {
+    if seen.ratelimit() {
         for dimension in Dimension::ALL {
-            *snap.get_mut(dimension) = dimension_limit(&h, dimension, now, hint);
+            *snap.get_mut(dimension) = dimension_limit(&h, &seen, dimension, now, hint);
         }
     }
     if !seen.other && body.is_none() {
@@ -419,34 +419,44 @@ const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
 /// Which kinds of header [`parse`] reads a response has, from one pass over its names.
+/// Every rate-limit family's names start with one of three prefixes, so a family whose
+/// prefix no name has is not looked up at all (each lookup hashes a long name).
+#[derive(Default)]
 struct Seen {
-    /// A name of a rate-limit family (every family's names contain `ratelimit`).
-    ratelimit: bool,
+    /// A name starting `anthropic-ratelimit-` (Anthropic).
+    anthropic: bool,
+    /// A name starting `x-ratelimit` (OpenAI, Azure, Groq, GitHub, OpenRouter, Kong).
+    x: bool,
+    /// A name starting `ratelimit` (the IETF fields, Kong's and Mistral's combined ones).
+    bare: bool,
     /// `retry-after`, `retry-after-ms` or `x-should-retry`.
     other: bool,
 }
 
 impl Seen {
     fn of(headers: &HeaderMap) -> Seen {
-        let mut seen = Seen {
-            ratelimit: false,
-            other: false,
-        };
+        let mut seen = Seen::default();
         for name in headers.keys() {
-            if *name == http::header::RETRY_AFTER
+            let n = name.as_str().as_bytes();
+            if n.starts_with(b"x-ratelimit") {
+                seen.x = true;
+            } else if n.starts_with(b"ratelimit") {
+                seen.bare = true;
+            } else if n.starts_with(b"anthropic-ratelimit-") {
+                seen.anthropic = true;
+            } else if *name == http::header::RETRY_AFTER
                 || *name == RETRY_AFTER_MS
                 || *name == X_SHOULD_RETRY
             {
                 seen.other = true;
-            } else if !seen.ratelimit {
-                seen.ratelimit = name
-                    .as_str()
-                    .as_bytes()
-                    .windows(9)
-                    .any(|w| w == b"ratelimit");
             }
         }
         seen
+    }
+
+    /// A name of any rate-limit family.
+    fn ratelimit(&self) -> bool {
+        self.anthropic || self.x || self.bare
     }
 }
 
@@ -469,7 +479,7 @@ impl Seen {
 /// ```
 pub fn states_limits(headers: &HeaderMap) -> bool {
     let seen = Seen::of(headers);
-    seen.ratelimit || seen.other
+    seen.ratelimit() || seen.other
 }
 
 /// Header lookup returning the first value as trimmed visible ASCII, `None` when absent,
@@ -621,21 +631,25 @@ fn requests_or_tokens(dimension: Dimension) -> Option<usize> {
 
 fn dimension_limit(
     h: &Headers<'_>,
+    seen: &Seen,
     dimension: Dimension,
     now: SystemTime,
     hint: Option<Dialect>,
 ) -> DimensionLimit {
-    let families: [&dyn Fn() -> DimensionLimit; 6] = [
-        &|| anthropic(h, dimension, now),
-        &|| openai(h, dimension, hint),
-        &|| ietf_structured(h, dimension),
-        &|| kong_combined(h, dimension),
-        &|| x_ratelimit(h, dimension, now, hint),
-        &|| kong_periods(h, dimension),
+    // Each family with whether a name of its prefix is present (one without any would
+    // find nothing).
+    let families: [(bool, &dyn Fn() -> DimensionLimit); 6] = [
+        (seen.anthropic, &|| anthropic(h, dimension, now)),
+        (seen.x, &|| openai(h, dimension, hint)),
+        (seen.bare, &|| ietf_structured(h, dimension)),
+        (seen.bare, &|| kong_combined(h, dimension)),
+        (seen.x, &|| x_ratelimit(h, dimension, now, hint)),
+        (seen.x, &|| kong_periods(h, dimension)),
     ];
     families
         .into_iter()
-        .map(|f| f())
+        .filter(|(present, _)| *present)
+        .map(|(_, f)| f())
         .find(|l| !l.is_empty())
         .unwrap_or_default()
 }
