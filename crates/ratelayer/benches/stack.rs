@@ -7,8 +7,9 @@
 //! tower's stack in short rounds (load drift on a shared machine hits all alike), with
 //! the median overhead over the bare service and the median ratio to tower's stack.
 //! `cargo bench -p ratelayer --bench stack -- zzz` runs that section alone;
-//! `STACK_PAIRED=<substring>` picks its rows and `STACK_META=given` gives every request
-//! its metadata up front (no body estimate). `STACK_COUNT=<n> STACK_PAIRED=<bare|tower|
+//! `STACK_PAIRED=<substring>` picks its rows, `STACK_META=given` gives every request
+//! its metadata up front (no body estimate) and `STACK_HEADERS=openai` gives every
+//! response OpenAI's six rate-limit headers (every variant, the bare one included). `STACK_COUNT=<n> STACK_PAIRED=<bare|tower|
 //! stack|chain|floor|tier|retry|tpm|concurrency>` sends exactly n requests through one variant and nothing else, for an
 //! instruction count under `valgrind --tool=callgrind` (two counts, subtracted, give
 //! the instructions per request whatever the machine's load).
@@ -55,7 +56,25 @@ fn request(body: &bytes::Bytes) -> Request<ReplayBody> {
     req
 }
 
-/// The no-op inner service: answers 200 at once.
+/// `STACK_HEADERS=openai`: every response carries OpenAI's six rate-limit headers (as a
+/// real one does), so the figures include reading them (tier detection, TPM).
+fn headers_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("STACK_HEADERS").is_ok_and(|v| v == "openai"))
+}
+
+/// The rate-limit headers of an OpenAI 200.
+const OPENAI_HEADERS: [(&str, &str); 6] = [
+    ("x-ratelimit-limit-requests", "1000000000"),
+    ("x-ratelimit-remaining-requests", "999999999"),
+    ("x-ratelimit-reset-requests", "6ms"),
+    ("x-ratelimit-limit-tokens", "1000000000000"),
+    ("x-ratelimit-remaining-tokens", "999999990000"),
+    ("x-ratelimit-reset-tokens", "1ms"),
+];
+
+/// The no-op inner service: answers 200 at once (with `STACK_HEADERS=openai`, with
+/// OpenAI's rate-limit headers).
 #[derive(Clone, Copy)]
 struct Noop;
 
@@ -72,7 +91,14 @@ impl Service<Request<ReplayBody>> for Noop {
     }
 
     fn call(&mut self, _req: Request<ReplayBody>) -> Self::Future {
-        std::future::ready(Ok(Response::new(ReplayBody::empty())))
+        let mut resp = Response::new(ReplayBody::empty());
+        if headers_on() {
+            for (name, value) in OPENAI_HEADERS {
+                resp.headers_mut()
+                    .insert(name, http::HeaderValue::from_static(value));
+            }
+        }
+        std::future::ready(Ok(resp))
     }
 }
 
