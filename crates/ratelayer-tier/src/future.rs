@@ -60,13 +60,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = ready!(this.inner.poll(cx));
-        if let (Ok(resp), Some(scope)) = (&out, this.scope.take())
+        let mut out = ready!(this.inner.poll(cx));
+        if let (Ok(resp), Some(scope)) = (&mut out, this.scope.take())
             && headers::states_limits(resp.headers())
         {
-            // The wall clock is read here, at the edge, and passed in as a value.
-            this.shared
-                .on_response(&scope, resp.status(), resp.headers(), SystemTime::now());
+            // The snapshot a layer inside attached (the TPM layer's), else the headers
+            // parsed here; the wall clock is read here, at the edge, only to parse.
+            let status = resp.status();
+            let hint = headers::Dialect::for_provider(scope.provider());
+            // The extensions are taken out for the call (headers are read meanwhile).
+            let mut ext = std::mem::take(resp.extensions_mut());
+            let snap = headers::parse_once(status, resp.headers(), &mut ext, SystemTime::now, hint);
+            *resp.extensions_mut() = ext;
+            this.shared.on_response(&scope, status, snap);
         }
         Poll::Ready(out)
     }

@@ -1,12 +1,11 @@
 //! [`TierDetectLayer`] and the shared detector behind it.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use http::{HeaderMap, StatusCode};
-use ratelayer_core::headers::{self, Dialect};
+use http::StatusCode;
 use ratelayer_core::state::{Observed, TierInfo};
-use ratelayer_core::{ConfigError, LimitState, Scope};
+use ratelayer_core::{ConfigError, LimitState, RateLimitSnapshot, Scope};
 use tokio::time::Instant;
 use tower_layer::Layer;
 
@@ -397,17 +396,9 @@ impl Detector {
         }
     }
 
-    /// After a response: publish what its headers said. `now` is the wall-clock time of
-    /// the response (for absolute-date headers).
-    pub(crate) fn on_response(
-        &self,
-        scope: &Scope,
-        status: StatusCode,
-        headers: &HeaderMap,
-        now: SystemTime,
-    ) {
-        let hint = Dialect::for_provider(scope.provider());
-        let snap = headers::parse(status, headers, None, now, hint);
+    /// After a response: publish what its headers said (`snap`, parsed once per response:
+    /// [`parse_once`](ratelayer_core::headers::parse_once)).
+    pub(crate) fn on_response(&self, scope: &Scope, status: StatusCode, snap: RateLimitSnapshot) {
         if snap.is_empty() {
             return;
         }

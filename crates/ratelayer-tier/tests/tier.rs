@@ -172,6 +172,40 @@ async fn tier_changes_are_published_and_logged_once() {
     assert_eq!(state.cooldown_until(&scope), None);
 }
 
+/// The headers are parsed once per response: a snapshot a layer inside attached (as the
+/// TPM layer does) is what the tier is detected from; without one, the layer parses the
+/// headers and attaches the snapshot for the layers outside.
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_attached_inside_is_read_not_parsed_again() {
+    // (Limits no other test logs: the log capture is shared by the binary's tests.)
+    let state = LimitState::new();
+    let headers = [("x-ratelimit-limit-requests", "4321")];
+    let mut attached = response(200, &headers);
+    let mut inside = ratelayer_core::RateLimitSnapshot::default();
+    inside.requests.limit = Some(12_345);
+    attached.extensions_mut().insert(inside);
+    let mut svc = TierDetectLayer::new(state.clone())
+        .layer(canned(vec![attached, response(200, &headers)]));
+    let mut req = Request::new(ReplayBody::empty());
+    let scope = scope_of(&mut req);
+    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+    // Tier 5 (12,345 RPM, from the attached snapshot), not tier 2 (4,321, the header).
+    assert_eq!(state.tier(&scope).unwrap().rpm, Some(12_345));
+    assert_eq!(&*state.tier(&scope).unwrap().name, "tier-5");
+    assert_eq!(
+        resp.extensions()
+            .get::<ratelayer_core::RateLimitSnapshot>()
+            .and_then(|s| s.requests.limit),
+        Some(12_345)
+    );
+    let req = Request::new(ReplayBody::empty());
+    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(state.tier(&scope).unwrap().rpm, Some(4_321));
+    assert_eq!(&*state.tier(&scope).unwrap().name, "tier-2");
+    let parsed = resp.extensions().get::<ratelayer_core::RateLimitSnapshot>();
+    assert_eq!(parsed.and_then(|s| s.requests.limit), Some(4_321));
+}
+
 #[tokio::test(start_paused = true)]
 async fn conservative_tier_before_detection_and_headerless_responses_change_nothing() {
     let state = LimitState::new();

@@ -409,22 +409,18 @@ impl Charge {
     /// The response's head arrived: learn the limits it states, give everything back if
     /// the provider rejected the request (4xx, 429 included: nothing was counted), keep
     /// the estimate for a server error, and otherwise watch the body for usage.
-    pub(crate) fn on_response(mut self, parts: &Parts) -> Option<Charge> {
+    pub(crate) fn on_response(mut self, parts: &mut Parts) -> Option<Charge> {
         if !self.shared.config.reconcile {
             return None;
         }
-        let snapshot = if headers::states_limits(&parts.headers) {
-            let dialect = headers::Dialect::for_provider(self.entry.handle.scope().provider());
-            headers::parse(
-                parts.status,
-                &parts.headers,
-                None,
-                SystemTime::now(),
-                dialect,
-            )
-        } else {
-            RateLimitSnapshot::default()
-        };
+        let dialect = headers::Dialect::for_provider(self.entry.handle.scope().provider());
+        let snapshot = headers::parse_once(
+            parts.status,
+            &parts.headers,
+            &mut parts.extensions,
+            SystemTime::now,
+            dialect,
+        );
         self.shared.learn_limits(&self.entry.handle, &snapshot);
         if let Some(sent) = parts.extensions.get::<SentAt>() {
             // An inner layer held the request back: the provider counts it from then.

@@ -378,8 +378,10 @@ where
                     let charge = this.charge.take();
                     return Poll::Ready(match res {
                         Ok(resp) => {
-                            let (parts, body) = resp.into_parts();
-                            let watch = charge.and_then(|c| c.on_response(&parts)).map(Watch::new);
+                            let (mut parts, body) = resp.into_parts();
+                            let watch = charge
+                                .and_then(|c| c.on_response(&mut parts))
+                                .map(Watch::new);
                             Ok(Response::from_parts(
                                 parts,
                                 ResponseBody::watched(body, watch),

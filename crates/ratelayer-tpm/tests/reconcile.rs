@@ -230,6 +230,10 @@ async fn the_remaining_tokens_header_corrects_the_budget() {
         .oneshot(request("openai", "gpt-4o", 1_000, 0))
         .await
         .unwrap();
+    // The snapshot the layer parsed rides on the response, for the layers outside
+    // (tier detection reads it instead of parsing the headers again) and the caller.
+    let snap = resp.extensions().get::<ratelayer_core::RateLimitSnapshot>();
+    assert_eq!(snap.and_then(|s| s.tokens.remaining), Some(0));
     resp.into_body().collect().await.unwrap();
     // We booked 1,000 of 30,000, but the provider says nothing remains for 20 s: the next
     // request waits for its reset.

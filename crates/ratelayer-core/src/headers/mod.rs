@@ -200,6 +200,10 @@ impl Dialect {
 /// Everything a response said about rate limits, normalized across dialects: see
 /// [`parse`].
 ///
+/// The tier and TPM layers attach the snapshot of a response's headers to the response
+/// as an extension ([`parse_once`]), so the layers outside read it instead of parsing
+/// the headers again, and a caller can read the limits the response stated.
+///
 /// ```
 /// use ratelayer_core::RateLimitSnapshot;
 /// assert!(RateLimitSnapshot::default().is_empty());
@@ -412,6 +416,49 @@ pub fn parse(
             None
         }
     });
+    snap
+}
+
+/// The snapshot of a response's headers (no body), parsed once per response: the one a
+/// layer inside already attached to `extensions`, else `headers` parsed now (with the
+/// wall clock `now()` reads, for absolute dates) and attached when it states anything,
+/// for the layers outside. A response whose headers state nothing gets an empty snapshot
+/// without a parse or a clock read ([`states_limits`]).
+///
+/// ```
+/// use std::time::SystemTime;
+/// use http::{Response, StatusCode};
+/// use ratelayer_core::{Dialect, RateLimitSnapshot, headers::parse_once};
+/// let mut resp = Response::builder()
+///     .header("x-ratelimit-limit-requests", "500")
+///     .body(())
+///     .unwrap();
+/// let (parts, _) = resp.into_parts();
+/// let (headers, mut ext) = (parts.headers, parts.extensions);
+/// let first = parse_once(StatusCode::OK, &headers, &mut ext, SystemTime::now, Some(Dialect::OpenAi));
+/// assert_eq!(first.requests.limit, Some(500));
+/// // Attached: a second reader (a layer outside) gets it without parsing.
+/// assert_eq!(ext.get::<RateLimitSnapshot>(), Some(&first));
+/// let again = parse_once(StatusCode::OK, &headers, &mut ext, || unreachable!(), None);
+/// assert_eq!(again, first);
+/// ```
+pub fn parse_once(
+    status: StatusCode,
+    headers: &HeaderMap,
+    extensions: &mut http::Extensions,
+    now: impl FnOnce() -> SystemTime,
+    hint: Option<Dialect>,
+) -> RateLimitSnapshot {
+    if !states_limits(headers) {
+        return RateLimitSnapshot::default();
+    }
+    if let Some(snap) = extensions.get::<RateLimitSnapshot>() {
+        return snap.clone();
+    }
+    let snap = parse(status, headers, None, now(), hint);
+    if !snap.is_empty() {
+        extensions.insert(snap.clone());
+    }
     snap
 }
 
