@@ -14,7 +14,9 @@ use http_body::Body;
 use ratelayer_core::body::try_clone_request;
 use ratelayer_core::error::{AllProvidersFailed, ProviderAttempt};
 use ratelayer_core::meta::{self, DefaultEstimator, EstimateSource, ProviderName};
-use ratelayer_core::{BoxError, Classification, NeverFits, ReplayableBody, RequestMeta, headers};
+use ratelayer_core::{
+    BoxError, Classification, NeverFits, RateLimitSnapshot, ReplayableBody, RequestMeta, headers,
+};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -286,7 +288,16 @@ where
     let response_headers = response.as_ref().map(|r| r.headers());
     let empty = http::HeaderMap::new();
     let hdrs = response_headers.unwrap_or(&empty);
-    let snapshot = headers::parse(status, hdrs, bytes.as_deref(), SystemTime::now(), dialect);
+    // The headers alone, when no body was read: a layer inside (tier, TPM) has parsed
+    // them already and attached the snapshot.
+    let attached = response
+        .as_ref()
+        .filter(|_| bytes.is_none())
+        .and_then(|r| r.extensions().get::<RateLimitSnapshot>());
+    let snapshot = match attached {
+        Some(snap) => snap.clone(),
+        None => headers::parse(status, hdrs, bytes.as_deref(), SystemTime::now(), dialect),
+    };
     let class = chain
         .classifier
         .classify_response(status, hdrs, bytes.as_deref(), &snapshot);

@@ -500,8 +500,14 @@ fn finish<B: Body>(
 }
 
 fn parse(scope: &Scope, parts: &http::response::Parts, body: Option<&[u8]>) -> RateLimitSnapshot {
-    if body.is_none() && !headers::states_limits(&parts.headers) {
-        return RateLimitSnapshot::default();
+    if body.is_none() {
+        if !headers::states_limits(&parts.headers) {
+            return RateLimitSnapshot::default();
+        }
+        // The headers alone: a layer inside (tier, TPM) has parsed them already.
+        if let Some(snap) = parts.extensions.get::<RateLimitSnapshot>() {
+            return snap.clone();
+        }
     }
     // The wall clock is read here, at the edge, for absolute-date headers.
     headers::parse(

@@ -67,7 +67,7 @@ where
             // The snapshot a layer inside attached (the TPM layer's), else the headers
             // parsed here; the wall clock is read here, at the edge, only to parse.
             let status = resp.status();
-            let hint = headers::Dialect::for_provider(scope.provider());
+            let hint = || headers::Dialect::for_provider(scope.provider());
             // The extensions are taken out for the call (headers are read meanwhile).
             let mut ext = std::mem::take(resp.extensions_mut());
             let snap = headers::parse_once(status, resp.headers(), &mut ext, SystemTime::now, hint);

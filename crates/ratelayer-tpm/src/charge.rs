@@ -413,13 +413,13 @@ impl Charge {
         if !self.shared.config.reconcile {
             return None;
         }
-        let dialect = headers::Dialect::for_provider(self.entry.handle.scope().provider());
+        let scope = self.entry.handle.scope();
         let snapshot = headers::parse_once(
             parts.status,
             &parts.headers,
             &mut parts.extensions,
             SystemTime::now,
-            dialect,
+            || headers::Dialect::for_provider(scope.provider()),
         );
         self.shared.learn_limits(&self.entry.handle, &snapshot);
         if let Some(sent) = parts.extensions.get::<SentAt>() {

@@ -421,8 +421,8 @@ pub fn parse(
 
 /// The snapshot of a response's headers (no body), parsed once per response: the one a
 /// layer inside already attached to `extensions`, else `headers` parsed now (with the
-/// wall clock `now()` reads, for absolute dates) and attached when it states anything,
-/// for the layers outside. A response whose headers state nothing gets an empty snapshot
+/// wall clock `now()` reads, for absolute dates, and the dialect `hint()` gives) and
+/// attached when it states anything, for the layers outside. A response whose headers state nothing gets an empty snapshot
 /// without a parse or a clock read ([`states_limits`]).
 ///
 /// ```
@@ -435,11 +435,12 @@ pub fn parse(
 ///     .unwrap();
 /// let (parts, _) = resp.into_parts();
 /// let (headers, mut ext) = (parts.headers, parts.extensions);
-/// let first = parse_once(StatusCode::OK, &headers, &mut ext, SystemTime::now, Some(Dialect::OpenAi));
+/// let hint = || Some(Dialect::OpenAi);
+/// let first = parse_once(StatusCode::OK, &headers, &mut ext, SystemTime::now, hint);
 /// assert_eq!(first.requests.limit, Some(500));
 /// // Attached: a second reader (a layer outside) gets it without parsing.
 /// assert_eq!(ext.get::<RateLimitSnapshot>(), Some(&first));
-/// let again = parse_once(StatusCode::OK, &headers, &mut ext, || unreachable!(), None);
+/// let again = parse_once(StatusCode::OK, &headers, &mut ext, || unreachable!(), || None);
 /// assert_eq!(again, first);
 /// ```
 pub fn parse_once(
@@ -447,7 +448,7 @@ pub fn parse_once(
     headers: &HeaderMap,
     extensions: &mut http::Extensions,
     now: impl FnOnce() -> SystemTime,
-    hint: Option<Dialect>,
+    hint: impl FnOnce() -> Option<Dialect>,
 ) -> RateLimitSnapshot {
     if !states_limits(headers) {
         return RateLimitSnapshot::default();
@@ -455,7 +456,7 @@ pub fn parse_once(
     if let Some(snap) = extensions.get::<RateLimitSnapshot>() {
         return snap.clone();
     }
-    let snap = parse(status, headers, None, now(), hint);
+    let snap = parse(status, headers, None, now(), hint());
     if !snap.is_empty() {
         extensions.insert(snap.clone());
     }
