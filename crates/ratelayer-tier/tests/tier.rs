@@ -184,8 +184,8 @@ async fn a_snapshot_attached_inside_is_read_not_parsed_again() {
     let mut inside = ratelayer_core::RateLimitSnapshot::default();
     inside.requests.limit = Some(12_345);
     attached.extensions_mut().insert(inside);
-    let mut svc = TierDetectLayer::new(state.clone())
-        .layer(canned(vec![attached, response(200, &headers)]));
+    let mut svc =
+        TierDetectLayer::new(state.clone()).layer(canned(vec![attached, response(200, &headers)]));
     let mut req = Request::new(ReplayBody::empty());
     let scope = scope_of(&mut req);
     let resp = svc.ready().await.unwrap().call(req).await.unwrap();
