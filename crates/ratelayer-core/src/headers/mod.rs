@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::header::AsHeaderName;
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
 mod body;
@@ -374,9 +374,9 @@ pub fn parse(
     now: SystemTime,
     hint: Option<Dialect>,
 ) -> RateLimitSnapshot {
-    let h = Headers(headers);
     let mut snap = RateLimitSnapshot::default();
-    let seen = Seen::of(headers);
+    let mut h = Headers::new(headers);
+    let seen = h.collect();
     if seen.ratelimit() {
         for dimension in Dimension::ALL {
             *snap.get_mut(dimension) = dimension_limit(&h, &seen, dimension, now, hint);
@@ -388,11 +388,11 @@ pub fn parse(
     let delay = [
         (
             DelaySource::RetryAfterMs,
-            h.get(&RETRY_AFTER_MS).and_then(parse_millis),
+            h.get_other(&RETRY_AFTER_MS).and_then(parse_millis),
         ),
         (
             DelaySource::RetryAfter,
-            h.get(http::header::RETRY_AFTER)
+            h.get_other(http::header::RETRY_AFTER)
                 .and_then(|v| parse_retry_after(v, now)),
         ),
     ]
@@ -407,7 +407,7 @@ pub fn parse(
         snap.retry_after = Some(d);
         snap.retry_after_source = Some(source);
     }
-    snap.should_retry = h.get(&X_SHOULD_RETRY).and_then(|v| {
+    snap.should_retry = h.get_other(&X_SHOULD_RETRY).and_then(|v| {
         if v.eq_ignore_ascii_case("true") {
             Some(true)
         } else if v.eq_ignore_ascii_case("false") {
@@ -482,22 +482,34 @@ struct Seen {
 }
 
 impl Seen {
-    fn of(headers: &HeaderMap) -> Seen {
-        let mut seen = Seen::default();
-        for name in headers.keys() {
-            let n = name.as_str().as_bytes();
-            if n.starts_with(b"x-ratelimit") {
-                seen.x = true;
-            } else if n.starts_with(b"ratelimit") {
-                seen.bare = true;
-            } else if n.starts_with(b"anthropic-ratelimit-") {
-                seen.anthropic = true;
-            } else if *name == http::header::RETRY_AFTER
+    /// Notes `name`: whether it is a rate-limit family's (its family noted too).
+    #[inline]
+    fn note(&mut self, name: &HeaderName) -> bool {
+        let n = name.as_str().as_bytes();
+        let family = if n.starts_with(b"x-ratelimit") {
+            &mut self.x
+        } else if n.starts_with(b"ratelimit") {
+            &mut self.bare
+        } else if n.starts_with(b"anthropic-ratelimit-") {
+            &mut self.anthropic
+        } else {
+            if *name == http::header::RETRY_AFTER
                 || *name == RETRY_AFTER_MS
                 || *name == X_SHOULD_RETRY
             {
-                seen.other = true;
+                self.other = true;
             }
+            return false;
+        };
+        *family = true;
+        true
+    }
+
+    /// One pass over the names of `headers`.
+    fn of(headers: &HeaderMap) -> Seen {
+        let mut seen = Seen::default();
+        for name in headers.keys() {
+            seen.note(name);
         }
         seen
     }
@@ -530,15 +542,93 @@ pub fn states_limits(headers: &HeaderMap) -> bool {
     seen.ratelimit() || seen.other
 }
 
-/// Header lookup returning the first value as trimmed visible ASCII, `None` when absent,
-/// empty or not visible ASCII.
-struct Headers<'a>(&'a HeaderMap);
+/// Rate-limit family headers a response may have before lookups go to the map instead
+/// of the list [`Headers::collect`] keeps.
+const FEW: usize = 24;
 
-impl Headers<'_> {
-    fn get(&self, name: impl AsHeaderName) -> Option<&str> {
-        let v = self.0.get(name)?.to_str().ok()?.trim();
-        (!v.is_empty()).then_some(v)
+/// Header lookup returning the first value as trimmed visible ASCII, `None` when absent,
+/// empty or not visible ASCII. The rate-limit families' headers are collected in one
+/// pass over the response's headers and looked up in that short list (a length and a
+/// byte compare each), not hashed into the map for every name a family may use.
+struct Headers<'a> {
+    map: &'a HeaderMap,
+    /// The rate-limit family headers, in the map's order (a name's first value first).
+    few: [Option<(&'a [u8], &'a HeaderValue)>; FEW],
+    n: usize,
+    /// Whether `few` holds all of them (else lookups go to the map).
+    complete: bool,
+}
+
+/// A header name as [`Headers`] compares it.
+trait Name: AsHeaderName {
+    fn bytes(&self) -> &[u8];
+}
+
+impl Name for &HeaderName {
+    fn bytes(&self) -> &[u8] {
+        self.as_str().as_bytes()
     }
+}
+
+impl Name for &str {
+    fn bytes(&self) -> &[u8] {
+        str::as_bytes(self)
+    }
+}
+
+impl<'a> Headers<'a> {
+    fn new(map: &'a HeaderMap) -> Self {
+        Headers {
+            map,
+            few: [None; FEW],
+            n: 0,
+            complete: true,
+        }
+    }
+
+    /// One pass over the headers: which kinds they are, the rate-limit family ones kept.
+    fn collect(&mut self) -> Seen {
+        let mut seen = Seen::default();
+        for (name, value) in self.map {
+            if !seen.note(name) {
+                continue;
+            }
+            match self.few.get_mut(self.n) {
+                Some(slot) => {
+                    *slot = Some((name.as_str().as_bytes(), value));
+                    self.n += 1;
+                }
+                None => self.complete = false,
+            }
+        }
+        seen
+    }
+
+    /// A rate-limit family header.
+    fn get(&self, name: impl Name) -> Option<&'a str> {
+        let value = if self.complete {
+            let want = name.bytes();
+            self.few[..self.n]
+                .iter()
+                .flatten()
+                .find(|(n, _)| *n == want)
+                .map(|(_, v)| *v)?
+        } else {
+            self.map.get(name)?
+        };
+        visible(value)
+    }
+
+    /// Any other header (looked up in the map).
+    fn get_other(&self, name: impl AsHeaderName) -> Option<&'a str> {
+        visible(self.map.get(name)?)
+    }
+}
+
+/// A header value as trimmed visible ASCII, `None` when empty or not visible ASCII.
+fn visible(value: &HeaderValue) -> Option<&str> {
+    let v = value.to_str().ok()?.trim();
+    (!v.is_empty()).then_some(v)
 }
 
 const MINUTE: Duration = Duration::from_secs(60);

@@ -88,6 +88,35 @@ fn openai_documented_headers() {
     assert_eq!(s.requests.limit, Some(60));
 }
 
+/// More rate-limit family headers than the parser keeps in its short list: the lookups
+/// go to the map, with the same result; a name's first value is the one read either way.
+#[test]
+fn many_family_headers_parse_as_few() {
+    let openai = [
+        ("x-ratelimit-limit-requests", "500"),
+        ("x-ratelimit-remaining-requests", "499"),
+        ("x-ratelimit-reset-requests", "120ms"),
+        ("x-ratelimit-limit-tokens", "30000"),
+    ];
+    let few = map(&openai);
+    let mut many = map(&openai);
+    for i in 0..40 {
+        let name: HeaderName = format!("x-ratelimit-unrelated-{i}").parse().unwrap();
+        many.insert(name, HeaderValue::from_static("1"));
+    }
+    let now = at(1_000);
+    let parse_of = |h: &HeaderMap| parse(StatusCode::OK, h, None, now, Some(Dialect::OpenAi));
+    assert_eq!(parse_of(&many), parse_of(&few));
+    assert_eq!(parse_of(&few).requests.limit, Some(500));
+    // A second value of a name: the first is read, in the short list as in the map.
+    many.append("x-ratelimit-limit-requests", HeaderValue::from_static("9"));
+    assert_eq!(parse_of(&many).requests.limit, Some(500));
+    let mut twice = map(&openai[1..]);
+    twice.append("x-ratelimit-limit-requests", HeaderValue::from_static("9"));
+    twice.append("x-ratelimit-limit-requests", HeaderValue::from_static("7"));
+    assert_eq!(parse_of(&twice).requests.limit, Some(9));
+}
+
 #[test]
 fn openai_go_durations() {
     for (v, d) in [
