@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use http::Response;
 use pin_project_lite::pin_project;
-use ratelayer_core::{Scope, headers};
+use ratelayer_core::{RateLimitSnapshot, Scope, headers};
 
 use crate::layer::Detector;
 
@@ -61,18 +61,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut out = ready!(this.inner.poll(cx));
-        if let (Ok(resp), Some(scope)) = (&mut out, this.scope.take())
-            && headers::states_limits(resp.headers())
-        {
-            // The snapshot a layer inside attached (the TPM layer's), else the headers
-            // parsed here; the wall clock is read here, at the edge, only to parse.
+        if let (Ok(resp), Some(scope)) = (&mut out, this.scope.take()) {
             let status = resp.status();
-            let hint = || headers::Dialect::for_provider(scope.provider());
-            // The extensions are taken out for the call (headers are read meanwhile).
-            let mut ext = std::mem::take(resp.extensions_mut());
-            let snap = headers::parse_once(status, resp.headers(), &mut ext, SystemTime::now, hint);
-            *resp.extensions_mut() = ext;
-            this.shared.on_response(&scope, status, snap);
+            // The snapshot a layer inside attached (the TPM layer's), else the headers
+            // parsed here when they state anything; the wall clock is read here, at the
+            // edge, only to parse.
+            if let Some(snap) = resp.extensions().get::<RateLimitSnapshot>() {
+                this.shared.on_response(&scope, status, snap.clone());
+            } else if headers::states_limits(resp.headers()) {
+                let hint = || headers::Dialect::for_provider(scope.provider());
+                // The extensions are taken out for the call (headers are read meanwhile).
+                let mut ext = std::mem::take(resp.extensions_mut());
+                let snap =
+                    headers::parse_once(status, resp.headers(), &mut ext, SystemTime::now, hint);
+                *resp.extensions_mut() = ext;
+                this.shared.on_response(&scope, status, snap);
+            }
         }
         Poll::Ready(out)
     }
