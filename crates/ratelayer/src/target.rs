@@ -298,14 +298,27 @@ mod tests {
     use super::*;
     use tower::ServiceExt;
 
+    /// The `kimi` target at `base`, with its key.
+    fn kimi(base: &str) -> TargetLayer {
+        TargetLayer::named("kimi", Provider::Moonshot, base)
+            .unwrap()
+            .api_key("sk-kimi")
+    }
+
+    /// `layer` around a service answering with the request it was given.
+    fn echo(
+        layer: &TargetLayer,
+    ) -> impl Service<Request<String>, Response = Request<String>, Error = std::convert::Infallible>
+    {
+        layer.layer(tower::service_fn(|req: Request<String>| async move {
+            Ok::<_, std::convert::Infallible>(req)
+        }))
+    }
+
     #[tokio::test]
     async fn rewrites_uri_names_the_provider_and_updates_cached_meta() {
-        let layer = TargetLayer::named("kimi", Provider::Moonshot, "http://127.0.0.1:7/proxy/")
-            .unwrap()
-            .api_key("sk-kimi");
-        let svc = layer.layer(tower::service_fn(|req: Request<String>| async move {
-            Ok::<_, std::convert::Infallible>(req)
-        }));
+        let layer = kimi("http://127.0.0.1:7/proxy/");
+        let svc = echo(&layer);
         let mut req = Request::post("https://api.openai.com/v1/chat/completions?x=1")
             .body(String::new())
             .unwrap();
@@ -334,12 +347,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_already_addressed_to_the_base_keeps_its_uri_and_is_still_named() {
-        let layer = TargetLayer::named("kimi", Provider::Moonshot, "http://127.0.0.1:7")
-            .unwrap()
-            .api_key("sk-kimi");
-        let svc = layer.layer(tower::service_fn(|req: Request<String>| async move {
-            Ok::<_, std::convert::Infallible>(req)
-        }));
+        let layer = kimi("http://127.0.0.1:7");
+        let svc = echo(&layer);
         let mut req = Request::post("http://127.0.0.1:7/v1/chat/completions")
             .header("authorization", "Bearer sk-other")
             .body(String::new())
@@ -354,18 +363,14 @@ mod tests {
             "kimi"
         );
         // A path-only URI is addressed to the base.
-        let svc = layer.layer(tower::service_fn(|req: Request<String>| async move {
-            Ok::<_, std::convert::Infallible>(req)
-        }));
+        let svc = echo(&layer);
         let out = svc
             .oneshot(Request::post("/v1/embeddings").body(String::new()).unwrap())
             .await
             .unwrap();
         assert_eq!(out.uri(), "http://127.0.0.1:7/v1/embeddings");
         // The same key set by the caller, unmarked, leaves marked sensitive.
-        let svc = layer.layer(tower::service_fn(|req: Request<String>| async move {
-            Ok::<_, std::convert::Infallible>(req)
-        }));
+        let svc = echo(&layer);
         let req = Request::post("http://127.0.0.1:7/v1/chat/completions")
             .header("authorization", "Bearer sk-kimi")
             .body(String::new())
